@@ -1,3 +1,10 @@
 //! Intel VT-x architecture knowledge, independent of any hypervisor. `no_std`; tested on the host.
 #![no_std]
 extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod caps;
+pub mod exit;
+pub mod regs;
+pub mod vmcs;

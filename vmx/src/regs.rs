@@ -1,0 +1,56 @@
+//! Architectural register bits VMX code needs to name (SDM Vol. 3A 2.5 for CR0/CR4, 2.2.1 for
+//! EFER, 2.3 for RFLAGS).
+
+pub const CR0_PE: u64 = 1 << 0;
+pub const CR0_MP: u64 = 1 << 1;
+pub const CR0_EM: u64 = 1 << 2;
+pub const CR0_TS: u64 = 1 << 3;
+pub const CR0_ET: u64 = 1 << 4;
+pub const CR0_NE: u64 = 1 << 5;
+pub const CR0_WP: u64 = 1 << 16;
+pub const CR0_AM: u64 = 1 << 18;
+pub const CR0_NW: u64 = 1 << 29;
+pub const CR0_CD: u64 = 1 << 30;
+pub const CR0_PG: u64 = 1 << 31;
+
+pub const CR4_VME: u64 = 1 << 0;
+pub const CR4_PVI: u64 = 1 << 1;
+pub const CR4_TSD: u64 = 1 << 2;
+pub const CR4_DE: u64 = 1 << 3;
+pub const CR4_PSE: u64 = 1 << 4;
+pub const CR4_PAE: u64 = 1 << 5;
+pub const CR4_MCE: u64 = 1 << 6;
+pub const CR4_PGE: u64 = 1 << 7;
+pub const CR4_PCE: u64 = 1 << 8;
+pub const CR4_OSFXSR: u64 = 1 << 9;
+pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+pub const CR4_UMIP: u64 = 1 << 11;
+pub const CR4_LA57: u64 = 1 << 12;
+pub const CR4_VMXE: u64 = 1 << 13;
+pub const CR4_SMXE: u64 = 1 << 14;
+pub const CR4_FSGSBASE: u64 = 1 << 16;
+pub const CR4_PCIDE: u64 = 1 << 17;
+pub const CR4_OSXSAVE: u64 = 1 << 18;
+pub const CR4_SMEP: u64 = 1 << 20;
+pub const CR4_SMAP: u64 = 1 << 21;
+pub const CR4_PKE: u64 = 1 << 22;
+pub const CR4_CET: u64 = 1 << 23;
+pub const CR4_PKS: u64 = 1 << 24;
+
+pub const EFER_SCE: u64 = 1 << 0;
+pub const EFER_LME: u64 = 1 << 8;
+pub const EFER_LMA: u64 = 1 << 10;
+pub const EFER_NXE: u64 = 1 << 11;
+
+pub const RFLAGS_CF: u64 = 1 << 0;
+/// Bit 1 of RFLAGS always reads 1.
+pub const RFLAGS_FIXED1: u64 = 1 << 1;
+pub const RFLAGS_TF: u64 = 1 << 8;
+pub const RFLAGS_IF: u64 = 1 << 9;
+pub const RFLAGS_DF: u64 = 1 << 10;
+pub const RFLAGS_VM: u64 = 1 << 17;
+/// Bits 63:22 and 15, 5, 3 of RFLAGS are reserved and must be 0.
+pub const RFLAGS_RESERVED: u64 = !0x3f_ffff | (1 << 15) | (1 << 5) | (1 << 3);
+
+/// DR7 bits 63:32 are reserved (SDM Vol. 3B 18.2.4).
+pub const DR7_RESERVED_HIGH: u64 = 0xffff_ffff_0000_0000;
