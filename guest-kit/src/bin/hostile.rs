@@ -1,0 +1,246 @@
+//! Hostile guest: operations aimed at the hypervisor's exit handlers. Each case prints
+//! `hostile: about to <what>` first, so a run that dies shows what killed it.
+//!
+//! Most cases execute instructions that cause VM exits unconditionally (SDM Vol. 3C, 26.1.2
+//! "Instructions That Cause VM Exits Unconditionally") and check that the guest sees exactly what
+//! it would see bare; they pass bare too. `triple-fault` ends the machine and runs only when
+//! named: `case=triple-fault`.
+
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+use guest_kit::fault::{self, Caught};
+use guest_kit::{cpu, fail, harness, interrupts, pass, println, skip, BootInfo, Case, Outcome};
+
+guest_kit::entry!(main);
+
+static CASES: &[Case] = &[
+    Case::new("vmx-insn", vmx_insn),
+    Case::new("xsetbv-invalid", xsetbv_invalid),
+    Case::new("msr-absent", msr_absent),
+    Case::new("invd", invd),
+    Case::explicit("triple-fault", triple_fault),
+];
+
+/// Print `hostile: about to <what>` and wait until it has left the UART: the next instruction
+/// may end the machine, and Bochs models the baud rate.
+macro_rules! about {
+    ($($arg:tt)*) => {{
+        println!("hostile: about to {}", format_args!($($arg)*));
+        guest_kit::serial::flush();
+    }};
+}
+
+fn main(boot: &'static BootInfo) -> ! {
+    harness::run(CASES, boot)
+}
+
+/// An instruction given by its exact bytes, run with RAX and RCX set.
+struct Probe {
+    name: &'static str,
+    bytes: &'static [u8],
+    run: fn(u64, u64),
+}
+
+/// A probe whose bytes are emitted verbatim, so the fault handler can match them exactly.
+macro_rules! probe {
+    ($name:literal, [$($b:literal),+]) => {{
+        fn run(rax: u64, rcx: u64) {
+            unsafe {
+                asm!(
+                    $(concat!(".byte ", stringify!($b))),+,
+                    inout("rax") rax => _,
+                    inout("rcx") rcx => _,
+                    options(nostack)
+                )
+            }
+        }
+        Probe { name: $name, bytes: &[$($b),+], run }
+    }};
+}
+
+/// VMX instructions with RAX = a 4 KiB-aligned zeroed page and RCX = a zeroed 16-byte
+/// descriptor as memory operands; ModRM 0x30/0x38 = [rax], 0xC8 = rax,rcx, 0x01 = rax,[rcx].
+static VMX_PROBES: &[Probe] = &[
+    probe!("vmxon", [0xF3, 0x0F, 0xC7, 0x30]),
+    probe!("vmclear", [0x66, 0x0F, 0xC7, 0x30]),
+    probe!("vmptrld", [0x0F, 0xC7, 0x30]),
+    probe!("vmptrst", [0x0F, 0xC7, 0x38]),
+    probe!("vmread", [0x0F, 0x78, 0xC8]),
+    probe!("vmwrite", [0x0F, 0x79, 0xC8]),
+    probe!("vmlaunch", [0x0F, 0x01, 0xC2]),
+    probe!("vmresume", [0x0F, 0x01, 0xC3]),
+    probe!("vmxoff", [0x0F, 0x01, 0xC4]),
+    probe!("invept", [0x66, 0x0F, 0x38, 0x80, 0x01]),
+    probe!("invvpid", [0x66, 0x0F, 0x38, 0x81, 0x01]),
+    probe!("vmfunc", [0x0F, 0x01, 0xD4]),
+];
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+static mut SCRATCH_PAGE: Page = Page([0; 4096]);
+
+/// Every VMX instruction raises #UD: bare because CR4.VMXE is clear / the processor is not in
+/// VMX operation (SDM Vol. 3C, 33.3, each instruction's "IF (not in VMX operation) ... #UD"),
+/// under Vigil because it must not let the guest see VMX (each of these exits unconditionally;
+/// VMFUNC exits for a function that is not enabled, SDM Vol. 3C, 26.5.6).
+fn vmx_insn() -> Outcome {
+    about!(
+        "execute {} VMX instructions, each expecting #UD",
+        VMX_PROBES.len()
+    );
+    let page = core::ptr::addr_of_mut!(SCRATCH_PAGE) as u64;
+    // The descriptor for INVEPT/INVVPID sits in the same zeroed page.
+    let descriptor = page + 2048;
+    for probe in VMX_PROBES {
+        let ((), caught) = fault::expect(fault::UD, probe.bytes, || (probe.run)(page, descriptor));
+        match caught {
+            Some(Caught {
+                vector: fault::UD, ..
+            }) => {}
+            Some(c) => return fail!("wrong-exception insn={} vector={}", probe.name, c.vector),
+            None => return fail!("no-ud insn={}", probe.name),
+        }
+    }
+    pass!("ud={}", VMX_PROBES.len())
+}
+
+/// XSETBV exits unconditionally, so the hypervisor sees every value the guest tries. Invalid
+/// ones must come back as #GP in the guest (SDM Vol. 2C, XSETBV: clearing XCR0 bit 0, or
+/// ECX naming an unsupported XCR, is #GP(0)) and not be attempted by the hypervisor itself.
+fn xsetbv_invalid() -> Outcome {
+    // CPUID.1:ECX.XSAVE[bit 26].
+    if cpu::cpuid(1, 0).ecx & (1 << 26) == 0 {
+        return skip!("no-xsave");
+    }
+    about!("set CR4.OSXSAVE and write invalid values with xsetbv, expecting #GP");
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    let cr4: u64;
+    unsafe {
+        asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+        asm!("mov cr4, {}", in(reg) cr4 | CR4_OSXSAVE, options(nostack, preserves_flags));
+    }
+    let xcr0 = xgetbv(0);
+    let attempts: [(u32, u64); 3] = [(0, 0), (0, xcr0 & !1), (0x1234, xcr0)];
+    let mut outcome = None;
+    for (xcr, value) in attempts {
+        if let Some(bad) = xsetbv(xcr, value) {
+            outcome = Some(fail!(
+                "no-gp xcr={:#x} value={:#x} vector={:?}",
+                xcr,
+                value,
+                bad
+            ));
+            break;
+        }
+    }
+    // Writing back the value it already has must work and leave it unchanged.
+    let ((), rewrite) = fault::expect(fault::GP, XSETBV, || unsafe { raw_xsetbv(0, xcr0) });
+    let after = xgetbv(0);
+    unsafe { asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags)) };
+    if let Some(outcome) = outcome {
+        return outcome;
+    }
+    if let Some(c) = rewrite {
+        return fail!("valid-write-faulted xcr0={:#x} vector={}", xcr0, c.vector);
+    }
+    if after != xcr0 {
+        return fail!("xcr0-changed before={:#x} after={:#x}", xcr0, after);
+    }
+    pass!("xcr0={:#x} rejected={}", xcr0, attempts.len())
+}
+
+/// XSETBV = 0F 01 D1.
+const XSETBV: &[u8] = &[0x0F, 0x01, 0xD1];
+
+fn xgetbv(xcr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    unsafe {
+        asm!("xgetbv", in("ecx") xcr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+unsafe fn raw_xsetbv(xcr: u32, value: u64) {
+    unsafe {
+        asm!(".byte 0x0F, 0x01, 0xD1", in("ecx") xcr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nostack, preserves_flags))
+    };
+}
+
+/// `None` if XSETBV raised #GP as it must; otherwise what happened instead (`Some(None)` = no
+/// fault at all).
+fn xsetbv(xcr: u32, value: u64) -> Option<Option<u8>> {
+    let ((), caught) = fault::expect(fault::GP, XSETBV, || unsafe { raw_xsetbv(xcr, value) });
+    match caught {
+        Some(Caught {
+            vector: fault::GP, ..
+        }) => None,
+        other => Some(other.map(|c| c.vector)),
+    }
+}
+
+/// MSRs the processor does not implement raise #GP on RDMSR and WRMSR (SDM Vol. 2B, RDMSR:
+/// "#GP(0) if the value in ECX specifies a reserved or unimplemented MSR address"). MSRs outside
+/// the MSR-bitmap ranges always exit (SDM Vol. 3C, 26.1.3), so the hypervisor must answer these
+/// itself rather than execute them in the host.
+///
+/// Bochs by default (`cpu: ignore_bad_msrs=1`) reads unknown MSRs as 0 and drops writes instead
+/// of raising #GP, so both answers are accepted; any other exception, or a read that is not 0
+/// after a write was dropped, fails. The counts show which behaviour was seen.
+fn msr_absent() -> Outcome {
+    const ABSENT: [u32; 3] = [0x4000_0000, 0x8000_0000, 0xC001_1029];
+    about!(
+        "read and write {} unimplemented MSRs, expecting #GP",
+        ABSENT.len()
+    );
+    let (mut gp, mut ignored) = (0u32, 0u32);
+    for msr in ABSENT {
+        match fault::try_rdmsr(msr) {
+            Err(Caught {
+                vector: fault::GP, ..
+            }) => gp += 1,
+            Err(c) => return fail!("rdmsr-wrong-exception msr={:#x} vector={}", msr, c.vector),
+            Ok(0) => ignored += 1,
+            Ok(v) => return fail!("rdmsr-returned msr={:#x} value={:#x}", msr, v),
+        }
+        match unsafe { fault::try_wrmsr(msr, 0x5A) } {
+            Err(Caught {
+                vector: fault::GP, ..
+            }) => gp += 1,
+            Err(c) => return fail!("wrmsr-wrong-exception msr={:#x} vector={}", msr, c.vector),
+            Ok(()) => match fault::try_rdmsr(msr) {
+                Ok(0)
+                | Err(Caught {
+                    vector: fault::GP, ..
+                }) => ignored += 1,
+                Ok(v) => return fail!("wrmsr-stored msr={:#x} value={:#x}", msr, v),
+                Err(c) => return fail!("rdmsr-wrong-exception msr={:#x} vector={}", msr, c.vector),
+            },
+        }
+    }
+    pass!("msrs={} gp={} ignored={}", ABSENT.len(), gp, ignored)
+}
+
+/// INVD exits unconditionally (SDM Vol. 3C, 26.1.2); the guest expects it to simply complete.
+/// WBINVD first, so that on hardware with write-back caches nothing dirty is thrown away.
+fn invd() -> Outcome {
+    about!("execute wbinvd; invd");
+    unsafe { asm!("wbinvd", "invd", options(nostack, preserves_flags)) };
+    pass!()
+}
+
+/// Load an empty IDT and raise #BP: delivering it faults (#GP, limit), delivering that #GP
+/// faults, which is a #DF; delivering the #DF faults too, and that is a triple fault and a
+/// shutdown (SDM Vol. 3A, 7.15 "Interrupt 8 — Double Fault Exception"). Under Vigil this is a
+/// VM exit with basic reason 2 (SDM Vol. 3C, 26.2 / appendix C), which it must report and end
+/// cleanly on. Bare, Bochs resets the machine.
+fn triple_fault() -> Outcome {
+    about!("load an empty IDT and execute int3 (triple fault)");
+    unsafe {
+        interrupts::load(0, 0);
+        asm!("int3", options(nomem, nostack));
+    }
+    fail!("survived-triple-fault")
+}
