@@ -1,1 +1,75 @@
-fn main() {}
+//! `cargo xtask`: prerequisites, builds, the boot ISO, Bochs runs and the test suite for Vigil.
+//! `cargo xtask help` lists the commands.
+
+mod bochs;
+mod build;
+mod cli;
+mod iso;
+mod layout;
+mod outcome;
+mod prereqs;
+mod report;
+mod run;
+mod scenarios;
+mod stream;
+mod suite;
+mod sys;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cli::Command;
+use layout::Layout;
+
+fn main() -> ExitCode {
+    sys::install_interrupt_handler();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let layout = Layout::discover();
+    match &command {
+        Command::Help => {
+            print!("{}", cli::HELP);
+            return ExitCode::SUCCESS;
+        }
+        Command::Test(t) if t.list => {
+            suite::list();
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    if let Err(e) = prereqs::ensure(&layout) {
+        eprintln!("xtask: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = match &command {
+        Command::Run(args) => run::run(&layout, args),
+        Command::Build(args) => run::build(&layout, args),
+        Command::Test(args) => suite::test(&layout, args),
+        Command::Help => unreachable!("handled above"),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        _ if sys::interrupted() => ExitCode::from(130),
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A progress line of xtask's own (stderr, like cargo's).
+pub fn step(message: &str) {
+    eprintln!("xtask: {message}");
+}
+
+/// `12.3 s`.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}

@@ -1,0 +1,305 @@
+//! Bochs: the per-run bochsrc, starting Bochs headless and non-interactive, following its
+//! serial ports, and stopping it (with its whole process group) on timeout or Ctrl-C.
+
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::iso::write;
+use crate::layout::RunDir;
+use crate::outcome::{End, Mode, Outcome};
+use crate::stream::{Capture, Echo, Port, Progress, SerialTail};
+use crate::sys;
+
+pub const DEFAULT_CPU_MODEL: &str = "corei7_skylake_x";
+pub const DEFAULT_MEGS: u32 = 256;
+/// Emulated instructions per emulated second. With `clock: sync=none` this only sets how fast
+/// emulated time runs relative to the work done; the run itself is repeatable.
+pub const IPS: u64 = 50_000_000;
+/// The CMOS clock at power-on (2020-01-01 00:00:00 UTC): fixed for repeatable runs.
+pub const TIME0: u64 = 1_577_836_800;
+/// How long Bochs may take to exit after the run's last line (`run ended: …` under Vigil, the
+/// guest-kit summary bare) before it counts as hung.
+pub const END_GRACE: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(25);
+
+/// The emulated machine.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub megs: u32,
+    pub cpu_model: String,
+}
+
+impl Default for Machine {
+    fn default() -> Machine {
+        Machine {
+            megs: DEFAULT_MEGS,
+            cpu_model: DEFAULT_CPU_MODEL.to_string(),
+        }
+    }
+}
+
+/// The bochsrc of one run; every file it names lives in `dir`.
+pub fn bochsrc(machine: &Machine, iso: &Path, dir: &Path) -> String {
+    let p = |name: &str| dir.join(name).display().to_string();
+    format!(
+        "# Written by cargo xtask for this run.\n\
+         megs: {megs}\n\
+         # A triple fault stops the emulator (a Bochs panic) instead of rebooting forever.\n\
+         cpu: model={model}, count=1, ips={IPS}, reset_on_triple_fault=0\n\
+         clock: sync=none, time0={TIME0}\n\
+         romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+         vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
+         ata0-master: type=cdrom, path={iso}, status=inserted\n\
+         boot: cdrom\n\
+         com1: enabled=1, mode=file, dev={com1}\n\
+         com2: enabled=1, mode=file, dev={com2}\n\
+         # Headless: a VNC listener that does not wait for a client. Each Bochs takes the first\n\
+         # free port from 5900 on, so parallel runs do not collide.\n\
+         display_library: rfb, options=\"timeout=0\"\n\
+         # Debian's Bochs aborts in its ALSA mixer thread when there is no sound card.\n\
+         sound: driver=dummy\n\
+         speaker: enabled=0\n\
+         log: {log}\n\
+         panic: action=fatal\n\
+         error: action=report\n",
+        megs = machine.megs,
+        model = machine.cpu_model,
+        iso = iso.display(),
+        com1 = p("com1.txt"),
+        com2 = p("com2.txt"),
+        log = p("bochs.log"),
+    )
+}
+
+/// Everything one Bochs run needs.
+pub struct RunSpec<'a> {
+    pub dir: &'a RunDir,
+    pub iso: PathBuf,
+    pub machine: Machine,
+    pub mode: Mode,
+    pub timeout: Duration,
+    pub echo: Echo,
+}
+
+/// Write the bochsrc and debugger commands, run Bochs until it exits (or the timeout, or
+/// Ctrl-C), and return what the serial ports printed.
+pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
+    let dir = spec.dir;
+    let rc = dir.file("bochsrc");
+    let cmds = dir.file("bochs.cmds");
+    let com1 = dir.file("com1.txt");
+    let com2 = dir.file("com2.txt");
+    let log = dir.file("bochs.log");
+    let out = dir.file("bochs.out");
+    for stale in [&com1, &com2, &log, &out] {
+        let _ = fs::remove_file(stale);
+    }
+    write(&rc, &bochsrc(&spec.machine, &spec.iso, &dir.path))?;
+    // The debugger is compiled in: without commands Bochs stops at t=0 and waits for input.
+    write(&cmds, "continue\nquit\n")?;
+
+    let out_file =
+        File::create(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let err_file = out_file.try_clone().map_err(|e| format!("{e}"))?;
+    let start = Instant::now();
+    let mut child = Command::new("bochs")
+        .arg("-q")
+        .arg("-f")
+        .arg(&rc)
+        .arg("-rc")
+        .arg(&cmds)
+        .current_dir(&dir.path)
+        .stdin(Stdio::null())
+        .stdout(out_file)
+        .stderr(err_file)
+        // Its own process group: the terminal's Ctrl-C reaches only xtask, which then kills
+        // the whole group (the `bochs` wrapper script execs `bochs-bin`).
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start bochs: {e}"))?;
+    let pgid = child.id();
+
+    let mut tails = [
+        SerialTail::new(Port::Guest, com1),
+        SerialTail::new(Port::Vigil, com2),
+    ];
+    let mut capture = Capture::default();
+    let mut progress = Progress::new(matches!(spec.echo, Echo::Live));
+    let mut first_byte = None;
+    let mut ended_at: Option<Instant> = None;
+
+    let end = loop {
+        let exited = child
+            .try_wait()
+            .map_err(|e| format!("waiting for bochs: {e}"))?;
+        let finishing = exited.is_some();
+        for tail in tails.iter_mut() {
+            let lines = if finishing {
+                tail.finish()
+            } else {
+                tail.poll()
+            };
+            if first_byte.is_none() && tail.bytes > 0 {
+                first_byte = Some(start.elapsed());
+                progress.done();
+            }
+            for line in lines {
+                spec.echo.line(tail.port, &line);
+                if ended_at.is_none() && spec.mode.is_last_line(tail.port, &line) {
+                    ended_at = Some(Instant::now());
+                }
+                capture.lines.push((tail.port, line));
+            }
+        }
+        if let Some(status) = exited {
+            break End::Exited(status);
+        }
+        if sys::interrupted() {
+            break End::Interrupted;
+        }
+        if start.elapsed() >= spec.timeout {
+            break End::TimedOut;
+        }
+        if ended_at.is_some_and(|t| t.elapsed() >= END_GRACE) {
+            break End::HungAfterLastLine;
+        }
+        if first_byte.is_none() {
+            progress.tick(start.elapsed());
+        }
+        thread::sleep(POLL);
+    };
+    progress.done();
+    let elapsed = start.elapsed();
+    if !matches!(end, End::Exited(_)) {
+        sys::kill_process_group(pgid);
+        let _ = child.wait();
+        // Lines that arrived since the last poll.
+        for tail in tails.iter_mut() {
+            for line in tail.finish() {
+                spec.echo.line(tail.port, &line);
+                capture.lines.push((tail.port, line));
+            }
+        }
+    }
+    // The group may hold more than the leader; make sure nothing is left behind.
+    sys::kill_process_group(pgid);
+
+    Ok(Outcome {
+        mode: spec.mode,
+        capture,
+        end,
+        elapsed,
+        first_byte,
+        timeout: spec.timeout,
+        bochs_problems: problems(&log, &out),
+        dir: dir.path.clone(),
+    })
+}
+
+/// The CPU models this Bochs knows (`bochs --help cpu`).
+pub fn cpu_models() -> Result<Vec<String>, String> {
+    let out = Command::new("bochs")
+        .args(["--help", "cpu"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run bochs: {e}"))?;
+    Ok(parse_cpu_models(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_cpu_models(text: &str) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| !l.contains("Supported CPU models:"))
+        .skip(1)
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(String::from)
+        .collect()
+}
+
+/// Refuse a CPU model Bochs does not know, listing the ones it does.
+pub fn check_cpu_model(model: &str) -> Result<(), String> {
+    let models = cpu_models()?;
+    if models.is_empty() || models.iter().any(|m| m == model) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Bochs has no CPU model {model:?}; it knows: {}",
+            models.join(" ")
+        ))
+    }
+}
+
+/// Bochs' own complaints worth showing with a failure: panics from bochs.log (except the
+/// shutdown port, which is how a run ends) and its exit message from its stdout/stderr.
+fn problems(log: &Path, out: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let log = fs::read(log).unwrap_or_default();
+    for line in String::from_utf8_lossy(&log).lines() {
+        if line.contains(">>PANIC<<") && !line.contains("Shutdown port: shutdown requested") {
+            found.push(format!("bochs.log: {}", line.trim()));
+        }
+    }
+    let out = fs::read(out).unwrap_or_default();
+    for line in String::from_utf8_lossy(&out).lines() {
+        let l = line.trim();
+        if l.contains("buffer overflow")
+            || l.starts_with("*** ")
+            || (l.contains("PANIC") && !l.contains("Shutdown port"))
+            || l.starts_with("Message:")
+            || l.contains("ERROR:")
+        {
+            found.push(format!("bochs: {l}"));
+        }
+    }
+    found.truncate(10);
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_model_list() {
+        let text = "00000000000i[      ] LTDL_LIBRARY_PATH not set\nSupported CPU models:\n\n\
+                    bx_generic\npentium\ncorei7_skylake_x\ntigerlake\n\n\
+                    00000000000i[SIM   ] quit_sim called with exit code 0\n";
+        assert_eq!(
+            parse_cpu_models(text),
+            vec!["bx_generic", "pentium", "corei7_skylake_x", "tigerlake"]
+        );
+    }
+
+    #[test]
+    fn bochsrc_is_headless_deterministic_and_names_the_run_files() {
+        let machine = Machine {
+            megs: 128,
+            cpu_model: "tigerlake".into(),
+        };
+        let rc = bochsrc(&machine, Path::new("/r/vigil.iso"), Path::new("/r"));
+        for want in [
+            "megs: 128\n",
+            "cpu: model=tigerlake, count=1, ips=50000000, reset_on_triple_fault=0\n",
+            "clock: sync=none, time0=1577836800\n",
+            "romimage: file=/usr/share/bochs/BIOS-bochs-latest\n",
+            "vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n",
+            "ata0-master: type=cdrom, path=/r/vigil.iso, status=inserted\n",
+            "boot: cdrom\n",
+            "com1: enabled=1, mode=file, dev=/r/com1.txt\n",
+            "com2: enabled=1, mode=file, dev=/r/com2.txt\n",
+            "display_library: rfb, options=\"timeout=0\"\n",
+            "sound: driver=dummy\n",
+            "log: /r/bochs.log\n",
+            "panic: action=fatal\n",
+            "error: action=report\n",
+        ] {
+            assert!(rc.contains(want), "missing {want:?} in\n{rc}");
+        }
+    }
+}

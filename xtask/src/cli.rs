@@ -1,0 +1,344 @@
+//! The command line of `cargo xtask` (hand-rolled: a handful of flags do not need a parser
+//! crate).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bochs::{DEFAULT_CPU_MODEL, DEFAULT_MEGS};
+use crate::build::GUEST_KIT_BINS;
+
+/// Vigil's options for the `demo` guest when none are given after `--`.
+pub const DEMO_VIGIL_OPTIONS: &str =
+    "trap=rdtsc,rdtscp,hlt,io:0x80,msr:0x10 tsc=offset:0x100000000000";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub const HELP: &str = "\
+cargo xtask: build Vigil, make its boot ISO, run it in Bochs, test it
+
+USAGE:
+    cargo xtask run   [OPTIONS] [-- VIGIL OPTIONS...]
+    cargo xtask build [OPTIONS] [-- VIGIL OPTIONS...]
+    cargo xtask test  [FILTER] [TEST OPTIONS]
+    cargo xtask help
+
+COMMANDS:
+    run     Build Vigil and the guest kit, make the ISO, boot it in Bochs and show the serial
+            ports live: COM1 (the guest's) as `guest| ...`, COM2 (Vigil's) as `vigil| ...`.
+            Exit status 0 only for a normal end: under Vigil, COM2's last line is
+            `run ended: ok`; bare, the guest printed `guest-kit: N passed, 0 failed, ...`.
+            Either way Bochs must exit by itself before the timeout.
+    build   Build and make the ISO only (same options as run).
+    test    Host tests (cargo test -p vmx -p xtask), then the Bochs scenarios. FILTER selects
+            scenarios whose name contains it; `host` selects the host tests only; no FILTER
+            runs everything. Ends with the line `N passed, N failed`.
+
+OPTIONS (run, build):
+    --guest NAME|PATH    Guest to boot: demo (default), cases, hostile, or the path of any
+                         multiboot1 ELF
+    --guest-args \"ARGS\"  The guest's command line (e.g. \"case=triple-fault\")
+    --bare               Boot the guest directly, without Vigil
+    --cpu-model MODEL    Bochs CPU model (default corei7_skylake_x; see `bochs --help cpu`;
+                         tigerlake adds the monitor trap flag)
+    --timeout SECONDS    Kill Bochs after this many seconds (default 120)
+    --megs N             Guest RAM in MiB (default 256)
+    --no-build           Use the binaries already built instead of running cargo build
+    -- VIGIL OPTIONS     Everything after `--` is Vigil's command line (key=value words).
+                         For the demo guest the default is
+                         `trap=rdtsc,rdtscp,hlt,io:0x80,msr:0x10 tsc=offset:0x100000000000`;
+                         a bare `--` gives Vigil an empty command line.
+
+TEST OPTIONS:
+    -j, --jobs N         Bochs scenarios run at once (default: the number of CPUs)
+    -v, --verbose        Show every scenario's serial lines live, labelled with its name
+    --list               List the scenarios and exit
+    --no-build           Use the binaries already built
+
+FILES:
+    Each run works in target/xtask/<run-name>/: iso/ (the ISO tree), vigil.iso, bochsrc,
+    bochs.cmds, com1.txt, com2.txt, bochs.log (Bochs' log) and bochs.out (its stdout/stderr).
+";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Guest {
+    /// A guest-kit binary.
+    Kit(&'static str),
+    /// Any multiboot1 ELF.
+    Path(PathBuf),
+}
+
+impl Guest {
+    pub fn name(&self) -> String {
+        match self {
+            Guest::Kit(name) => name.to_string(),
+            Guest::Path(path) => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "guest".into()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunArgs {
+    pub guest: Guest,
+    pub guest_args: String,
+    pub bare: bool,
+    pub cpu_model: String,
+    pub timeout: Duration,
+    pub megs: u32,
+    /// Words after `--`; `None` when there was no `--`.
+    pub vigil_options: Option<String>,
+    pub no_build: bool,
+}
+
+impl RunArgs {
+    /// Vigil's command line for this run (`None` when bare).
+    pub fn effective_vigil_options(&self) -> Option<String> {
+        if self.bare {
+            return None;
+        }
+        Some(match (&self.vigil_options, &self.guest) {
+            (Some(options), _) => options.clone(),
+            (None, Guest::Kit("demo")) => DEMO_VIGIL_OPTIONS.to_string(),
+            (None, _) => String::new(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TestArgs {
+    pub filter: Option<String>,
+    pub jobs: Option<usize>,
+    pub verbose: bool,
+    pub list: bool,
+    pub no_build: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(RunArgs),
+    Build(RunArgs),
+    Test(TestArgs),
+    Help,
+}
+
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    match command.as_str() {
+        "run" => parse_run(rest).map(|a| a.map_or(Command::Help, Command::Run)),
+        "build" => parse_run(rest).map(|a| a.map_or(Command::Help, Command::Build)),
+        "test" => parse_test(rest),
+        "help" | "-h" | "--help" => Ok(Command::Help),
+        other => Err(format!(
+            "unknown command {other:?} (try `cargo xtask help`)"
+        )),
+    }
+}
+
+/// Splits `--flag=value` and takes `--flag value`.
+struct Args<'a> {
+    items: std::slice::Iter<'a, String>,
+}
+
+impl<'a> Args<'a> {
+    fn value(&mut self, flag: &str, inline: Option<&'a str>) -> Result<&'a str, String> {
+        match inline {
+            Some(v) => Ok(v),
+            None => self
+                .items
+                .next()
+                .map(String::as_str)
+                .ok_or_else(|| format!("{flag} needs a value")),
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
+    text.parse()
+        .map_err(|_| format!("{flag}: {text:?} is not a number"))
+}
+
+/// `Ok(None)` means help was asked for.
+fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
+    let mut run = RunArgs {
+        guest: Guest::Kit("demo"),
+        guest_args: String::new(),
+        bare: false,
+        cpu_model: DEFAULT_CPU_MODEL.to_string(),
+        timeout: crate::cli::DEFAULT_TIMEOUT,
+        megs: DEFAULT_MEGS,
+        vigil_options: None,
+        no_build: false,
+    };
+    let mut args = Args { items: rest.iter() };
+    while let Some(arg) = args.items.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v)),
+            _ => (arg.as_str(), None),
+        };
+        match flag {
+            "--" => {
+                let words: Vec<&str> = args.items.by_ref().map(String::as_str).collect();
+                run.vigil_options = Some(words.join(" "));
+            }
+            "-h" | "--help" => return Ok(None),
+            "--guest" => {
+                let v = args.value(flag, inline)?;
+                run.guest = match GUEST_KIT_BINS.iter().find(|b| **b == v) {
+                    Some(name) => Guest::Kit(name),
+                    None => Guest::Path(PathBuf::from(v)),
+                };
+            }
+            "--guest-args" => run.guest_args = args.value(flag, inline)?.to_string(),
+            "--bare" => run.bare = true,
+            "--cpu-model" => run.cpu_model = args.value(flag, inline)?.to_string(),
+            "--timeout" => {
+                let secs: f64 = number(flag, args.value(flag, inline)?)?;
+                if !(secs > 0.0 && secs.is_finite()) {
+                    return Err("--timeout must be positive".into());
+                }
+                run.timeout = Duration::from_secs_f64(secs);
+            }
+            "--megs" => {
+                run.megs = number(flag, args.value(flag, inline)?)?;
+                if !(4..=65536).contains(&run.megs) {
+                    return Err("--megs must be between 4 and 65536".into());
+                }
+            }
+            "--no-build" => run.no_build = true,
+            other => {
+                return Err(format!(
+                    "unknown option {other:?} (try `cargo xtask run --help`)"
+                ))
+            }
+        }
+    }
+    if run.bare && run.vigil_options.as_deref().is_some_and(|o| !o.is_empty()) {
+        return Err("Vigil options (after `--`) make no sense with --bare".into());
+    }
+    Ok(Some(run))
+}
+
+fn parse_test(rest: &[String]) -> Result<Command, String> {
+    let mut test = TestArgs::default();
+    let mut args = Args { items: rest.iter() };
+    while let Some(arg) = args.items.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v)),
+            _ => (arg.as_str(), None),
+        };
+        match flag {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-j" | "--jobs" => {
+                let jobs: usize = number(flag, args.value(flag, inline)?)?;
+                test.jobs = Some(jobs.max(1));
+            }
+            "-v" | "--verbose" => test.verbose = true,
+            "--list" => test.list = true,
+            "--no-build" => test.no_build = true,
+            f if f.starts_with('-') => {
+                return Err(format!(
+                    "unknown option {f:?} (try `cargo xtask test --help`)"
+                ))
+            }
+            filter if test.filter.is_none() => test.filter = Some(filter.to_string()),
+            extra => return Err(format!("only one FILTER allowed, got another: {extra:?}")),
+        }
+    }
+    Ok(Command::Test(test))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    fn run(line: &str) -> RunArgs {
+        match parse(&args(line)).unwrap() {
+            Command::Run(r) | Command::Build(r) => r,
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_defaults_to_demo_under_vigil_with_demo_options() {
+        let r = run("run");
+        assert_eq!(r.guest, Guest::Kit("demo"));
+        assert!(!r.bare);
+        assert_eq!(r.timeout, Duration::from_secs(120));
+        assert_eq!(r.megs, 256);
+        assert_eq!(r.cpu_model, "corei7_skylake_x");
+        assert_eq!(
+            r.effective_vigil_options().as_deref(),
+            Some(DEMO_VIGIL_OPTIONS)
+        );
+    }
+
+    #[test]
+    fn options_after_double_dash_replace_the_defaults() {
+        let r = run("run --guest cases -- log=debug trap=cpuid");
+        assert_eq!(r.guest, Guest::Kit("cases"));
+        assert_eq!(
+            r.effective_vigil_options().as_deref(),
+            Some("log=debug trap=cpuid")
+        );
+        assert_eq!(run("run --").effective_vigil_options().as_deref(), Some(""));
+        assert_eq!(
+            run("run --guest hostile")
+                .effective_vigil_options()
+                .as_deref(),
+            Some("")
+        );
+    }
+
+    #[test]
+    fn flags_take_values_both_ways() {
+        let r =
+            run("build --guest=/tmp/k.elf --bare --timeout 9.5 --megs=64 --cpu-model tigerlake");
+        assert_eq!(r.guest, Guest::Path("/tmp/k.elf".into()));
+        assert_eq!(r.guest.name(), "k");
+        assert!(r.bare);
+        assert_eq!(r.effective_vigil_options(), None);
+        assert_eq!(r.timeout, Duration::from_secs_f64(9.5));
+        assert_eq!(r.megs, 64);
+        assert_eq!(r.cpu_model, "tigerlake");
+        let with_spaces = vec!["run".into(), "--guest-args".into(), "case=a x=1".into()];
+        match parse(&with_spaces).unwrap() {
+            Command::Run(r) => assert_eq!(r.guest_args, "case=a x=1"),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn bad_command_lines_are_refused() {
+        assert!(parse(&args("run --timeout")).is_err());
+        assert!(parse(&args("run --timeout 0")).is_err());
+        assert!(parse(&args("run --megs lots")).is_err());
+        assert!(parse(&args("run --bare -- log=info")).is_err());
+        assert!(parse(&args("run --frobnicate")).is_err());
+        assert!(parse(&args("launch")).is_err());
+        assert!(parse(&args("test a b")).is_err());
+    }
+
+    #[test]
+    fn test_arguments() {
+        assert_eq!(
+            parse(&args("test")).unwrap(),
+            Command::Test(TestArgs::default())
+        );
+        let t = match parse(&args("test cases -j 1 -v --no-build")).unwrap() {
+            Command::Test(t) => t,
+            _ => unreachable!(),
+        };
+        assert_eq!(t.filter.as_deref(), Some("cases"));
+        assert_eq!(t.jobs, Some(1));
+        assert!(t.verbose && t.no_build && !t.list);
+        assert_eq!(parse(&args("run --help")).unwrap(), Command::Help);
+        assert_eq!(parse(&[]).unwrap(), Command::Help);
+    }
+}

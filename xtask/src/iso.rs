@@ -1,0 +1,158 @@
+//! The boot ISO of one run: `boot/vigil`, `boot/guest.elf`, `boot/grub/grub.cfg`, made into a
+//! BIOS-bootable image by `grub-mkrescue`. GRUB stays on the VGA console: COM1 is the guest's.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::layout::RunDir;
+
+/// What GRUB boots.
+#[derive(Clone, Debug)]
+pub struct IsoSpec {
+    /// The guest ELF (multiboot1).
+    pub guest: PathBuf,
+    /// The guest's command line.
+    pub guest_args: String,
+    /// Vigil's ELF and its command line; `None` boots the guest bare.
+    pub vigil: Option<(PathBuf, String)>,
+}
+
+/// The grub.cfg for a run: no menu delay, one entry.
+pub fn grub_cfg(vigil_options: Option<&str>, guest_args: &str) -> String {
+    let mut cfg = String::from("set timeout=0\nset default=0\n\n");
+    match vigil_options {
+        Some(options) => {
+            cfg.push_str("menuentry \"vigil\" {\n");
+            cfg.push_str(&format!(
+                "    multiboot2 {}\n",
+                command("/boot/vigil", options)
+            ));
+            cfg.push_str(&format!(
+                "    module2 {}\n",
+                command("/boot/guest.elf guest", guest_args)
+            ));
+        }
+        None => {
+            cfg.push_str("menuentry \"bare\" {\n");
+            cfg.push_str(&format!(
+                "    multiboot {}\n",
+                command("/boot/guest.elf", guest_args)
+            ));
+        }
+    }
+    cfg.push_str("    boot\n}\n");
+    cfg
+}
+
+/// `head` followed by the words of `args`, each quoted for GRUB's shell-like parser if needed.
+fn command(head: &str, args: &str) -> String {
+    let mut line = head.to_string();
+    for word in args.split_whitespace() {
+        line.push(' ');
+        line.push_str(&grub_quote(word));
+    }
+    line
+}
+
+/// Quote one word for grub.cfg: plain words stay as they are; anything else goes in single
+/// quotes (inside which GRUB takes every character literally, except `'` itself).
+pub fn grub_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-.,:=/+@%^~".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+/// Stage the ISO tree under `<run dir>/iso` and make `<run dir>/vigil.iso`; returns its path
+/// and how long that took.
+pub fn make(dir: &RunDir, spec: &IsoSpec) -> Result<(PathBuf, Duration), String> {
+    let start = Instant::now();
+    let tree = dir.file("iso");
+    if tree.exists() {
+        fs::remove_dir_all(&tree).map_err(|e| format!("cannot clear {}: {e}", tree.display()))?;
+    }
+    let grub = tree.join("boot/grub");
+    fs::create_dir_all(&grub).map_err(|e| format!("cannot create {}: {e}", grub.display()))?;
+
+    copy(&spec.guest, &tree.join("boot/guest.elf"))?;
+    if let Some((vigil, _)) = &spec.vigil {
+        copy(vigil, &tree.join("boot/vigil"))?;
+    }
+    let cfg = grub_cfg(
+        spec.vigil.as_ref().map(|(_, o)| o.as_str()),
+        &spec.guest_args,
+    );
+    write(&grub.join("grub.cfg"), &cfg)?;
+
+    let iso = dir.file("vigil.iso");
+    let _ = fs::remove_file(&iso);
+    let out = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&iso)
+        .arg(&tree)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run grub-mkrescue: {e}"))?;
+    if !out.status.success() || !iso.exists() {
+        return Err(format!(
+            "grub-mkrescue failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((iso, start.elapsed()))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
+}
+
+pub fn write(path: &Path, text: &str) -> Result<(), String> {
+    fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vigil_entry_loads_vigil_and_the_guest_module() {
+        let cfg = grub_cfg(Some("trap=rdtsc,io:0x80 tsc=offset:0x1000"), "case=all");
+        assert!(cfg.starts_with("set timeout=0\nset default=0\n"));
+        assert!(cfg.contains("    multiboot2 /boot/vigil trap=rdtsc,io:0x80 tsc=offset:0x1000\n"));
+        assert!(cfg.contains("    module2 /boot/guest.elf guest case=all\n"));
+        assert_eq!(cfg.matches("menuentry").count(), 1);
+        assert!(!cfg.contains("serial"), "GRUB must stay off COM1");
+        assert!(!cfg.contains("terminal"));
+    }
+
+    #[test]
+    fn bare_entry_is_multiboot1_without_trailing_space() {
+        let cfg = grub_cfg(None, "");
+        assert!(cfg.contains("    multiboot /boot/guest.elf\n"));
+        assert!(!cfg.contains("multiboot2"));
+        assert!(!cfg.contains("module"));
+    }
+
+    #[test]
+    fn empty_vigil_options_give_a_bare_multiboot2_line() {
+        let cfg = grub_cfg(Some("  "), "");
+        assert!(cfg.contains("    multiboot2 /boot/vigil\n"));
+        assert!(cfg.contains("    module2 /boot/guest.elf guest\n"));
+    }
+
+    #[test]
+    fn odd_words_are_quoted() {
+        assert_eq!(grub_quote("log=info"), "log=info");
+        assert_eq!(grub_quote("a;b"), "'a;b'");
+        assert_eq!(grub_quote("$x"), "'$x'");
+        assert_eq!(grub_quote("it's"), "'it'\\''s'");
+    }
+}

@@ -1,0 +1,122 @@
+//! `cargo xtask run` and `cargo xtask build`: one guest, bare or under Vigil, in one Bochs.
+
+use std::time::Instant;
+
+use crate::bochs::{self, Machine, RunSpec};
+use crate::build::{self, GUEST_KIT, VIGIL};
+use crate::cli::{Guest, RunArgs};
+use crate::iso::{self, IsoSpec};
+use crate::layout::{Layout, RunDir};
+use crate::outcome::{End, Mode};
+use crate::stream::Echo;
+
+/// Build what the run needs and make its ISO.
+fn prepare(layout: &Layout, args: &RunArgs) -> Result<(RunDir, std::path::PathBuf), String> {
+    if args.cpu_model != bochs::DEFAULT_CPU_MODEL {
+        bochs::check_cpu_model(&args.cpu_model)?;
+    }
+    let mode = if args.bare { Mode::Bare } else { Mode::Vigil };
+    if !args.no_build {
+        if mode == Mode::Vigil {
+            build::build(layout, VIGIL)?;
+        }
+        if let Guest::Kit(_) = args.guest {
+            build::build(layout, GUEST_KIT)?;
+        }
+    }
+    let guest = match &args.guest {
+        Guest::Kit(name) => layout.bare_bin(name),
+        Guest::Path(path) => path.clone(),
+    };
+    if !guest.is_file() {
+        return Err(format!("no guest binary at {}", guest.display()));
+    }
+    let vigil = match args.effective_vigil_options() {
+        Some(options) => {
+            let bin = layout.bare_bin(VIGIL);
+            if !bin.is_file() {
+                return Err(format!("no Vigil binary at {}", bin.display()));
+            }
+            Some((bin, options))
+        }
+        None => None,
+    };
+    let dir = RunDir::claim(
+        layout,
+        &format!("run-{}-{}", args.guest.name(), mode.name()),
+    )
+    .map_err(|e| format!("cannot make the run directory: {e}"))?;
+    let spec = IsoSpec {
+        guest,
+        guest_args: args.guest_args.clone(),
+        vigil,
+    };
+    let (iso, took) = iso::make(&dir, &spec)?;
+    crate::step(&format!(
+        "ISO {} ({})",
+        layout.show(&iso),
+        crate::secs(took)
+    ));
+    Ok((dir, iso))
+}
+
+pub fn build(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
+    let (dir, _iso) = prepare(layout, args)?;
+    // The bochsrc too, so that `bochs -q -f target/xtask/<run>/bochsrc` works by hand.
+    let machine = Machine {
+        megs: args.megs,
+        cpu_model: args.cpu_model.clone(),
+    };
+    let iso = dir.file("vigil.iso");
+    iso::write(
+        &dir.file("bochsrc"),
+        &bochs::bochsrc(&machine, &iso, &dir.path),
+    )?;
+    iso::write(&dir.file("bochs.cmds"), "continue\nquit\n")?;
+    crate::step(&format!("bochsrc {}", dir.file("bochsrc").display()));
+    Ok(true)
+}
+
+/// Returns whether the run ended normally.
+pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
+    let total = Instant::now();
+    let (dir, iso) = prepare(layout, args)?;
+    let mode = if args.bare { Mode::Bare } else { Mode::Vigil };
+    let spec = RunSpec {
+        dir: &dir,
+        iso,
+        machine: Machine {
+            megs: args.megs,
+            cpu_model: args.cpu_model.clone(),
+        },
+        mode,
+        timeout: args.timeout,
+        echo: Echo::Live,
+    };
+    let outcome = bochs::run(&spec)?;
+    let first = match outcome.first_byte {
+        Some(t) => format!("first serial byte after {}", crate::secs(t)),
+        None => "no serial output".to_string(),
+    };
+    crate::step(&format!(
+        "{} after {}; {first}; {} in all",
+        outcome.end_phrase(),
+        crate::secs(outcome.elapsed),
+        crate::secs(total.elapsed())
+    ));
+    if let End::Interrupted = outcome.end {
+        println!("xtask: interrupted");
+        return Ok(false);
+    }
+    match outcome.normal_end() {
+        Ok(line) => {
+            println!("xtask: ok: {line}");
+            Ok(true)
+        }
+        Err(why) => {
+            println!("xtask: FAILED: {}", outcome.explain(&why));
+            println!("xtask: run files in {}", dir.path.display());
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! `cargo xtask test`: the host tests, then the Bochs scenarios (several at once), ending with
+//! the line `N passed, N failed`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::bochs::{self, Machine, RunSpec};
+use crate::build::{self, GUEST_KIT, VIGIL};
+use crate::cli::TestArgs;
+use crate::iso::{self, IsoSpec};
+use crate::layout::{Layout, RunDir};
+use crate::outcome::{Mode, Outcome};
+use crate::scenarios::{self, Check, Scenario};
+use crate::stream::Echo;
+use crate::sys;
+
+/// Lines of serial output shown with a failing scenario.
+const FAIL_TAIL: usize = 30;
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+pub fn list() {
+    for s in scenarios::all() {
+        let how = match s.mode {
+            Mode::Vigil => format!("under Vigil `{}`", s.vigil_options),
+            Mode::Bare => "bare".to_string(),
+        };
+        println!(
+            "{:<22} {} {} {how}, {}, timeout {} s",
+            s.name, s.guest, s.guest_args, s.cpu_model, s.timeout_secs
+        );
+    }
+    println!("{:<22} cargo test -p vmx -p xtask", "host");
+}
+
+pub fn test(layout: &Layout, args: &TestArgs) -> Result<bool, String> {
+    let all = scenarios::all();
+    let (host, selected) = select(&all, args.filter.as_deref())?;
+    let mut tally = Tally::default();
+    if host {
+        host_tests(layout, &mut tally);
+    }
+    if !selected.is_empty() && !sys::interrupted() {
+        let builds = builds(layout, &all, &selected, args.no_build);
+        let jobs = args
+            .jobs
+            .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()));
+        run_scenarios(
+            layout,
+            &all,
+            &selected,
+            &builds,
+            jobs,
+            args.verbose,
+            &mut tally,
+        );
+    }
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(tally.failed == 0)
+}
+
+/// Whether to run the host tests, and which scenarios (indices into `all`, baselines first).
+fn select(all: &[Scenario], filter: Option<&str>) -> Result<(bool, Vec<usize>), String> {
+    let filter = match filter {
+        None => return Ok((true, (0..all.len()).collect())),
+        Some("host") => return Ok((true, Vec::new())),
+        Some(f) => f,
+    };
+    let mut chosen: Vec<usize> = (0..all.len())
+        .filter(|&i| all[i].name.contains(filter))
+        .collect();
+    if chosen.is_empty() {
+        let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+        return Err(format!(
+            "no scenario matches {filter:?}; scenarios: {}, or `host`",
+            names.join(", ")
+        ));
+    }
+    for i in chosen.clone() {
+        if let Some(base) = all[i].baseline {
+            let b = all
+                .iter()
+                .position(|s| s.name == base)
+                .expect("baseline exists");
+            if !chosen.contains(&b) {
+                crate::step(&format!(
+                    "also running {base}: {} compares with it",
+                    all[i].name
+                ));
+                chosen.push(b);
+            }
+        }
+    }
+    chosen.sort_unstable();
+    Ok((false, chosen))
+}
+
+/// `cargo test -p vmx -p xtask`, streamed, counting each `test result:` line.
+fn host_tests(layout: &Layout, tally: &mut Tally) {
+    let start = Instant::now();
+    crate::step("host tests: cargo test -p vmx -p xtask");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let child = Command::new(cargo)
+        .args(["test", "--no-fail-fast", "-p", "vmx", "-p", "xtask"])
+        .current_dir(&layout.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL host tests: cannot run cargo: {e}");
+            tally.failed += 1;
+            return;
+        }
+    };
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some((p, f)) = parse_test_result(&line) {
+                passed += p;
+                failed += f;
+            }
+        }
+    }
+    let status = child.wait();
+    tally.passed += passed;
+    tally.failed += failed;
+    let ok = status.as_ref().is_ok_and(|s| s.success());
+    if !ok && failed == 0 {
+        // A build error, or a crashed test binary: count it once.
+        let why = match status {
+            Ok(s) => format!("cargo test failed ({s}) without a failing test"),
+            Err(e) => format!("cargo test: {e}"),
+        };
+        println!("FAIL host tests: {why}");
+        tally.failed += 1;
+    }
+    crate::step(&format!(
+        "host tests: {passed} passed, {failed} failed ({})",
+        crate::secs(start.elapsed())
+    ));
+}
+
+/// `test result: ok. 12 passed; 0 failed; 0 ignored; ...` → (12, 0).
+pub fn parse_test_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let (_, counts) = rest.split_once(". ")?;
+    let mut passed = None;
+    let mut failed = None;
+    for part in counts.split(';') {
+        let mut words = part.split_whitespace();
+        let n = words.next().and_then(|n| n.parse::<u64>().ok());
+        match words.next() {
+            Some("passed") => passed = n,
+            Some("failed") => failed = n,
+            _ => {}
+        }
+    }
+    Some((passed?, failed?))
+}
+
+/// Build results by package: `Err(why)` for one that did not build.
+type Builds = BTreeMap<&'static str, Result<(), String>>;
+
+fn builds(layout: &Layout, all: &[Scenario], selected: &[usize], no_build: bool) -> Builds {
+    let mut builds = Builds::new();
+    let needs_vigil = selected.iter().any(|&i| all[i].mode == Mode::Vigil);
+    let packages: &[&'static str] = if needs_vigil {
+        &[VIGIL, GUEST_KIT]
+    } else {
+        &[GUEST_KIT]
+    };
+    for &package in packages {
+        let result = if no_build {
+            Ok(())
+        } else {
+            build::build(layout, package)
+        };
+        if let Err(e) = &result {
+            crate::step(&format!("{e}; scenarios that need {package} will fail"));
+        }
+        builds.insert(package, result);
+    }
+    builds
+}
+
+fn run_scenarios(
+    layout: &Layout,
+    all: &[Scenario],
+    selected: &[usize],
+    builds: &Builds,
+    jobs: usize,
+    verbose: bool,
+    tally: &mut Tally,
+) {
+    let jobs = jobs.clamp(1, selected.len().max(1));
+    crate::step(&format!(
+        "{} Bochs scenario(s), {jobs} at a time",
+        selected.len()
+    ));
+    let queue = Mutex::new(selected.iter().copied().collect::<VecDeque<_>>());
+    let (tx, rx) = mpsc::channel::<(usize, Result<Outcome, String>, Duration)>();
+    thread::scope(|scope| {
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            let queue = &queue;
+            scope.spawn(move || loop {
+                let next = queue.lock().map(|mut q| q.pop_front()).unwrap_or(None);
+                let Some(i) = next else { break };
+                if sys::interrupted() {
+                    break;
+                }
+                let start = Instant::now();
+                let result = run_one(layout, &all[i], builds, verbose);
+                if tx.send((i, result, start.elapsed())).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+
+        // Report each scenario as soon as it and its baseline are done.
+        let mut done: BTreeMap<usize, (Result<Outcome, String>, Duration)> = BTreeMap::new();
+        let mut reported = Vec::new();
+        for (i, result, took) in rx {
+            done.insert(i, (result, took));
+            for &j in selected {
+                if reported.contains(&j) || !done.contains_key(&j) {
+                    continue;
+                }
+                let base = all[j]
+                    .baseline
+                    .and_then(|b| all.iter().position(|s| s.name == b));
+                if base.is_some_and(|b| selected.contains(&b) && !done.contains_key(&b)) {
+                    continue;
+                }
+                let baseline = base
+                    .and_then(|b| done.get(&b))
+                    .and_then(|(r, _)| r.as_ref().ok());
+                let (result, took) = &done[&j];
+                report(&all[j], result, baseline, *took, tally);
+                reported.push(j);
+            }
+        }
+        for &j in selected {
+            if !reported.contains(&j) {
+                println!("FAIL {}: not run (interrupted)", all[j].name);
+                tally.failed += 1;
+            }
+        }
+    });
+}
+
+fn run_one(
+    layout: &Layout,
+    s: &Scenario,
+    builds: &Builds,
+    verbose: bool,
+) -> Result<Outcome, String> {
+    let mut needs = vec![GUEST_KIT];
+    if s.mode == Mode::Vigil {
+        needs.push(VIGIL);
+    }
+    for package in needs {
+        if let Some(Err(e)) = builds.get(package) {
+            return Err(format!("{package} did not build: {e}"));
+        }
+    }
+    let guest = layout.bare_bin(s.guest);
+    if !guest.is_file() {
+        return Err(format!("no guest binary at {}", guest.display()));
+    }
+    let vigil = match s.mode {
+        Mode::Vigil => {
+            let bin = layout.bare_bin(VIGIL);
+            if !bin.is_file() {
+                return Err(format!("no Vigil binary at {}", bin.display()));
+            }
+            Some((bin, s.vigil_options.to_string()))
+        }
+        Mode::Bare => None,
+    };
+    let dir = RunDir::claim(layout, s.name).map_err(|e| format!("run directory: {e}"))?;
+    let spec = IsoSpec {
+        guest,
+        guest_args: s.guest_args.to_string(),
+        vigil,
+    };
+    let (iso, _) = iso::make(&dir, &spec)?;
+    crate::step(&format!("started {}", s.name));
+    bochs::run(&RunSpec {
+        dir: &dir,
+        iso,
+        machine: Machine {
+            cpu_model: s.cpu_model.to_string(),
+            ..Machine::default()
+        },
+        mode: s.mode,
+        timeout: Duration::from_secs(s.timeout_secs),
+        echo: if verbose {
+            Echo::Labelled(s.name.to_string())
+        } else {
+            Echo::Quiet
+        },
+    })
+}
+
+fn report(
+    s: &Scenario,
+    result: &Result<Outcome, String>,
+    baseline: Option<&Outcome>,
+    took: Duration,
+    tally: &mut Tally,
+) {
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            println!("FAIL {}: {e}", s.name);
+            tally.failed += 1;
+            return;
+        }
+    };
+    match (s.check)(&Check {
+        scenario: s,
+        outcome,
+        baseline,
+    }) {
+        Ok(()) => {
+            let first = outcome
+                .first_byte
+                .map(|t| format!(", first serial byte after {}", crate::secs(t)))
+                .unwrap_or_default();
+            println!("PASS {} ({}{first})", s.name, crate::secs(took));
+            tally.passed += 1;
+        }
+        Err(why) => {
+            println!("FAIL {}: {}", s.name, outcome.explain(&why));
+            println!(
+                "  ({}; run files in {})",
+                outcome.end_phrase(),
+                outcome.dir.display()
+            );
+            let tail = outcome.capture.tail(FAIL_TAIL);
+            if tail.is_empty() {
+                println!("  (no serial output)");
+            }
+            for line in tail {
+                println!("  {line}");
+            }
+            tally.failed += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_result_lines() {
+        let ok = "test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; \
+                  finished in 0.01s";
+        assert_eq!(parse_test_result(ok), Some((12, 0)));
+        let bad = "test result: FAILED. 3 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out";
+        assert_eq!(parse_test_result(bad), Some((3, 2)));
+        assert_eq!(parse_test_result("test foo ... ok"), None);
+    }
+
+    #[test]
+    fn selection() {
+        let all = scenarios::all();
+        let names = |v: &[usize]| v.iter().map(|&i| all[i].name).collect::<Vec<_>>();
+        let (host, every) = select(&all, None).unwrap();
+        assert!(host);
+        assert_eq!(every.len(), all.len());
+        assert_eq!(select(&all, Some("host")).unwrap(), (true, vec![]));
+        let (host, bare) = select(&all, Some("bare")).unwrap();
+        assert!(!host);
+        assert_eq!(names(&bare), vec!["demo-bare", "cases-bare"]);
+        // cases-vigil brings its baseline along, which runs first.
+        let (_, cv) = select(&all, Some("cases-vigil")).unwrap();
+        assert_eq!(names(&cv), vec!["cases-bare", "cases-vigil"]);
+        assert!(select(&all, Some("nope")).is_err());
+    }
+}
