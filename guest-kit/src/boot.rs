@@ -58,6 +58,9 @@ _start:
     xor eax, eax
     rep stosd
     mov dword ptr [boot_multiboot_info], esi
+    # The loader's ESP is undefined (multiboot spec 3.2: "the OS image must create its own
+    # stack"); the far return below needs one.
+    mov esp, offset boot_stack_top
 
     # Long mode needs CPUID.80000001H:EDX.LM[bit 29] (SDM Vol. 2A, CPUID); EFER.NXE may only be
     # set when EDX.NX[bit 20] is reported, or WRMSR faults with #GP.
@@ -132,9 +135,26 @@ boot32_no_nx:
 # harness, then end the machine through the Bochs shutdown port.
 boot32_not_multiboot:
     mov esi, offset boot32_message_not_multiboot
-    jmp boot32_fail
+    jmp boot32_fail_init_uart
 boot32_no_long_mode:
     mov esi, offset boot32_message_no_long_mode
+boot32_fail_init_uart:
+    # 115200 8N1 as in serial.rs: nothing guarantees the firmware left COM1 in 8-bit mode.
+    mov dx, 0x3F9
+    mov al, 0x00
+    out dx, al
+    mov dx, 0x3FB
+    mov al, 0x80
+    out dx, al
+    mov dx, 0x3F8
+    mov al, 0x01
+    out dx, al
+    mov dx, 0x3F9
+    mov al, 0x00
+    out dx, al
+    mov dx, 0x3FB
+    mov al, 0x03
+    out dx, al
 boot32_fail:
     mov dx, 0x3FD
 boot32_fail_wait:

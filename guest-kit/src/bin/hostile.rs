@@ -20,6 +20,7 @@ static CASES: &[Case] = &[
     Case::new("xsetbv-invalid", xsetbv_invalid),
     Case::new("msr-absent", msr_absent),
     Case::new("invd", invd),
+    Case::new("ud2", ud2),
     Case::explicit("triple-fault", triple_fault),
 ];
 
@@ -229,6 +230,24 @@ fn invd() -> Outcome {
     about!("execute wbinvd; invd");
     unsafe { asm!("wbinvd", "invd", options(nostack, preserves_flags)) };
     pass!()
+}
+
+/// UD2 raises #UD (SDM Vol. 2B, UD). A hypervisor that intercepts #UD for its own purposes
+/// (exception bitmap bit 6, SDM Vol. 3C, 25.6.3) must reflect it to the guest's own handler.
+fn ud2() -> Outcome {
+    about!("execute ud2, expecting #UD in the guest's handler");
+    let ((), caught) = fault::expect(fault::UD, &[0x0F, 0x0B], || unsafe {
+        asm!("ud2", options(nomem, nostack))
+    });
+    match caught {
+        Some(Caught {
+            vector: fault::UD,
+            rip,
+            ..
+        }) => pass!("rip={:#x}", rip),
+        Some(c) => fail!("wrong-exception vector={}", c.vector),
+        None => fail!("no-ud"),
+    }
 }
 
 /// Load an empty IDT and raise #BP: delivering it faults (#GP, limit), delivering that #GP
