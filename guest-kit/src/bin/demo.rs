@@ -128,7 +128,7 @@ fn io() {
 }
 
 fn hlt() {
-    let wake = timer::hlt_until_tick(1000, 100);
+    let wake = timer::hlt_until_tick(1000, 100_000);
     if wake.woke {
         println!(
             "hlt: woken by PIT IRQ0 after {} hlt(s), tsc_delta={}",
