@@ -5,12 +5,12 @@
 //! off, flat CS/DS/ES/SS, interrupts disabled, EAX = 0x2BADB002 and EBX = the physical address of
 //! the multiboot information structure (multiboot spec 0.6.96, section 3.2 "Machine state").
 //!
-//! The entry then follows the SDM's recipe for entering IA-32e mode (Vol. 3A, 10.8.5
+//! The entry then follows the SDM's recipe for entering IA-32e mode (Vol. 3A,
 //! "Initializing IA-32e Mode"): build 4-level page tables, set CR4.PAE, load CR3, set
 //! IA32_EFER.LME, set CR0.PG, and far-transfer to a code segment with L = 1.
 //!
-//! Paging identity-maps the first 4 GiB with 2 MiB pages (SDM Vol. 3A, 5.5.4 "Linear-Address
-//! Translation with 4-Level Paging", table 5-18 for the 2-MByte PDE), so physical addresses —
+//! Paging identity-maps the first 4 GiB with 2 MiB pages (SDM Vol. 3A, "Linear-Address
+//! Translation with 4-Level Paging" and its table for a PDE that maps a 2-MByte page), so physical addresses —
 //! the multiboot info, device MMIO, the image itself — are usable as pointers in 64-bit code.
 
 use core::arch::global_asm;
@@ -216,7 +216,8 @@ boot32_shutdown_bytes:
 
     .section .data.guest_kit_boot, "aw"
     .p2align 3
-# Flat GDT (SDM Vol. 3A, 3.4.5 "Segment Descriptors"; 5.2.1 for the L bit). The accessed bits are
+# Flat GDT (SDM Vol. 3A, "Segment Descriptors"; the L bit, "Code-Segment
+# Descriptor in 64-bit Mode"). The accessed bits are
 # preset so loading a selector never writes to the table.
 boot_gdt:
     .quad 0

@@ -1,11 +1,11 @@
 //! Expected exceptions: a case can run one instruction that may fault and find out whether it
 //! did, the way the kit detects that it runs bare (VMCALL outside VMX operation raises #UD, SDM
-//! Vol. 3C, 33.3 "VMX Instructions": VMCALL, "IF not in VMX operation THEN #UD").
+//! Vol. 3C, "VMX Instruction Reference", VMCALL: "IF not in VMX operation THEN #UD").
 //!
 //! The case names the vector and the exact instruction bytes. The exception handler recovers
 //! only if the fault has that vector *and* the bytes at the faulting RIP are those bytes; then it
 //! records the fault and resumes after the instruction. Faults are reported at the faulting
-//! instruction (SDM Vol. 3A, 7.5 "Exception Classification"), so skipping its length is exact.
+//! instruction (SDM Vol. 3A, "Exception Classification"), so skipping its length is exact.
 //! Anything else stays fatal.
 
 use crate::interrupts::Frame;

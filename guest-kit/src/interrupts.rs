@@ -2,7 +2,7 @@
 //!
 //! Vectors 0–31 are exceptions, 32–47 the remapped 8259 IRQs (see [`crate::timer`]). Every stub
 //! pushes a uniform [`Frame`]; exceptions that push no error code get a zero in its place (SDM
-//! Vol. 3A, 7.13 "Error Code" and table 7-1 list which vectors push one).
+//! Vol. 3A, "Error Code" and the "Protected-Mode Exceptions and Interrupts" table list which vectors push one).
 //!
 //! An exception is fatal unless a case armed an expectation for it with
 //! [`crate::fault::expect`]: then the handler checks that the faulting instruction is the expected
@@ -40,7 +40,7 @@ pub struct Frame {
     pub rax: u64,
     pub vector: u64,
     pub error: u64,
-    // Pushed by the processor (SDM Vol. 3A, 7.14.2 "64-Bit Mode Stack Frame").
+    // Pushed by the processor (SDM Vol. 3A, "64-Bit Mode Stack Frame").
     pub rip: u64,
     pub cs: u64,
     pub rflags: u64,
@@ -77,7 +77,8 @@ macro_rules! stub_error {
     };
 }
 
-// Vectors 8, 10–14, 17, 21, 29 and 30 push an error code (SDM Vol. 3A, table 7-1; 21 = #CP,
+// Vectors 8, 10–14, 17, 21, 29 and 30 push an error code (SDM Vol. 3A, "Protected-Mode Exceptions and
+// Interrupts"; 21 = #CP,
 // 29 = #VC, 30 = #SX).
 global_asm!(
     ".section .text.guest_kit_isr, \"ax\"",
@@ -147,7 +148,7 @@ guest_kit_isr_common:
     push r14
     push r15
     # 22 quadwords are on the stack and the processor aligned RSP to 16 before pushing its frame
-    # (SDM Vol. 3A, 7.14.2), so RSP is 16-byte aligned here, as the call ABI wants.
+    # (SDM Vol. 3A, "64-Bit Mode Stack Frame"), so RSP is 16-byte aligned here, as the call ABI wants.
     mov rdi, rsp
     cld
     call guest_kit_interrupt
@@ -192,7 +193,7 @@ unsafe extern "C" {
     static guest_kit_isr_table: [u64; STUBS];
 }
 
-/// 64-bit interrupt gate descriptor (SDM Vol. 3A, 7.14.1, figure 7-8).
+/// 64-bit interrupt gate descriptor (SDM Vol. 3A, "64-Bit Mode IDT").
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Gate {
@@ -238,7 +239,7 @@ unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([Gate::MISSING; 256]));
 
-/// Operand of LIDT: limit then base, packed (SDM Vol. 3A, 7.10, figure 7-1).
+/// Operand of LIDT: limit then base, packed (SDM Vol. 3A, "Interrupt Descriptor Table (IDT)").
 #[repr(C, packed)]
 struct Pointer {
     limit: u16,
@@ -261,8 +262,8 @@ pub fn init() {
 }
 
 /// LIDT with an arbitrary base and limit. A zero limit makes every vector a #GP — and the #GP
-/// itself, then the #DF — so the next exception shuts the processor down (SDM Vol. 3A, 7.12
-/// and 7.15 "Interrupt 8 — Double Fault": a fault while delivering #DF is a triple fault).
+/// itself, then the #DF — so the next exception shuts the processor down (SDM Vol. 3A,
+/// "Interrupt 8 — Double Fault Exception (#DF)": a fault while delivering #DF is a triple fault).
 ///
 /// # Safety
 /// Every interrupt after this goes through the new table.
@@ -271,7 +272,7 @@ pub unsafe fn load(base: u64, limit: u16) {
     unsafe { asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags)) };
 }
 
-/// Short mnemonic for an exception vector (SDM Vol. 3A, table 7-1).
+/// Short mnemonic for an exception vector (SDM Vol. 3A, "Protected-Mode Exceptions and Interrupts").
 pub fn mnemonic(vector: u64) -> &'static str {
     const NAMES: [&str; 32] = [
         "DE", "DB", "NMI", "BP", "OF", "BR", "UD", "NM", "DF", "CSO", "TS", "NP", "SS", "GP", "PF",

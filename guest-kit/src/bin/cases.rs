@@ -46,7 +46,7 @@ fn cpuid_basic() -> Outcome {
         || !vendor.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
     {
         return fail!(
-            "vendor-empty ebx={:#x} edx={:#x} ecx={:#x}",
+            "vendor-invalid ebx={:#x} edx={:#x} ecx={:#x}",
             leaf0.ebx,
             leaf0.edx,
             leaf0.ecx
@@ -78,7 +78,7 @@ fn cpuid_basic() -> Outcome {
     )
 }
 
-/// 1000 consecutive RDTSCs never go backwards (SDM Vol. 3B, 19.17 "Time-Stamp Counter": the TSC
+/// 1000 consecutive RDTSCs never go backwards (SDM Vol. 3B, "Time-Stamp Counter": the TSC
 /// only increments, and a hypervisor's offset or emulation must keep it so).
 fn tsc_monotonic() -> Outcome {
     const READS: u32 = 1000;
@@ -136,7 +136,8 @@ fn rdtscp_aux() -> Outcome {
 }
 
 /// RDMSR(IA32_TSC) lies between two RDTSCs: the MSR and the instruction read one counter (SDM
-/// Vol. 3B, 19.17; under TSC offsetting both are offset, SDM Vol. 3C, 27.3).
+/// Vol. 3B, "Time-Stamp Counter"; with TSC offsetting both are offset, SDM Vol. 3C, "Time-Stamp
+/// Counter Offset and Multiplier").
 fn msr_tsc() -> Outcome {
     let before = cpu::rdtsc();
     let msr = match fault::try_rdmsr(IA32_TSC) {
@@ -238,7 +239,7 @@ fn multiboot_mmap() -> Outcome {
 }
 
 /// A VMCALL that is not a Vigil hypercall raises #UD, exactly as without a hypervisor (docs/
-/// architecture.md, "Hypercall ABI"; SDM Vol. 3C, 33.3: VMCALL outside VMX operation is #UD).
+/// architecture.md, "Hypercall ABI"; SDM Vol. 3C, VMCALL: outside VMX operation it is #UD).
 fn vmcall_ud() -> Outcome {
     match hypercall::vmcall(Regs {
         rax: 0,

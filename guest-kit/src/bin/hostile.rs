@@ -1,7 +1,7 @@
 //! Hostile guest: operations aimed at the hypervisor's exit handlers. Each case prints
 //! `hostile: about to <what>` first, so a run that dies shows what killed it.
 //!
-//! Most cases execute instructions that cause VM exits unconditionally (SDM Vol. 3C, 26.1.2
+//! Most cases execute instructions that cause VM exits unconditionally (SDM Vol. 3C,
 //! "Instructions That Cause VM Exits Unconditionally") and check that the guest sees exactly what
 //! it would see bare; they pass bare too. `triple-fault` ends the machine and runs only when
 //! named: `case=triple-fault`.
@@ -83,9 +83,9 @@ struct Page([u8; 4096]);
 static mut SCRATCH_PAGE: Page = Page([0; 4096]);
 
 /// Every VMX instruction raises #UD: bare because CR4.VMXE is clear / the processor is not in
-/// VMX operation (SDM Vol. 3C, 33.3, each instruction's "IF (not in VMX operation) ... #UD"),
+/// VMX operation (SDM Vol. 3C, "VMX Instruction Reference", each instruction's "IF (not in VMX operation) ... #UD"),
 /// under Vigil because it must not let the guest see VMX (each of these exits unconditionally;
-/// VMFUNC exits for a function that is not enabled, SDM Vol. 3C, 26.5.6).
+/// VMFUNC exits for a function that is not enabled, SDM Vol. 3C, "VM Functions").
 fn vmx_insn() -> Outcome {
     about!(
         "execute {} VMX instructions, each expecting #UD",
@@ -184,7 +184,7 @@ fn xsetbv(xcr: u32, value: u64) -> Option<Option<u8>> {
 
 /// MSRs the processor does not implement raise #GP on RDMSR and WRMSR (SDM Vol. 2B, RDMSR:
 /// "#GP(0) if the value in ECX specifies a reserved or unimplemented MSR address"). MSRs outside
-/// the MSR-bitmap ranges always exit (SDM Vol. 3C, 26.1.3), so the hypervisor must answer these
+/// the MSR-bitmap ranges always exit (SDM Vol. 3C, "Instructions That Cause VM Exits Conditionally", RDMSR/WRMSR), so the hypervisor must answer these
 /// itself rather than execute them in the host.
 ///
 /// Bochs by default (`cpu: ignore_bad_msrs=1`) reads unknown MSRs as 0 and drops writes instead
@@ -224,7 +224,8 @@ fn msr_absent() -> Outcome {
     pass!("msrs={} gp={} ignored={}", ABSENT.len(), gp, ignored)
 }
 
-/// INVD exits unconditionally (SDM Vol. 3C, 26.1.2); the guest expects it to simply complete.
+/// INVD exits unconditionally (SDM Vol. 3C, "Instructions That Cause VM Exits
+/// Unconditionally"); the guest expects it to simply complete.
 /// WBINVD first, so that on hardware with write-back caches nothing dirty is thrown away.
 fn invd() -> Outcome {
     about!("execute wbinvd; invd");
@@ -233,7 +234,7 @@ fn invd() -> Outcome {
 }
 
 /// UD2 raises #UD (SDM Vol. 2B, UD). A hypervisor that intercepts #UD for its own purposes
-/// (exception bitmap bit 6, SDM Vol. 3C, 25.6.3) must reflect it to the guest's own handler.
+/// (exception bitmap bit 6, SDM Vol. 3C, "Exception Bitmap") must reflect it to the guest's own handler.
 fn ud2() -> Outcome {
     about!("execute ud2, expecting #UD in the guest's handler");
     let ((), caught) = fault::expect(fault::UD, &[0x0F, 0x0B], || unsafe {
@@ -252,8 +253,8 @@ fn ud2() -> Outcome {
 
 /// Load an empty IDT and raise #BP: delivering it faults (#GP, limit), delivering that #GP
 /// faults, which is a #DF; delivering the #DF faults too, and that is a triple fault and a
-/// shutdown (SDM Vol. 3A, 7.15 "Interrupt 8 — Double Fault Exception"). Under Vigil this is a
-/// VM exit with basic reason 2 (SDM Vol. 3C, 26.2 / appendix C), which it must report and end
+/// shutdown (SDM Vol. 3A, "Interrupt 8 — Double Fault Exception"). Under Vigil this is a
+/// VM exit with basic reason 2 (SDM Vol. 3C, "Other Causes of VM Exits" and appendix "VMX Basic Exit Reasons"), which it must report and end
 /// cleanly on. Bare, Bochs resets the machine.
 fn triple_fault() -> Outcome {
     about!("load an empty IDT and execute int3 (triple fault)");
