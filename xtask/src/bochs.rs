@@ -4,7 +4,7 @@
 use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -95,32 +95,14 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     let com2 = dir.file("com2.txt");
     let log = dir.file("bochs.log");
     let out = dir.file("bochs.out");
-    for stale in [&com1, &com2, &log, &out] {
+    for stale in [&com1, &com2] {
         let _ = fs::remove_file(stale);
     }
     write(&rc, &bochsrc(&spec.machine, &spec.iso, &dir.path))?;
     // The debugger is compiled in: without commands Bochs stops at t=0 and waits for input.
     write(&cmds, "continue\nquit\n")?;
 
-    let out_file =
-        File::create(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let err_file = out_file.try_clone().map_err(|e| format!("{e}"))?;
-    let start = Instant::now();
-    let mut child = Command::new("bochs")
-        .arg("-q")
-        .arg("-f")
-        .arg(&rc)
-        .arg("-rc")
-        .arg(&cmds)
-        .current_dir(&dir.path)
-        .stdin(Stdio::null())
-        .stdout(out_file)
-        .stderr(err_file)
-        // Its own process group: the terminal's Ctrl-C reaches only xtask, which then kills
-        // the whole group (the `bochs` wrapper script execs `bochs-bin`).
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot start bochs: {e}"))?;
+    let (mut child, start) = start(&rc, &cmds, dir, &log, &out)?;
     let pgid = child.id();
 
     let mut tails = [
@@ -198,6 +180,92 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
         bochs_problems: problems(&log, &out),
         dir: dir.path.clone(),
     })
+}
+
+/// How often Bochs is started again when its VNC listener found no port.
+const START_ATTEMPTS: u32 = 4;
+
+/// Start Bochs headless; returns it and the moment it started.
+///
+/// Bochs 2.7's RFB display binds the first free port from 5900 on, but when two Bochs start at
+/// the same moment the loser's `listen` fails on the port the other just bound, and it then
+/// fails every other port with the same socket: "RFB could not bind any port between 5900 and
+/// 5949", and it dies. So starts are serialized machine-wide (a lock file in the temporary
+/// directory, held until this Bochs listens), and a start that still lost is retried.
+fn start(
+    rc: &Path,
+    cmds: &Path,
+    dir: &RunDir,
+    log: &Path,
+    out: &Path,
+) -> Result<(Child, Instant), String> {
+    let lock_path = std::env::temp_dir().join("vigil-xtask-bochs-start.lock");
+    let mut attempt = 1;
+    loop {
+        let lock = File::create(&lock_path)
+            .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+        lock.lock()
+            .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+        for stale in [log, out] {
+            let _ = fs::remove_file(stale);
+        }
+        let out_file =
+            File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        let err_file = out_file.try_clone().map_err(|e| format!("{e}"))?;
+        let started = Instant::now();
+        let mut child = Command::new("bochs")
+            .arg("-q")
+            .arg("-f")
+            .arg(rc)
+            .arg("-rc")
+            .arg(cmds)
+            .current_dir(&dir.path)
+            .stdin(Stdio::null())
+            .stdout(out_file)
+            .stderr(err_file)
+            // Its own process group: the terminal's Ctrl-C reaches only xtask, which then
+            // kills the whole group (the `bochs` wrapper script execs `bochs-bin`).
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start bochs: {e}"))?;
+        let listening = wait_for_listener(&mut child, log);
+        drop(lock);
+        match listening {
+            Listener::Lost if attempt < START_ATTEMPTS => {
+                sys::kill_process_group(child.id());
+                let _ = child.wait();
+                attempt += 1;
+                thread::sleep(Duration::from_millis(200));
+            }
+            _ => return Ok((child, started)),
+        }
+    }
+}
+
+enum Listener {
+    /// Listening, or Bochs ended or took too long for another reason (the run will tell).
+    Settled,
+    /// "RFB could not bind any port".
+    Lost,
+}
+
+fn wait_for_listener(child: &mut Child, log: &Path) -> Listener {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fs::read(log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        if text.contains("could not bind any port") {
+            return Listener::Lost;
+        }
+        if text.contains("listening for connections on port")
+            || !matches!(child.try_wait(), Ok(None))
+            || Instant::now() >= deadline
+            || sys::interrupted()
+        {
+            return Listener::Settled;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The CPU models this Bochs knows (`bochs --help cpu`).

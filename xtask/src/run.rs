@@ -99,9 +99,9 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         None => "no serial output".to_string(),
     };
     crate::step(&format!(
-        "{} after {}; {first}; {} in all",
-        outcome.end_phrase(),
+        "Bochs ran {}: {}; {first}; {} in all",
         crate::secs(outcome.elapsed),
+        outcome.end_phrase(),
         crate::secs(total.elapsed())
     ));
     if let End::Interrupted = outcome.end {
