@@ -18,7 +18,7 @@ pub const TSC_OFFSET: u32 = 1;
 /// Function 2: confirm a TSC value the guest read.
 pub const CONFIRM_TSC: u32 = 2;
 /// What ping returns in EBX: "Vigi" in little-endian byte order.
-pub const PING_SIGNATURE: u32 = 0x6769_6956;
+pub const PING_SIGNATURE: u32 = 0x6967_6956;
 
 /// Status 0.
 pub const STATUS_OK: u32 = 0;

@@ -1,4 +1,247 @@
+//! Vigil: a bare-metal Intel VT-x hypervisor. GRUB loads it (multiboot2) with the guest as a
+//! module; Vigil takes the machine, removes its own memory from the guest's view, and runs the
+//! guest under VMX with EPT and VPID, handling the exits the user asked for.
 #![no_std]
 #![no_main]
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+
+extern crate alloc;
+
+mod acpi;
+mod arch;
+mod checks;
+mod exit;
+mod fault;
+mod mem;
+mod power;
+mod report;
+mod serial;
+mod vmm;
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use arch::gdt::CpuTables;
+use core::sync::atomic::Ordering;
+use power::{end_run, Outcome};
+use vigil::config::{Config, LogLevel};
+use vigil::loader::{multiboot1, LoadError};
+use vigil::memmap::{Kind, MemoryMap};
+
+const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
+/// Guest-physical page where Vigil writes the boot GDT and the multiboot information, in
+/// conventional memory that boot protocols leave to the loader.
+const BOOT_DATA: u64 = 0x8000;
+const BOOT_DATA_SIZE: u64 = 0x2000;
+
+/// Per-CPU descriptor tables; only the boot CPU runs for now.
+static mut BSP_TABLES: CpuTables = CpuTables::new();
+
+#[no_mangle]
+extern "C" fn vigil_main(magic: u32, info: u32) -> ! {
+    serial::init();
+    println!(
+        "Vigil {} — Intel VT-x hypervisor",
+        env!("CARGO_PKG_VERSION")
+    );
+    // SAFETY: the boot CPU takes the tables once, before anything else uses them.
+    unsafe { (*core::ptr::addr_of_mut!(BSP_TABLES)).load() };
+    arch::idt::init();
+    if magic != MULTIBOOT2_MAGIC {
+        end_run(Outcome::Failed("not started by a multiboot2 boot loader"));
+    }
+    match boot(info as u64) {
+        Ok(outcome) => end_run(outcome),
+        Err(why) => {
+            println!("error: {why}");
+            end_run(Outcome::Failed(Box::leak(why.into_boxed_str())))
+        }
+    }
+}
+
+struct BootModule {
+    start: u64,
+    end: u64,
+    args: String,
+}
+
+fn boot(info: u64) -> Result<Outcome<'static>, String> {
+    // SAFETY: GRUB passed this pointer to a complete boot information structure, which nothing
+    // overwrites before Vigil has copied what it needs from it.
+    let mbi = unsafe {
+        multiboot2::BootInformation::load(info as *const multiboot2::BootInformationHeader)
+    }
+    .map_err(|e| format!("bad multiboot2 boot information: {e:?}"))?;
+    let cmdline = mbi
+        .command_line_tag()
+        .and_then(|t| t.cmdline().ok())
+        .unwrap_or("");
+    let mut map = MemoryMap::new();
+    let areas = mbi
+        .memory_map_tag()
+        .ok_or("the boot loader passed no memory map")?;
+    for a in areas.memory_areas() {
+        let kind = Kind::from_e820(u32::from(a.typ()));
+        map.add(a.start_address(), a.end_address(), kind)
+            .map_err(|_| "memory map has too many regions")?;
+    }
+    let mut modules: [Option<(u64, u64)>; 8] = [None; 8];
+    let mut guest = None;
+    for (i, m) in mbi.module_tags().enumerate() {
+        let (start, end) = (m.start_address() as u64, m.end_address() as u64);
+        if i < modules.len() {
+            modules[i] = Some((start, end));
+        }
+        let args = m.cmdline().unwrap_or("");
+        let mut words = args.splitn(2, ' ');
+        if words.next() == Some("guest") && guest.is_none() {
+            guest = Some((start, end, words.next().unwrap_or("")));
+        }
+    }
+    let rsdt = mbi.rsdp_v1_tag().map(|t| t.rsdt_address() as u64);
+    let xsdt = mbi.rsdp_v2_tag().map(|t| t.xsdt_address() as u64);
+
+    // Vigil's memory: the pool must not land on the boot information or the modules.
+    let mut avoid = [(0u64, 0u64); 9];
+    avoid[0] = (info, info + mbi.total_size() as u64);
+    for (slot, m) in avoid[1..].iter_mut().zip(modules.iter().flatten()) {
+        *slot = *m;
+    }
+    mem::init(&mut map, &avoid).map_err(String::from)?;
+
+    let config: &'static Config = Box::leak(Box::new(
+        Config::parse(cmdline).map_err(|e| format!("{e}\noptions:\n{}", vigil::config::HELP))?,
+    ));
+    log::set_max_level(match config.log {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    });
+    let (image, pool) = (mem::image_range(), mem::pool_range());
+    log::info!(
+        "vigil memory: image [{:#x}-{:#x}), pool [{:#x}-{:#x}) — absent from the guest",
+        image.0,
+        image.1,
+        pool.0,
+        pool.1
+    );
+    for r in map.regions() {
+        log::debug!("memory {r}");
+    }
+    let guest_module = guest.map(|(s, e, a)| BootModule {
+        start: s,
+        end: e,
+        args: a.into(),
+    });
+    let guest_module = guest_module
+        .ok_or("no guest module: GRUB must load one with `module2 PATH guest [ARGS]`")?;
+    vmm::guest_mem::init(map.clone());
+
+    let setup = load_guest(&guest_module, &map, rsdt, xsdt)?;
+    let caps = vmm::capabilities()?;
+    log::debug!(
+        "vmx capabilities: basic={:#x} pin={:#x}/{:#x} proc={:#x}/{:#x} proc2={:#x}/{:#x} exit={:#x}/{:#x} entry={:#x}/{:#x} misc={:#x} ept_vpid={:#x} cr0={:#x}/{:#x} cr4={:#x}/{:#x}",
+        caps.basic, caps.pinbased.allowed0, caps.pinbased.allowed1, caps.procbased.allowed0, caps.procbased.allowed1,
+        caps.procbased2.allowed0, caps.procbased2.allowed1, caps.exit.allowed0, caps.exit.allowed1,
+        caps.entry.allowed0, caps.entry.allowed1, caps.misc, caps.ept_vpid, caps.cr0_fixed0, caps.cr0_fixed1,
+        caps.cr4_fixed0, caps.cr4_fixed1
+    );
+    vmm::vmxon(&caps)?;
+    // SAFETY: only the boot CPU exists; its tables were loaded above and live forever.
+    let tables = unsafe { &*core::ptr::addr_of!(BSP_TABLES) };
+    let mut vcpu = vmm::setup::create_vcpu(caps, config, &setup, 0, tables)?;
+    fault::VMCS_LOADED.store(true, Ordering::Relaxed);
+    if config.check_entry && checks::report_violations(&vcpu) > 0 {
+        return Ok(Outcome::Failed(
+            "the VMCS breaks VM-entry rules (see above)",
+        ));
+    }
+    log::info!(
+        "launching guest on vCPU {} at {:#x} (EPT, VPID {}, {})",
+        vcpu.id,
+        setup.entry.rip,
+        vcpu.vpid,
+        if vcpu.unrestricted() {
+            "unrestricted guest"
+        } else {
+            "paging guest"
+        }
+    );
+    let stop = exit::run(&mut vcpu);
+    print_statistics(&vcpu);
+    Ok(match stop {
+        exit::Stop::PowerOff => Outcome::Ok,
+        exit::Stop::Failed(why) => Outcome::Failed(why),
+    })
+}
+
+fn print_statistics(vcpu: &vmm::Vcpu) {
+    let mut table = String::new();
+    let _ = vcpu.stats.write_table(&mut table, &vmm::reason_name);
+    print!("{table}");
+}
+
+/// Loads a multiboot1 guest and prepares its boot data: the GDT its flat segments come from
+/// and the multiboot information with the guest's memory map.
+fn load_guest(
+    module: &BootModule,
+    map: &MemoryMap,
+    rsdt: Option<u64>,
+    xsdt: Option<u64>,
+) -> Result<vmm::setup::GuestSetup, String> {
+    // SAFETY: the module lies in RAM GRUB reported and Vigil's pool avoided; it is only read.
+    let image = unsafe {
+        core::slice::from_raw_parts(
+            module.start as *const u8,
+            (module.end - module.start) as usize,
+        )
+    };
+    let guest_err = |e: LoadError| format!("guest image: {e}");
+    let mut mem = vmm::guest_mem::Loader;
+    // Refuse to load over the module itself, or the boot data, before copying a byte.
+    let (start, end) = multiboot1::extent(image).map_err(guest_err)?;
+    if start < module.end && module.start < end {
+        return Err(format!(
+            "guest image: it loads to [{start:#x}-{end:#x}), on top of its own module at [{:#x}-{:#x})",
+            module.start, module.end
+        ));
+    }
+    if start < BOOT_DATA + BOOT_DATA_SIZE && BOOT_DATA < end {
+        return Err(format!(
+            "guest image: it loads over Vigil's boot data at {BOOT_DATA:#x}"
+        ));
+    }
+    let loaded = multiboot1::load(image, &mut mem).map_err(guest_err)?;
+    // Flat 32-bit code (0x10) and data (0x18) descriptors, the selectors the entry state uses.
+    let gdt: [u64; 4] = [0, 0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
+    let gdt_bytes: alloc::vec::Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
+    use vigil::loader::GuestMemory;
+    mem.write(BOOT_DATA, &gdt_bytes).map_err(guest_err)?;
+    let info_at = BOOT_DATA + 0x100;
+    let info = multiboot1::build_info(info_at as u32, &module.args, map);
+    if info.len() as u64 > BOOT_DATA_SIZE - 0x100 {
+        return Err("guest command line and memory map do not fit the boot data page".into());
+    }
+    mem.write(info_at, &info).map_err(guest_err)?;
+    log::info!(
+        "guest: multiboot kernel [{:#x}-{:#x}), entry {:#x}, command line \"{}\"",
+        loaded.start,
+        loaded.end,
+        loaded.entry,
+        module.args
+    );
+    let pm1a_control = acpi::pm1a_control_port(rsdt, xsdt);
+    match pm1a_control {
+        Some(p) => log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off"),
+        None => log::warn!("no ACPI FADT found: only the shutdown port ends the guest"),
+    }
+    let vigil_ranges = [mem::image_range(), mem::pool_range()];
+    let eptp_pml4 = vmm::ept_space::build(map, &vigil_ranges).map_err(String::from)?;
+    Ok(vmm::setup::GuestSetup {
+        entry: multiboot1::entry_state(&loaded, info_at as u32),
+        gdt: BOOT_DATA,
+        eptp_pml4,
+        pm1a_control,
+    })
+}

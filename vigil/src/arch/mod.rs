@@ -1,0 +1,8 @@
+//! The machine as Vigil itself uses it: boot, descriptor tables, ports, control registers.
+
+pub mod boot;
+pub mod gdt;
+pub mod idt;
+pub mod port;
+pub mod regs;
+pub mod safe;

@@ -1,0 +1,265 @@
+//! Vigil's command line (from GRUB's multiboot2 command line): `key=value` words.
+//! Every mistake gets a message that names the word and says what was expected.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::ops::RangeInclusive;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// How the guest's time-stamp counter relates to the host's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TscMode {
+    /// The guest reads the host TSC unchanged.
+    Native,
+    /// The guest reads host TSC + offset (two's complement), through the VMCS TSC offset or,
+    /// when RDTSC is trapped, through emulation that adds the same offset.
+    Offset(u64),
+}
+
+impl TscMode {
+    pub fn offset(self) -> u64 {
+        match self {
+            TscMode::Native => 0,
+            TscMode::Offset(o) => o,
+        }
+    }
+}
+
+/// Which guest events cause VM exits beyond the ones the architecture makes unconditional and
+/// the ones Vigil needs for itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrapPolicy {
+    /// Log each CPUID the guest executes (CPUID always exits; SDM Vol. 3C 26.1.2).
+    pub cpuid: bool,
+    /// RDTSC and RDTSCP: one control governs both (SDM Vol. 3C 26.1.3).
+    pub rdtsc: bool,
+    pub hlt: bool,
+    pub invlpg: bool,
+    pub rdpmc: bool,
+    pub cr3_load: bool,
+    pub cr3_store: bool,
+    pub mov_dr: bool,
+    /// Exception vectors whose delivery exits (the exception bitmap).
+    pub exceptions: u32,
+    pub msr_read: Vec<u32>,
+    pub msr_write: Vec<u32>,
+    pub io: Vec<RangeInclusive<u16>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub log: LogLevel,
+    pub trap: TrapPolicy,
+    pub tsc: TscMode,
+    /// Whether the Vigil hypercall interface answers; when off, every VMCALL gets #UD as on
+    /// bare metal.
+    pub hypercalls: bool,
+    /// Run the VM-entry checks before the first VM entry.
+    pub check_entry: bool,
+    /// Print each trapped event as it happens.
+    pub log_exits: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            log: LogLevel::Info,
+            trap: TrapPolicy::default(),
+            tsc: TscMode::Native,
+            hypercalls: true,
+            check_entry: cfg!(debug_assertions),
+            log_exits: false,
+        }
+    }
+}
+
+/// The options and their meaning, as printed by `help` (and mirrored by `cargo xtask run --help`).
+pub const HELP: &str = "\
+log=error|warn|info|debug|trace   Vigil's log level (default info)
+trap=ITEM[,ITEM...]               extra VM exits: cpuid (log them), rdtsc (RDTSC and RDTSCP),
+                                  hlt, invlpg, rdpmc, cr3 (loads and stores), cr3-load,
+                                  cr3-store, movdr, exc:VECTOR, msr:N (reads and writes),
+                                  msr-r:N, msr-w:N, io:PORT or io:FIRST-LAST
+tsc=native|offset:N               guest TSC = host TSC (+ N, two's complement; N may be negative)
+hypercall=on|off                  answer Vigil's VMCALL interface (off: every VMCALL gets #UD)
+check-entry=on|off                run the VM-entry checks before the first VM entry
+log-exits=on|off                  print each trapped event
+";
+
+impl Config {
+    pub fn parse(cmdline: &str) -> Result<Config, String> {
+        let mut config = Config::default();
+        for word in cmdline.split_ascii_whitespace() {
+            let (key, value) = word
+                .split_once('=')
+                .ok_or_else(|| format!("option `{word}`: expected key=value"))?;
+            let bad = |what: &str| format!("option `{word}`: {what}");
+            match key {
+                "log" => {
+                    config.log = match value {
+                        "error" => LogLevel::Error,
+                        "warn" => LogLevel::Warn,
+                        "info" => LogLevel::Info,
+                        "debug" => LogLevel::Debug,
+                        "trace" => LogLevel::Trace,
+                        _ => return Err(bad("expected error, warn, info, debug or trace")),
+                    }
+                }
+                "trap" => {
+                    for item in value.split(',').filter(|i| !i.is_empty()) {
+                        parse_trap(&mut config.trap, item).map_err(|e| bad(&format!("`{item}`: {e}")))?;
+                    }
+                }
+                "tsc" => {
+                    config.tsc = match value.split_once(':') {
+                        None if value == "native" => TscMode::Native,
+                        Some(("offset", n)) => TscMode::Offset(
+                            parse_i64(n).ok_or_else(|| bad("expected offset:N with N a number"))? as u64,
+                        ),
+                        _ => return Err(bad("expected native or offset:N")),
+                    }
+                }
+                "hypercall" => config.hypercalls = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
+                "check-entry" => config.check_entry = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
+                "log-exits" => config.log_exits = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
+                _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits)")),
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn parse_trap(trap: &mut TrapPolicy, item: &str) -> Result<(), String> {
+    let (name, arg) = match item.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (item, None),
+    };
+    let number = |max: u64| -> Result<u64, String> {
+        let a = arg.ok_or_else(|| format!("`{name}` needs a number: {name}:N"))?;
+        match parse_i64(a) {
+            Some(n) if n >= 0 && n as u64 <= max => Ok(n as u64),
+            _ => Err(format!("`{a}` is not a number from 0 to {max:#x}")),
+        }
+    };
+    match (name, arg) {
+        ("cpuid", None) => trap.cpuid = true,
+        ("rdtsc" | "rdtscp", None) => trap.rdtsc = true,
+        ("hlt", None) => trap.hlt = true,
+        ("invlpg", None) => trap.invlpg = true,
+        ("rdpmc", None) => trap.rdpmc = true,
+        ("cr3", None) => (trap.cr3_load, trap.cr3_store) = (true, true),
+        ("cr3-load", None) => trap.cr3_load = true,
+        ("cr3-store", None) => trap.cr3_store = true,
+        ("movdr", None) => trap.mov_dr = true,
+        ("exc", Some(_)) => trap.exceptions |= 1 << number(31)?,
+        ("msr", Some(_)) => {
+            let msr = number(u32::MAX as u64)? as u32;
+            trap.msr_read.push(msr);
+            trap.msr_write.push(msr);
+        }
+        ("msr-r", Some(_)) => trap.msr_read.push(number(u32::MAX as u64)? as u32),
+        ("msr-w", Some(_)) => trap.msr_write.push(number(u32::MAX as u64)? as u32),
+        ("io", Some(a)) => {
+            let (first, last) = a.split_once('-').unwrap_or((a, a));
+            let port = |p: &str| match parse_i64(p) {
+                Some(n) if (0..=0xFFFF).contains(&n) => Ok(n as u16),
+                _ => Err(format!("`{p}` is not a port number from 0 to 0xffff")),
+            };
+            let (first, last) = (port(first)?, port(last)?);
+            if first > last {
+                return Err(format!("port range {first:#x}-{last:#x} is empty"));
+            }
+            trap.io.push(first..=last);
+        }
+        ("exc" | "msr" | "msr-r" | "msr-w" | "io", None) => {
+            return Err(format!("`{name}` needs a value: {name}:N"))
+        }
+        _ => return Err("unknown trap (see `trap=` in the option list)".into()),
+    }
+    Ok(())
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "on" | "yes" | "1" | "true" => Some(true),
+        "off" | "no" | "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// Decimal or 0x-prefixed hexadecimal, optionally negative.
+pub fn parse_i64(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let magnitude = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None => digits.parse::<u64>().ok()?,
+    };
+    if neg {
+        0i64.checked_sub_unsigned(magnitude)
+    } else {
+        // Values above i64::MAX are accepted as their two's-complement bit pattern (offsets).
+        Some(magnitude as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_command_line() {
+        let c =
+            Config::parse("log=debug trap=rdtsc,hlt,io:0x80,msr:0x10 tsc=offset:0x100000000000")
+                .unwrap();
+        assert_eq!(c.log, LogLevel::Debug);
+        assert!(c.trap.rdtsc && c.trap.hlt && !c.trap.invlpg);
+        assert_eq!(c.trap.io, [0x80..=0x80]);
+        assert_eq!(c.trap.msr_read, [0x10]);
+        assert_eq!(c.trap.msr_write, [0x10]);
+        assert_eq!(c.tsc, TscMode::Offset(0x1000_0000_0000));
+    }
+
+    #[test]
+    fn negative_offset_is_twos_complement() {
+        let c = Config::parse("tsc=offset:-1000").unwrap();
+        assert_eq!(c.tsc.offset(), (-1000i64) as u64);
+    }
+
+    #[test]
+    fn errors_name_the_word() {
+        for (line, needle) in [
+            ("bogus", "`bogus`: expected key=value"),
+            ("color=red", "unknown option `color`"),
+            ("trap=io:0x10000", "not a port number"),
+            ("trap=io:0x90-0x80", "is empty"),
+            ("trap=exc:32", "not a number from 0 to 0x1f"),
+            ("trap=msr", "needs a value"),
+            ("trap=teleport", "unknown trap"),
+            ("tsc=offset:zz", "offset:N"),
+            ("hypercall=maybe", "expected on or off"),
+        ] {
+            let err = Config::parse(line).unwrap_err();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn empty_command_line_is_the_default() {
+        assert_eq!(Config::parse("  ").unwrap(), Config::default());
+    }
+}

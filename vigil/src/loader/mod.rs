@@ -1,0 +1,133 @@
+//! Guest loaders: they validate an image, place it in guest-physical memory and describe the
+//! initial vCPU state its boot protocol defines. Pure logic over the `GuestMemory` trait, so the
+//! host tests exercise them with malformed images.
+
+pub mod elf;
+pub mod multiboot1;
+
+use core::fmt;
+
+/// Guest-physical memory as a loader sees it.
+pub trait GuestMemory {
+    /// Copies `bytes` to guest-physical `gpa`. Fails if any byte is not guest RAM.
+    fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), LoadError>;
+    /// Zeroes `len` bytes at `gpa`. Fails if any byte is not guest RAM.
+    fn zero(&mut self, gpa: u64, len: u64) -> Result<(), LoadError>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// The image ends before a structure it declares.
+    Truncated {
+        what: &'static str,
+        need: u64,
+        have: u64,
+    },
+    BadMagic {
+        what: &'static str,
+    },
+    Unsupported(&'static str),
+    /// A part of the image would land outside the guest's RAM (or on Vigil's memory).
+    NotGuestRam {
+        what: &'static str,
+        start: u64,
+        end: u64,
+    },
+    TooLarge {
+        what: &'static str,
+        size: u64,
+        max: u64,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            LoadError::Truncated { what, need, have } => {
+                write!(
+                    f,
+                    "image truncated: {what} needs {need} bytes, the image has {have}"
+                )
+            }
+            LoadError::BadMagic { what } => write!(f, "not a valid image: wrong {what} magic"),
+            LoadError::Unsupported(what) => write!(f, "unsupported image: {what}"),
+            LoadError::NotGuestRam { what, start, end } => {
+                write!(f, "{what} [{start:#x}-{end:#x}) is not in the guest's RAM")
+            }
+            LoadError::TooLarge { what, size, max } => {
+                write!(f, "{what} is too large: {size} bytes (at most {max})")
+            }
+        }
+    }
+}
+
+/// Initial register state of a guest, as its boot protocol defines it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryState {
+    pub rip: u64,
+    pub rax: u64,
+    pub rbx: u64,
+    pub rsi: u64,
+    /// The guest starts in 32-bit protected mode with flat segments and paging off.
+    pub protected_mode_flat: bool,
+}
+
+pub(crate) fn read_u16(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
+}
+
+pub(crate) fn read_u32(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
+}
+
+pub(crate) fn read_u64(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+pub(crate) mod testmem {
+    use super::{GuestMemory, LoadError};
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    /// Guest RAM [0, size) minus one hole (standing in for Vigil's memory).
+    pub struct VecMemory {
+        pub bytes: Vec<u8>,
+        pub hole: (u64, u64),
+    }
+
+    impl VecMemory {
+        pub fn new(size: usize, hole: (u64, u64)) -> Self {
+            Self {
+                bytes: vec![0xCC; size],
+                hole,
+            }
+        }
+
+        fn check(&self, gpa: u64, len: u64) -> Result<(), LoadError> {
+            let end = gpa.checked_add(len).unwrap_or(u64::MAX);
+            if end > self.bytes.len() as u64 || (gpa < self.hole.1 && self.hole.0 < end) {
+                return Err(LoadError::NotGuestRam {
+                    what: "test",
+                    start: gpa,
+                    end,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl GuestMemory for VecMemory {
+        fn write(&mut self, gpa: u64, bytes: &[u8]) -> Result<(), LoadError> {
+            self.check(gpa, bytes.len() as u64)?;
+            self.bytes[gpa as usize..gpa as usize + bytes.len()].copy_from_slice(bytes);
+            Ok(())
+        }
+
+        fn zero(&mut self, gpa: u64, len: u64) -> Result<(), LoadError> {
+            self.check(gpa, len)?;
+            self.bytes[gpa as usize..(gpa + len) as usize].fill(0);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Vigil's console: a 16550 UART on COM2 (0x2F8). COM1 belongs to the guest.
+//!
+//! The UART runs at 115200 baud: Bochs models the baud rate, so a slower console would cost the
+//! guest measurable emulated time whenever Vigil prints.
+
+use crate::arch::port::{inb, outb};
+use core::fmt;
+use spin::Mutex;
+
+pub const COM2: u16 = 0x2F8;
+/// The port range Vigil owns; guest accesses to it are trapped and the device looks absent.
+pub const COM2_PORTS: core::ops::RangeInclusive<u16> = 0x2F8..=0x2FF;
+
+pub struct Uart {
+    base: u16,
+}
+
+impl Uart {
+    pub const fn new(base: u16) -> Self {
+        Self { base }
+    }
+
+    pub fn init(&self) {
+        let b = self.base;
+        outb(b + 1, 0x00); // no interrupts: Vigil polls
+        outb(b + 3, 0x80); // DLAB on
+        outb(b, 0x01); // divisor 1 = 115200 baud
+        outb(b + 1, 0x00);
+        outb(b + 3, 0x03); // 8N1, DLAB off
+        outb(b + 2, 0xC7); // FIFO on, cleared, 14-byte threshold
+        outb(b + 4, 0x03); // DTR, RTS
+    }
+
+    pub fn write_byte(&self, byte: u8) {
+        // Line status register bit 5: transmitter holding register empty.
+        while inb(self.base + 5) & 0x20 == 0 {
+            core::hint::spin_loop();
+        }
+        outb(self.base, byte);
+    }
+}
+
+impl fmt::Write for Uart {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for byte in s.bytes() {
+            if byte == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(byte);
+        }
+        Ok(())
+    }
+}
+
+pub static CONSOLE: Mutex<Uart> = Mutex::new(Uart::new(COM2));
+
+#[doc(hidden)]
+pub fn _print(args: fmt::Arguments) {
+    use fmt::Write;
+    let _ = CONSOLE.lock().write_fmt(args);
+}
+
+/// Writes to the console even if the lock is held (used by the panic and fault paths, which may
+/// interrupt a holder of the lock on this very CPU).
+pub fn emergency_print(args: fmt::Arguments) {
+    use fmt::Write;
+    let _ = Uart::new(COM2).write_fmt(args);
+}
+
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => ($crate::serial::_print(format_args!($($arg)*)));
+}
+
+#[macro_export]
+macro_rules! println {
+    () => ($crate::print!("\n"));
+    ($($arg:tt)*) => ($crate::serial::_print(format_args!("{}\n", format_args!($($arg)*))));
+}
+
+struct Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        match record.level() {
+            log::Level::Info => println!("{}", record.args()),
+            level => {
+                let tag = match level {
+                    log::Level::Error => "error",
+                    log::Level::Warn => "warn",
+                    log::Level::Debug => "debug",
+                    _ => "trace",
+                };
+                println!("{tag}: {}", record.args())
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
+pub fn init() {
+    CONSOLE.lock().init();
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+}
