@@ -210,40 +210,67 @@ pub fn confirmed_tsc_values<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec
     values
 }
 
-/// Exit reasons named by Vigil's exit reports: a line with `reason` followed by `:` or `=` and
-/// the reason's name, e.g. `exit report: reason: triple fault, rip=0x1000`. The name runs to
-/// the next `,`, `;`, `(`, ` at `, two spaces, or a ` key=` word.
-pub fn exit_report_reasons<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut reasons = Vec::new();
-    for line in lines {
-        let mut from = 0;
-        while let Some(at) = line[from..].find("reason") {
-            let after = from + at + "reason".len();
-            from = after;
-            let rest = line[after..].trim_start();
-            let Some(rest) = rest.strip_prefix(':').or_else(|| rest.strip_prefix('=')) else {
-                continue;
-            };
-            let rest = rest.trim_start().trim_start_matches(['"', '`']);
-            let mut end = rest.len();
-            for stop in [",", ";", "(", " at ", "  ", "\"", "`"] {
-                if let Some(i) = rest.find(stop) {
-                    end = end.min(i);
-                }
-            }
-            let mut name: Vec<&str> = Vec::new();
-            for word in rest[..end].split_whitespace() {
-                if word.contains('=') {
-                    break;
-                }
-                name.push(word);
-            }
-            if !name.is_empty() {
-                reasons.push(name.join(" "));
+/// One of Vigil's exit reports (the exit that ended the guest):
+/// ```text
+/// ==== exit report: the guest triple-faulted (shutdown)
+/// exit reason 2 (triple fault), qualification 0x0, instruction length 0
+/// ...
+/// ==== end of exit report
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitReport {
+    /// What the header line says happened.
+    pub what: String,
+    /// The basic exit reason number.
+    pub number: u32,
+    /// Its name, from the parentheses.
+    pub reason: String,
+}
+
+pub fn exit_reports(lines: &[&str]) -> Vec<ExitReport> {
+    let mut reports = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(what) = line.trim().strip_prefix("==== exit report:") else {
+            continue;
+        };
+        let body = lines[i + 1..]
+            .iter()
+            .take_while(|l| !l.trim().starts_with("===="));
+        for l in body {
+            if let Some((number, reason)) = exit_reason_line(l) {
+                reports.push(ExitReport {
+                    what: what.trim().to_string(),
+                    number,
+                    reason,
+                });
+                break;
             }
         }
     }
-    reasons
+    reports
+}
+
+/// `exit reason 2 (triple fault), qualification …` → (2, "triple fault"). The name may itself
+/// hold parentheses.
+fn exit_reason_line(line: &str) -> Option<(u32, String)> {
+    let rest = line.trim().strip_prefix("exit reason ")?;
+    let (number, rest) = rest.split_once(' ')?;
+    let number = parse_u64(number)? as u32;
+    let inner = rest.strip_prefix('(')?;
+    let mut depth = 1;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some((number, inner[..i].to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -373,17 +400,35 @@ mod tests {
     }
 
     #[test]
-    fn exit_reports() {
+    fn exit_reports_are_parsed_from_their_block() {
         let lines = [
-            "exit report: reason: triple fault, rip=0x100010",
-            "vm exit reason=triple fault qualification=0",
-            "guest stopped (reason: \"EPT violation\") at 0x1000",
+            "launching guest at 0x10000c",
+            "==== exit report: the guest triple-faulted (shutdown)",
+            "exit reason 2 (triple fault), qualification 0x0, instruction length 0",
+            "  exit reason                4402 = 0x00000002  (triple fault (2))",
+            "==== end of exit report",
+            "==== exit report: odd",
+            "exit reason 48 (EPT violation (read)), qualification 0x181",
+            "==== end of exit report",
+            "==== exit report: truncated",
             "exit statistics:",
             "reason  count  total-ticks  median-ticks",
         ];
+        let reports = exit_reports(&lines);
         assert_eq!(
-            exit_report_reasons(lines),
-            vec!["triple fault", "triple fault", "EPT violation"]
+            reports,
+            vec![
+                ExitReport {
+                    what: "the guest triple-faulted (shutdown)".into(),
+                    number: 2,
+                    reason: "triple fault".into()
+                },
+                ExitReport {
+                    what: "odd".into(),
+                    number: 48,
+                    reason: "EPT violation (read)".into()
+                },
+            ]
         );
     }
 }

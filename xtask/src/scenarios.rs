@@ -223,14 +223,21 @@ fn hostile_triple_fault(c: &Check) -> Result<(), String> {
         ));
     }
     no_panic(o, &[Port::Guest, Port::Vigil])?;
-    let reasons = report::exit_report_reasons(o.capture.port(Port::Vigil));
-    if !reasons.iter().any(|r| r == "triple fault") {
+    let reports = report::exit_reports(&o.capture.com2());
+    if !reports
+        .iter()
+        .any(|r| r.reason == "triple fault" && r.number == 2)
+    {
+        let seen: Vec<String> = reports
+            .iter()
+            .map(|r| format!("{} ({})", r.number, r.reason))
+            .collect();
         return Err(format!(
-            "no exit report with reason `triple fault` (reasons reported: {})",
-            if reasons.is_empty() {
+            "no exit report with reason 2 (triple fault) (reports: {})",
+            if seen.is_empty() {
                 "none".to_string()
             } else {
-                reasons.join(", ")
+                seen.join(", ")
             }
         ));
     }
@@ -270,7 +277,14 @@ fn zero_failed(o: &Outcome) -> Result<Summary, String> {
     let summary = report::summary(o.capture.port(Port::Guest))
         .ok_or("no `guest-kit: N passed, N failed, N skipped` line")?;
     if summary.failed != 0 {
-        return Err(format!("guest: {}", summary.line));
+        let first = o
+            .capture
+            .port(Port::Guest)
+            .find(|l| report::case_line(l).is_some_and(|c| c.status == Status::Fail));
+        return Err(match first {
+            Some(line) => format!("guest: {} (first: {line})", summary.line),
+            None => format!("guest: {}", summary.line),
+        });
     }
     Ok(summary)
 }

@@ -203,7 +203,9 @@ fn cases_vigil_checks_tsc_values_and_transparency() {
 #[test]
 fn hostile_triple_fault_wants_a_clean_failure() {
     let com2 = "vigil: launching guest
-        exit report: reason: triple fault, rip=0x100020
+        ==== exit report: the guest triple-faulted (shutdown)
+        exit reason 2 (triple fault), qualification 0x0, instruction length 0
+        ==== end of exit report
         run ended: failed: guest triple fault";
     let ok = outcome(Mode::Vigil, "hostile: triple fault now", com2);
     assert_eq!(check("hostile-triple-fault", &ok, None), Ok(()));
@@ -223,13 +225,13 @@ fn hostile_triple_fault_wants_a_clean_failure() {
         .unwrap_err()
         .contains("panicked"));
 
-    let other = com2.replace("reason: triple fault", "reason: EPT violation");
+    let other = com2.replace("2 (triple fault)", "48 (EPT violation)");
     let err = check(
         "hostile-triple-fault",
         &outcome(Mode::Vigil, "", &other),
         None,
     );
-    assert!(err.unwrap_err().contains("reasons reported: EPT violation"));
+    assert!(err.unwrap_err().contains("reports: 48 (EPT violation)"));
 
     let ok_end = com2.replace("run ended: failed: guest triple fault", "run ended: ok");
     let err = check(
