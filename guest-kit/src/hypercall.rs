@@ -124,10 +124,11 @@ pub fn vigil_present() -> bool {
     }
 }
 
-/// Function 1: the TSC offset Vigil applies (0 = none configured).
-pub fn tsc_offset() -> Result<u64, Error> {
+/// Function 1: the TSC offset Vigil applies (0 = none configured), and whether Vigil
+/// intercepts RDTSC/RDTSCP (EDX bit 0) rather than leaving the offset to the processor.
+pub fn tsc_offset() -> Result<(u64, bool), Error> {
     let out = call(TSC_OFFSET, 0, 0, 0)?;
-    Ok((out.rcx << 32) | (out.rbx & 0xFFFF_FFFF))
+    Ok(((out.rcx << 32) | (out.rbx & 0xFFFF_FFFF), out.rdx & 1 != 0))
 }
 
 /// Function 2: does `tsc` equal what Vigil's RDTSC/RDTSCP emulation returned last?

@@ -23,8 +23,9 @@ fn backtrace(mut rbp: u64, rip: u64) {
     for depth in 1..32 {
         // Frames live on Vigil's stacks, inside its image (.bss) or pool.
         let (plo, phi) = crate::mem::pool_range();
-        let valid =
-            |a: u64| a.is_multiple_of(8) && ((a >= lo && a + 16 <= hi) || (a >= plo && a + 16 <= phi));
+        let valid = |a: u64| {
+            a.is_multiple_of(8) && ((a >= lo && a + 16 <= hi) || (a >= plo && a + 16 <= phi))
+        };
         if rbp == 0 || !valid(rbp) {
             break;
         }

@@ -266,7 +266,7 @@ fn tsc_offset() -> Outcome {
     if !hypercall::vigil_present() {
         return skip!("no-hypervisor");
     }
-    let offset = match hypercall::tsc_offset() {
+    let (offset, intercepted) = match hypercall::tsc_offset() {
         Ok(o) => o,
         Err(e) => return fail!("tsc-offset-hypercall error={}", e),
     };
@@ -276,8 +276,20 @@ fn tsc_offset() -> Outcome {
     if observed < offset {
         return fail!("below-offset observed={:#x} offset={:#x}", observed, offset);
     }
+    if !intercepted {
+        // The processor applies the offset (VMCS TSC offsetting): nothing to confirm.
+        return pass!(
+            "observed={:#x} offset={:#x} intercepted=no",
+            observed,
+            offset
+        );
+    }
     match hypercall::confirm_tsc(observed) {
-        Ok(true) => pass!("observed={:#x} offset={:#x}", observed, offset),
+        Ok(true) => pass!(
+            "observed={:#x} offset={:#x} intercepted=yes",
+            observed,
+            offset
+        ),
         Ok(false) => fail!(
             "not-confirmed observed={:#x} offset={:#x}",
             observed,

@@ -33,6 +33,7 @@ pub fn handle(vcpu: &mut Vcpu) -> Action {
             let offset = vcpu.tsc.offset;
             vcpu.regs.rbx = offset & 0xFFFF_FFFF;
             vcpu.regs.rcx = offset >> 32;
+            vcpu.regs.rdx = u64::from(vcpu.config.trap.rdtsc);
             OK
         }
         CONFIRM_TSC => {

@@ -17,7 +17,7 @@ use alloc::format;
 use alloc::string::String;
 use vmx::caps::VmxCaps;
 use vmx::exit::{ExitReason, InterruptionInfo, InterruptionType};
-use vmx::regs::CR4_VMXE;
+use vmx::regs::{CR4_OSXSAVE, CR4_VMXE};
 use vmx::vmcs::{Field, VmcsAccess};
 
 const IA32_FEATURE_CONTROL: u32 = 0x3A;
@@ -55,6 +55,12 @@ pub fn vmxon(caps: &VmxCaps) -> Result<u64, String> {
     unsafe {
         regs::write_cr0((regs::cr0() | caps.cr0_fixed0) & caps.cr0_fixed1);
         regs::write_cr4((regs::cr4() | caps.cr4_fixed0 | CR4_VMXE) & caps.cr4_fixed1);
+    }
+    // XCR0 is not switched by VMX: Vigil executes the guest's XSETBV itself, which needs
+    // CR4.OSXSAVE on the host (SDM Vol. 2D XSETBV). Vigil uses no extended state of its own.
+    if regs::cpuid(1, 0)[2] & (1 << 26) != 0 {
+        // SAFETY: the processor has XSAVE; setting OSXSAVE only enables XGETBV/XSETBV.
+        unsafe { regs::write_cr4(regs::cr4() | CR4_OSXSAVE) };
     }
     let region = crate::mem::alloc_frames(1).ok_or("out of memory for the VMXON region")?;
     // SAFETY: the region's first dword holds the revision identifier (SDM Vol. 3C 25.11.5).
