@@ -5,6 +5,10 @@ extern crate alloc;
 extern crate std;
 
 pub mod caps;
+pub mod checks;
 pub mod exit;
 pub mod regs;
 pub mod vmcs;
+
+#[cfg(test)]
+mod testing;

@@ -78,7 +78,7 @@ fn annotate(out: &mut dyn Write, f: Field, v: u64) -> fmt::Result {
 }
 
 /// Activity states (SDM Vol. 3C 25.4.2).
-pub(crate) fn activity_state_name(v: u64) -> &'static str {
+pub fn activity_state_name(v: u64) -> &'static str {
     match v {
         0 => "active",
         1 => "HLT",

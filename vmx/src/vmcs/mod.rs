@@ -7,7 +7,7 @@ mod fields;
 mod instruction_error;
 mod real;
 
-pub use dump::dump;
+pub use dump::{activity_state_name, dump};
 pub use fake::FakeVmcs;
 pub use fields::{Field, Kind, Width};
 pub use instruction_error::{vm_instruction_error_name, VmInstructionError};
