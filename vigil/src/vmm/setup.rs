@@ -84,11 +84,19 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
     let exit = adjust(caps.exit, exit);
     let entry = adjust(caps.entry, entry);
 
-    for m in describe_missing(primary.dropped)
+    // Features Vigil cannot do without are reported once, as the error below; the others get
+    // a line saying what happens instead.
+    let essential_primary = PrimaryProcBased::USE_MSR_BITMAPS | PrimaryProcBased::USE_IO_BITMAPS;
+    let essential_secondary =
+        SecondaryProcBased::ENABLE_EPT | SecondaryProcBased::UNRESTRICTED_GUEST;
+    let essential_exit = ExitControls::LOAD_IA32_EFER | ExitControls::SAVE_IA32_EFER;
+    for m in describe_missing(primary.dropped - essential_primary)
         .into_iter()
-        .chain(describe_missing(secondary.dropped))
-        .chain(describe_missing(exit.dropped))
-        .chain(describe_missing(entry.dropped))
+        .chain(describe_missing(secondary.dropped - essential_secondary))
+        .chain(describe_missing(exit.dropped - essential_exit))
+        .chain(describe_missing(
+            entry.dropped - EntryControls::LOAD_IA32_EFER,
+        ))
     {
         log::warn!("{m}");
     }
