@@ -67,6 +67,9 @@ pub struct Config {
     pub check_entry: bool,
     /// Print each trapped event as it happens.
     pub log_exits: bool,
+    /// Testing aid: VMCS writes (encoding, value) applied just before the first VM entry, to
+    /// provoke a VM-entry failure on purpose.
+    pub test_vmwrites: Vec<(u32, u64)>,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             hypercalls: true,
             check_entry: cfg!(debug_assertions),
             log_exits: false,
+            test_vmwrites: Vec::new(),
         }
     }
 }
@@ -93,6 +97,7 @@ tsc=native|offset:N               guest TSC = host TSC (+ N, two's complement; N
 hypercall=on|off                  answer Vigil's VMCALL interface (off: every VMCALL gets #UD)
 check-entry=on|off                run the VM-entry checks before the first VM entry
 log-exits=on|off                  print each trapped event
+test-vmwrite=ENCODING:VALUE       testing aid: write a VMCS field just before the first entry
 ";
 
 impl Config {
@@ -131,7 +136,14 @@ impl Config {
                 "hypercall" => config.hypercalls = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
                 "check-entry" => config.check_entry = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
                 "log-exits" => config.log_exits = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
-                _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits)")),
+                "test-vmwrite" => {
+                    let parsed = value.split_once(':').and_then(|(e, v)| {
+                        let e = parse_i64(e).filter(|e| (0..=u32::MAX as i64).contains(e))?;
+                        Some((e as u32, parse_i64(v)? as u64))
+                    });
+                    config.test_vmwrites.push(parsed.ok_or_else(|| bad("expected ENCODING:VALUE"))?);
+                }
+                _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits, test-vmwrite)")),
             }
         }
         Ok(config)
@@ -232,6 +244,15 @@ mod tests {
         assert_eq!(c.trap.msr_read, [0x10]);
         assert_eq!(c.trap.msr_write, [0x10]);
         assert_eq!(c.tsc, TscMode::Offset(0x1000_0000_0000));
+    }
+
+    #[test]
+    fn test_vmwrite_takes_encoding_and_value() {
+        let c = Config::parse("test-vmwrite=0x4822:0x10000").unwrap();
+        assert_eq!(c.test_vmwrites, [(0x4822, 0x10000)]);
+        assert!(Config::parse("test-vmwrite=0x4822")
+            .unwrap_err()
+            .contains("ENCODING:VALUE"));
     }
 
     #[test]

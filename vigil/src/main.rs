@@ -157,6 +157,18 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             "the VMCS breaks VM-entry rules (see above)",
         ));
     }
+    for &(encoding, value) in &config.test_vmwrites {
+        use vmx::vmcs::{Field, VmcsAccess};
+        let field = Field::from_encoding(encoding)
+            .ok_or_else(|| format!("test-vmwrite: no VMCS field has encoding {encoding:#x}"))?;
+        log::warn!(
+            "test-vmwrite: {} ({encoding:#06x}) <- {value:#x}",
+            field.name()
+        );
+        vcpu.vmcs
+            .try_write(field, value)
+            .map_err(|e| format!("test-vmwrite {}: {e}", field.name()))?;
+    }
     log::info!(
         "launching guest on vCPU {} at {:#x} (EPT, VPID {}, {})",
         vcpu.id,

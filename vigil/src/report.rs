@@ -87,7 +87,7 @@ pub fn entry_failure(vcpu: &Vcpu, failure: EntryFailure) {
             );
         }
     }
-    crate::checks::report_violations(vcpu);
+    crate::checks::explain_failure(vcpu, failure);
     guest_registers(vcpu);
     vmcs_dump(vcpu);
     println!("==== end of VM-entry failure report");
