@@ -7,6 +7,7 @@ extern crate std;
 pub mod caps;
 pub mod checks;
 pub mod exit;
+pub mod mtrr;
 pub mod regs;
 pub mod vmcs;
 
