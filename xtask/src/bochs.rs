@@ -24,7 +24,7 @@ pub const TIME0: u64 = 1_577_836_800;
 /// How long Bochs may take to exit after the run's last line (`run ended: …` under Vigil, the
 /// guest-kit summary bare) before it counts as hung.
 pub const END_GRACE: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(25);
+const POLL: Duration = Duration::from_millis(5);
 
 /// The emulated machine.
 #[derive(Clone, Debug)]
@@ -275,7 +275,10 @@ pub fn cpu_models() -> Result<Vec<String>, String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run bochs: {e}"))?;
-    Ok(parse_cpu_models(&String::from_utf8_lossy(&out.stdout)))
+    // The list goes to stderr (with the log lines), the banner to stdout.
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    Ok(parse_cpu_models(&text))
 }
 
 fn parse_cpu_models(text: &str) -> Vec<String> {

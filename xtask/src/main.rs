@@ -4,6 +4,7 @@
 mod bochs;
 mod build;
 mod cli;
+mod elf;
 mod iso;
 mod layout;
 mod outcome;

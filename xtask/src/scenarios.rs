@@ -34,6 +34,7 @@ pub struct Check<'a> {
 
 const SKYLAKE: &str = crate::bochs::DEFAULT_CPU_MODEL;
 const CASES_VIGIL_OPTIONS: &str = "tsc=offset:0x100000000000";
+const CASES_VIGIL_TRAP_OPTIONS: &str = "trap=rdtsc,rdtscp tsc=offset:0x100000000000";
 
 pub fn all() -> Vec<Scenario> {
     vec![
@@ -76,6 +77,17 @@ pub fn all() -> Vec<Scenario> {
             guest_args: "",
             mode: Mode::Vigil,
             vigil_options: CASES_VIGIL_OPTIONS,
+            cpu_model: SKYLAKE,
+            timeout_secs: 180,
+            baseline: Some("cases-bare"),
+            check: cases_vigil,
+        },
+        Scenario {
+            name: "cases-vigil-trap",
+            guest: "cases",
+            guest_args: "",
+            mode: Mode::Vigil,
+            vigil_options: CASES_VIGIL_TRAP_OPTIONS,
             cpu_model: SKYLAKE,
             timeout_secs: 180,
             baseline: Some("cases-bare"),
@@ -148,7 +160,7 @@ fn cases_vigil(c: &Check) -> Result<(), String> {
     no_panic(c.outcome, &[Port::Vigil])?;
     let cases = report::cases(c.outcome.capture.port(Port::Guest));
 
-    // TSC offsetting: the guest saw at least the configured offset, Vigil confirmed the value.
+    // TSC offsetting: the guest saw at least the configured offset.
     let tsc = cases
         .iter()
         .rev()
@@ -179,17 +191,47 @@ fn cases_vigil(c: &Check) -> Result<(), String> {
             "tsc-offset observed={observed:#x} is below offset={offset:#x}"
         ));
     }
+    // RDTSC is either trapped (Vigil emulates it and confirms the value the guest read) or
+    // offset by the processor (no exits, nothing to confirm): what the guest reports, Vigil's
+    // statistics and its command line must agree.
+    let trapped = traps_rdtsc(c.scenario.vigil_options);
+    let stats = report::exit_stats(&c.outcome.capture.com2())?;
+    let rdtsc_exits = stats.count("RDTSC") + stats.count("RDTSCP");
     let confirmed = report::confirmed_tsc_values(c.outcome.capture.port(Port::Vigil));
-    if !confirmed.contains(&observed) {
-        let seen: Vec<String> = confirmed.iter().map(|v| format!("{v:#x}")).collect();
-        return Err(format!(
-            "Vigil did not print `hypercall: confirm-tsc {observed:#x} matches` (confirmed: {})",
-            if seen.is_empty() {
-                "none".to_string()
-            } else {
-                seen.join(", ")
+    match (tsc.field("intercepted"), trapped) {
+        (Some("no"), false) => {
+            if rdtsc_exits != 0 {
+                return Err(format!(
+                    "RDTSC is not trapped, yet {rdtsc_exits} RDTSC/RDTSCP exits"
+                ));
             }
-        ));
+        }
+        // A guest that does not say is held to the confirmation.
+        (Some("yes") | None, true) | (None, false) => {
+            if !confirmed.contains(&observed) {
+                let seen: Vec<String> = confirmed.iter().map(|v| format!("{v:#x}")).collect();
+                return Err(format!(
+                    "Vigil did not print `hypercall: confirm-tsc {observed:#x} matches` \
+                     (confirmed: {})",
+                    if seen.is_empty() {
+                        "none".to_string()
+                    } else {
+                        seen.join(", ")
+                    }
+                ));
+            }
+            if trapped && rdtsc_exits == 0 {
+                return Err("RDTSC is trapped, yet no RDTSC/RDTSCP exits".into());
+            }
+        }
+        (other, _) => {
+            return Err(format!(
+                "tsc-offset says intercepted={}, Vigil's options `{}` say {}",
+                other.unwrap_or("?"),
+                c.scenario.vigil_options,
+                if trapped { "trapped" } else { "not trapped" }
+            ))
+        }
     }
 
     // Transparency: everything that passed bare passes under Vigil.
@@ -296,6 +338,14 @@ fn no_panic(o: &Outcome, ports: &[Port]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether a Vigil command line traps RDTSC (`trap=…,rdtsc,…`).
+pub fn traps_rdtsc(options: &str) -> bool {
+    options
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("trap="))
+        .any(|list| list.split(',').any(|t| t == "rdtsc"))
 }
 
 /// The offset of a `tsc=offset:0x…` word in a Vigil command line.

@@ -120,6 +120,18 @@ const CASES_VIGIL: &str = "PASS cpuid-vendor
     guest-kit: 3 passed, 0 failed, 0 skipped";
 
 const CASES_COM2: &str = "hypercall: confirm-tsc 0x100000001234 matches
+    exit statistics:
+    reason  count  total-ticks  median-ticks
+    RDTSC  5  500  100
+    VMCALL  3  300  100
+    total  8  800  -
+    run ended: ok";
+
+/// Vigil's output when RDTSC runs with hardware offsetting only.
+const CASES_COM2_OFFSET: &str = "exit statistics:
+    reason  count  total-ticks  median-ticks
+    VMCALL  2  200  100
+    total  2  200  -
     run ended: ok";
 
 #[test]
@@ -198,6 +210,48 @@ fn cases_vigil_checks_tsc_values_and_transparency() {
     );
     let err = check("cases-vigil", &ok, Some(&bare_more));
     assert_eq!(err.unwrap_err(), "passed bare but not under Vigil: xsave");
+}
+
+#[test]
+fn cases_vigil_intercept_must_match_the_options() {
+    let bare = outcome(Mode::Bare, CASES_BARE, "");
+    let offset_only = CASES_VIGIL.replace(
+        "offset=0x100000000000",
+        "offset=0x100000000000 intercepted=no",
+    );
+    let trapped = CASES_VIGIL.replace(
+        "offset=0x100000000000",
+        "offset=0x100000000000 intercepted=yes",
+    );
+
+    // tsc=offset only: no exits to emulate, nothing to confirm.
+    let o = outcome(Mode::Vigil, &offset_only, CASES_COM2_OFFSET);
+    assert_eq!(check("cases-vigil", &o, Some(&bare)), Ok(()));
+    let o = outcome(Mode::Vigil, &offset_only, CASES_COM2);
+    assert!(check("cases-vigil", &o, Some(&bare))
+        .unwrap_err()
+        .contains("5 RDTSC/RDTSCP exits"));
+    let o = outcome(Mode::Vigil, &trapped, CASES_COM2);
+    assert!(check("cases-vigil", &o, Some(&bare))
+        .unwrap_err()
+        .contains("intercepted=yes"));
+
+    // trap=rdtsc: the value must be confirmed and exits counted.
+    let o = outcome(Mode::Vigil, &trapped, CASES_COM2);
+    assert_eq!(check("cases-vigil-trap", &o, Some(&bare)), Ok(()));
+    let unconfirmed = CASES_COM2.replace("confirm-tsc 0x100000001234 matches", "x");
+    let o = outcome(Mode::Vigil, &trapped, &unconfirmed);
+    assert!(check("cases-vigil-trap", &o, Some(&bare))
+        .unwrap_err()
+        .contains("confirmed: none"));
+    let o = outcome(Mode::Vigil, &trapped, CASES_COM2_OFFSET);
+    assert!(check("cases-vigil-trap", &o, Some(&bare)).is_err());
+    let o = outcome(Mode::Vigil, &offset_only, CASES_COM2_OFFSET);
+    assert!(check("cases-vigil-trap", &o, Some(&bare))
+        .unwrap_err()
+        .contains("intercepted=no"));
+    assert!(traps_rdtsc("log=info trap=cpuid,rdtsc"));
+    assert!(!traps_rdtsc("trap=rdtscp tsc=offset:0x1"));
 }
 
 #[test]

@@ -389,7 +389,10 @@ mod tests {
         assert_eq!(names(&bare), vec!["demo-bare", "cases-bare"]);
         // cases-vigil brings its baseline along, which runs first.
         let (_, cv) = select(&all, Some("cases-vigil")).unwrap();
-        assert_eq!(names(&cv), vec!["cases-bare", "cases-vigil"]);
+        assert_eq!(
+            names(&cv),
+            vec!["cases-bare", "cases-vigil", "cases-vigil-trap"]
+        );
         assert!(select(&all, Some("nope")).is_err());
     }
 }
