@@ -18,6 +18,40 @@ static HEAP: LockedHeap = LockedHeap::empty();
 extern "C" {
     static __vigil_start: u8;
     static __vigil_end: u8;
+    static __text_start: u8;
+    static __rodata_end: u8;
+}
+
+/// Memory that must never change once the guest runs: Vigil's code and read-only data, and the
+/// structures that confine the guest (EPT tables, MSR and I/O bitmaps). Its checksum before and
+/// after a hostile guest shows the guest could not write to it.
+static PROTECTED: Mutex<[(u64, u64); 8]> = Mutex::new([(0, 0); 8]);
+
+/// Adds [start, end) to the protected set.
+pub fn protect(start: u64, end: u64) {
+    let mut p = PROTECTED.lock();
+    if let Some(slot) = p.iter_mut().find(|r| r.1 == 0) {
+        *slot = (start, end);
+    }
+}
+
+/// FNV-1a over Vigil's code, read-only data and every protected range.
+pub fn protected_checksum() -> u64 {
+    let text = (
+        core::ptr::addr_of!(__text_start) as u64,
+        core::ptr::addr_of!(__rodata_end) as u64,
+    );
+    let ranges = *PROTECTED.lock();
+    let mut hash = 0xCBF2_9CE4_8422_2325u64;
+    for (start, end) in core::iter::once(text).chain(ranges.into_iter().filter(|r| r.1 > r.0)) {
+        // SAFETY: each range is Vigil's own identity-mapped memory, only read here.
+        let bytes =
+            unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+        for &b in bytes {
+            hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+    hash
 }
 
 /// Vigil's image, [start, end).
@@ -69,6 +103,11 @@ pub fn pool_range() -> (u64, u64) {
         POOL_START.load(Ordering::Relaxed),
         POOL_END.load(Ordering::Relaxed),
     )
+}
+
+/// The address the next frame allocation will return.
+pub fn next_frame() -> u64 {
+    FRAMES.lock().next
 }
 
 /// `count` contiguous zeroed 4 KiB frames; returns the physical (= virtual) address.

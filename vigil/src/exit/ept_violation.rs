@@ -1,11 +1,14 @@
 //! EPT violations and misconfigurations (exit reasons 48 and 49).
 //!
-//! Guest RAM and the machine's device ranges are mapped; what is missing is Vigil's own memory
-//! (and nothing else below the top of RAM). A guest that reaches for it is stopped with a
-//! report naming the address and the access: Vigil's memory does not exist for the guest, and
-//! silently emulating a hole would hide a guest bug or an attack.
+//! The EPT maps guest RAM and the machine's device ranges; the only holes are Vigil's own memory
+//! and addresses beyond the physical address space. An access to a hole gets #GP(0) in the guest,
+//! always — reads, writes and instruction fetches alike — and Vigil logs the address. No byte of
+//! Vigil's memory is ever read or written on the guest's behalf. If the access happened while
+//! the processor was delivering an event (say, an IDT placed in a hole), the #GP escalates the
+//! way exception delivery does: to #DF, and from #DF to a triple fault, which stops the guest
+//! (SDM Vol. 3A 7.15, interrupt 8; Vol. 3C 28.2.4 for IDT-vectoring information).
 
-use super::{Action, Stop};
+use super::{Action, Fault, Stop};
 use crate::vmm::Vcpu;
 
 pub fn handle(
@@ -21,16 +24,34 @@ pub fn handle(
         (_, _, true) => "instruction fetch",
         _ => "read",
     };
-    let what = alloc::format!(
-        "EPT violation: {access} of guest-physical {gpa:#x}{} outside the guest's memory",
+    let during_delivery = vcpu.idt_vectoring_vector();
+    log::warn!(
+        "guest {access} of guest-physical {gpa:#x}{} (rip {:#x}) is outside its memory: #GP{}",
         linear
             .map(|l| alloc::format!(" (linear {l:#x})"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        vcpu.rip(),
+        match during_delivery {
+            Some(v) => alloc::format!(" while delivering vector {v}"),
+            None => alloc::string::String::new(),
+        }
     );
-    crate::report::exit_report(vcpu, &what);
-    Action::Stop(Stop::Failed(
-        "guest accessed memory outside its address space",
-    ))
+    match during_delivery {
+        None => Action::Inject(Fault::GP0),
+        Some(8) => {
+            crate::report::exit_report(
+                vcpu,
+                "double fault while delivering to memory outside the guest",
+            );
+            Action::Stop(Stop::Failed(
+                "guest triple fault (event delivery outside its memory)",
+            ))
+        }
+        Some(_) => Action::Inject(Fault {
+            vector: 8,
+            error_code: Some(0),
+        }),
+    }
 }
 
 pub fn misconfig(vcpu: &mut Vcpu, gpa: u64) -> Action {

@@ -12,10 +12,23 @@ pub const VERSION: u32 = 1;
 const PING: u8 = 0;
 const TSC_OFFSET: u8 = 1;
 const CONFIRM_TSC: u8 = 2;
+const VIGIL_RANGE: u8 = 3;
+const VIGIL_CHECKSUM: u8 = 4;
+const HOLD: u8 = 5;
+const HOST_TSC: u8 = 6;
+/// The longest hold a guest may ask for (about a second of Bochs time), so a hostile guest
+/// cannot park Vigil for good.
+const MAX_HOLD: u64 = 1 << 30;
 
 const OK: u64 = 0;
 const UNKNOWN: u64 = 1;
 const MISMATCH: u64 = 2;
+
+fn set_range(vcpu: &mut Vcpu, (start, end): (u64, u64)) -> u64 {
+    vcpu.regs.rbx = start;
+    vcpu.regs.rcx = end;
+    OK
+}
 
 pub fn handle(vcpu: &mut Vcpu) -> Action {
     let eax = vcpu.regs.rax as u32;
@@ -48,6 +61,28 @@ pub fn handle(vcpu: &mut Vcpu) -> Action {
                     MISMATCH
                 }
             }
+        }
+        VIGIL_RANGE => match vcpu.regs.rbx as u32 {
+            0 => set_range(vcpu, crate::mem::image_range()),
+            1 => set_range(vcpu, crate::mem::pool_range()),
+            _ => UNKNOWN,
+        },
+        VIGIL_CHECKSUM => {
+            vcpu.regs.rbx = crate::mem::protected_checksum();
+            log::info!("hypercall: vigil-checksum {:#018x}", vcpu.regs.rbx);
+            OK
+        }
+        HOLD => {
+            let ticks = (vcpu.regs.rbx & 0xFFFF_FFFF).min(MAX_HOLD);
+            let start = crate::arch::regs::rdtsc();
+            while crate::arch::regs::rdtsc().wrapping_sub(start) < ticks {
+                core::hint::spin_loop();
+            }
+            OK
+        }
+        HOST_TSC => {
+            vcpu.regs.rbx = vcpu.regs.exit_tsc;
+            OK
         }
         _ => UNKNOWN,
     };

@@ -23,6 +23,7 @@ pub fn build(guest: &MemoryMap, vigil: &[(u64, u64)]) -> Result<u64, &'static st
     let top = guest.ram_end().max(1 << 32).next_multiple_of(1 << 30);
     let oom = "out of frames for EPT tables";
     let pml4 = alloc_frames(1).ok_or(oom)?;
+    let first_frame = pml4;
     let in_vigil = |start: u64, end: u64| vigil.iter().any(|&(s, e)| s < end && start < e);
     let all_vigil = |start: u64, end: u64| vigil.iter().any(|&(s, e)| s <= start && end <= e);
     let mt = |addr: u64| {
@@ -66,5 +67,7 @@ pub fn build(guest: &MemoryMap, vigil: &[(u64, u64)]) -> Result<u64, &'static st
         }
         chunk = end;
     }
+    // The tables were allocated back to back; nothing may change them while the guest runs.
+    crate::mem::protect(first_frame, crate::mem::next_frame());
     Ok(pml4)
 }

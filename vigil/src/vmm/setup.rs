@@ -164,6 +164,7 @@ fn msr_bitmap(config: &Config) -> Result<u64, String> {
     for &msr in &config.trap.msr_write {
         set(msr, true);
     }
+    crate::mem::protect(page, page + 4096);
     Ok(page)
 }
 
@@ -187,6 +188,7 @@ fn io_bitmaps(config: &Config, pm1a_control: Option<u16>) -> Result<u64, String>
             set(port);
         }
     }
+    crate::mem::protect(pages, pages + 8192);
     Ok(pages)
 }
 

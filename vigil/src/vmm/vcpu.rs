@@ -234,3 +234,12 @@ impl Vcpu {
         self.vmcs.write(Field::TscOffset, offset);
     }
 }
+
+impl Vcpu {
+    /// The vector being delivered when this exit happened, if any (IDT-vectoring information,
+    /// SDM Vol. 3C 28.2.4).
+    pub fn idt_vectoring_vector(&self) -> Option<u8> {
+        let info = vmx::exit::InterruptionInfo(self.vmcs.read(Field::IdtVectoringInfo) as u32);
+        info.valid().then(|| info.vector())
+    }
+}
