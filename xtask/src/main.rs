@@ -14,6 +14,7 @@ mod run;
 mod scenarios;
 mod stream;
 mod suite;
+mod symbolize;
 mod sys;
 
 use std::process::ExitCode;

@@ -104,6 +104,9 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         outcome.end_phrase(),
         crate::secs(total.elapsed())
     ));
+    if mode == Mode::Vigil {
+        show_backtrace(&outcome.capture.com2(), &layout.bare_bin(VIGIL));
+    }
     if let End::Interrupted = outcome.end {
         println!("xtask: interrupted");
         return Ok(false);
@@ -118,5 +121,19 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
             println!("xtask: run files in {}", dir.path.display());
             Ok(false)
         }
+    }
+}
+
+/// Vigil's backtrace, if it printed one, with function names and source lines.
+pub fn show_backtrace(com2: &[&str], vigil: &std::path::Path) {
+    match crate::symbolize::vigil_backtrace(com2, vigil) {
+        Some(Ok(lines)) => {
+            println!("xtask: Vigil's backtrace, symbolized:");
+            for line in lines {
+                println!("  {line}");
+            }
+        }
+        Some(Err(e)) => println!("xtask: cannot symbolize Vigil's backtrace: {e}"),
+        None => {}
     }
 }

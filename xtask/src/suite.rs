@@ -248,7 +248,14 @@ fn run_scenarios(
                     .and_then(|b| done.get(&b))
                     .and_then(|(r, _)| r.as_ref().ok());
                 let (result, took) = &done[&j];
-                report(&all[j], result, baseline, *took, tally);
+                report(
+                    &all[j],
+                    result,
+                    baseline,
+                    *took,
+                    &layout.bare_bin(VIGIL),
+                    tally,
+                );
                 reported.push(j);
             }
         }
@@ -320,6 +327,7 @@ fn report(
     result: &Result<Outcome, String>,
     baseline: Option<&Outcome>,
     took: Duration,
+    vigil: &std::path::Path,
     tally: &mut Tally,
 ) {
     let outcome = match result {
@@ -356,6 +364,9 @@ fn report(
             }
             for line in tail {
                 println!("  {line}");
+            }
+            if s.mode == Mode::Vigil {
+                crate::run::show_backtrace(&outcome.capture.com2(), vigil);
             }
             tally.failed += 1;
         }
