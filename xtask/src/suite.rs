@@ -30,12 +30,17 @@ struct Tally {
 pub fn list() {
     for s in scenarios::all() {
         let how = match s.mode {
+            Mode::Vigil if s.vigil_options.is_empty() => "under Vigil (no options)".to_string(),
             Mode::Vigil => format!("under Vigil `{}`", s.vigil_options),
             Mode::Bare => "bare".to_string(),
         };
+        let guest = [s.guest, s.guest_args].join(" ");
         println!(
-            "{:<22} {} {} {how}, {}, timeout {} s",
-            s.name, s.guest, s.guest_args, s.cpu_model, s.timeout_secs
+            "{:<22} {} {how}, {}, timeout {} s",
+            s.name,
+            guest.trim(),
+            s.cpu_model,
+            s.timeout_secs
         );
     }
     println!("{:<22} cargo test -p vmx -p xtask", "host");
