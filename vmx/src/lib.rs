@@ -6,6 +6,7 @@ extern crate std;
 
 pub mod caps;
 pub mod checks;
+pub mod ept;
 pub mod exit;
 pub mod mtrr;
 pub mod regs;

@@ -65,7 +65,9 @@ pub mod msr {
     pub const IA32_MTRR_PHYSBASE0: u32 = 0x200;
     pub const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
     /// The eleven fixed-range MTRRs, lowest addresses first.
-    pub const FIXED: [u32; 11] = [0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f];
+    pub const FIXED: [u32; 11] = [
+        0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f,
+    ];
 }
 
 /// A variable-range MTRR pair.
@@ -111,7 +113,13 @@ impl Mtrrs {
                 mask: rdmsr(msr::IA32_MTRR_PHYSBASE0 + 2 * i + 1),
             })
             .collect();
-        Mtrrs { cap, def_type, fixed, variable, phys_addr_width }
+        Mtrrs {
+            cap,
+            def_type,
+            fixed,
+            variable,
+            phys_addr_width,
+        }
     }
 
     fn enabled(&self) -> bool {
@@ -128,7 +136,11 @@ impl Mtrrs {
 
     /// Physical-address bits 12 and up that a mask may select.
     fn addr_bits(&self) -> u64 {
-        let top = if self.phys_addr_width >= 64 { u64::MAX } else { (1u64 << self.phys_addr_width) - 1 };
+        let top = if self.phys_addr_width >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.phys_addr_width) - 1
+        };
         top & !0xfff
     }
 
@@ -137,11 +149,22 @@ impl Mtrrs {
     fn fixed_type(&self, addr: u64) -> (MemType, u64) {
         let (msr_index, size, offset) = match addr {
             0..=0x7_ffff => ((addr >> 16) / 8, 1 << 16, (addr >> 16) % 8),
-            0x8_0000..=0xb_ffff => (1 + ((addr - 0x8_0000) >> 14) / 8, 1 << 14, ((addr - 0x8_0000) >> 14) % 8),
-            _ => (3 + ((addr - 0xc_0000) >> 12) / 8, 1 << 12, ((addr - 0xc_0000) >> 12) % 8),
+            0x8_0000..=0xb_ffff => (
+                1 + ((addr - 0x8_0000) >> 14) / 8,
+                1 << 14,
+                ((addr - 0x8_0000) >> 14) % 8,
+            ),
+            _ => (
+                3 + ((addr - 0xc_0000) >> 12) / 8,
+                1 << 12,
+                ((addr - 0xc_0000) >> 12) % 8,
+            ),
         };
         let byte = (self.fixed[msr_index as usize] >> (offset * 8)) as u8;
-        (MemType::from_bits(byte).unwrap_or(MemType::Uncacheable), size)
+        (
+            MemType::from_bits(byte).unwrap_or(MemType::Uncacheable),
+            size,
+        )
     }
 
     /// The memory type of one address.
@@ -168,7 +191,9 @@ impl Mtrrs {
             }
             match self.block_type(at, order) {
                 MemTypeOrMixed::Mixed => return MemTypeOrMixed::Mixed,
-                MemTypeOrMixed::Uniform(t) if seen.is_some_and(|s| s != t) => return MemTypeOrMixed::Mixed,
+                MemTypeOrMixed::Uniform(t) if seen.is_some_and(|s| s != t) => {
+                    return MemTypeOrMixed::Mixed
+                }
                 MemTypeOrMixed::Uniform(t) => seen = Some(t),
             }
             at = match at.checked_add(1 << order) {
@@ -235,8 +260,13 @@ impl Mtrrs {
             return MemTypeOrMixed::Uniform(MemType::Uncacheable);
         }
         let half = 1u64 << (order - 1);
-        match (self.block_type(start, order - 1), self.block_type(start + half, order - 1)) {
-            (MemTypeOrMixed::Uniform(a), MemTypeOrMixed::Uniform(b)) if a == b => MemTypeOrMixed::Uniform(a),
+        match (
+            self.block_type(start, order - 1),
+            self.block_type(start + half, order - 1),
+        ) {
+            (MemTypeOrMixed::Uniform(a), MemTypeOrMixed::Uniform(b)) if a == b => {
+                MemTypeOrMixed::Uniform(a)
+            }
             _ => MemTypeOrMixed::Mixed,
         }
     }
@@ -274,8 +304,14 @@ mod tests {
             def_type: (1 << 11) | (1 << 10) | 6,
             fixed,
             variable: vec![
-                VariableMtrr { base: 0xc000_0000, mask: 0xf_c000_0000 | VALID },
-                VariableMtrr { base: 0xb000_0000 | 4, mask: 0xf_f000_0000 | VALID },
+                VariableMtrr {
+                    base: 0xc000_0000,
+                    mask: 0xf_c000_0000 | VALID,
+                },
+                VariableMtrr {
+                    base: 0xb000_0000 | 4,
+                    mask: 0xf_f000_0000 | VALID,
+                },
             ],
             phys_addr_width: 36,
         }
@@ -288,11 +324,17 @@ mod tests {
         assert_eq!(m.type_of(0xa_0000), Uncacheable);
         assert_eq!(m.type_of(0xc_4000), WriteProtected);
         assert_eq!(m.type_of(0xc_8000), WriteBack);
-        assert_eq!(m.type_of_range(0, 0xa_0000), MemTypeOrMixed::Uniform(WriteBack));
+        assert_eq!(
+            m.type_of_range(0, 0xa_0000),
+            MemTypeOrMixed::Uniform(WriteBack)
+        );
         assert_eq!(m.type_of_range(0, ONE_MIB), MemTypeOrMixed::Mixed);
         // The first 2 MiB page straddles the VGA hole.
         assert_eq!(m.type_of_range(0, 2 * ONE_MIB), MemTypeOrMixed::Mixed);
-        assert_eq!(m.type_of_range(ONE_MIB, ONE_MIB), MemTypeOrMixed::Uniform(WriteBack));
+        assert_eq!(
+            m.type_of_range(ONE_MIB, ONE_MIB),
+            MemTypeOrMixed::Uniform(WriteBack)
+        );
     }
 
     #[test]
@@ -301,27 +343,54 @@ mod tests {
         assert_eq!(m.type_of(0x1000_0000), WriteBack);
         assert_eq!(m.type_of(0xb000_0000), WriteThrough);
         assert_eq!(m.type_of(0xfee0_0000), Uncacheable);
-        assert_eq!(m.type_of_range(0x4000_0000, 0x4000_0000), MemTypeOrMixed::Uniform(WriteBack));
-        assert_eq!(m.type_of_range(0x8000_0000, 0x4000_0000), MemTypeOrMixed::Mixed);
-        assert_eq!(m.type_of_range(0xc000_0000, 0x4000_0000), MemTypeOrMixed::Uniform(Uncacheable));
-        assert_eq!(m.type_of_range(0xbfe0_0000, 0x20_0000), MemTypeOrMixed::Uniform(WriteThrough));
-        assert_eq!(m.type_of_range(0xbfe0_0000, 0x40_0000), MemTypeOrMixed::Mixed);
+        assert_eq!(
+            m.type_of_range(0x4000_0000, 0x4000_0000),
+            MemTypeOrMixed::Uniform(WriteBack)
+        );
+        assert_eq!(
+            m.type_of_range(0x8000_0000, 0x4000_0000),
+            MemTypeOrMixed::Mixed
+        );
+        assert_eq!(
+            m.type_of_range(0xc000_0000, 0x4000_0000),
+            MemTypeOrMixed::Uniform(Uncacheable)
+        );
+        assert_eq!(
+            m.type_of_range(0xbfe0_0000, 0x20_0000),
+            MemTypeOrMixed::Uniform(WriteThrough)
+        );
+        assert_eq!(
+            m.type_of_range(0xbfe0_0000, 0x40_0000),
+            MemTypeOrMixed::Mixed
+        );
         // Above 4 GiB nothing matches: default WB.
-        assert_eq!(m.type_of_range(0x1_0000_0000, 0x4000_0000), MemTypeOrMixed::Uniform(WriteBack));
+        assert_eq!(
+            m.type_of_range(0x1_0000_0000, 0x4000_0000),
+            MemTypeOrMixed::Uniform(WriteBack)
+        );
     }
 
     #[test]
     fn overlap_precedence() {
         let mut m = pc();
         // WB over the whole low 4 GiB, overlapping the UC and WT ranges.
-        m.variable.push(VariableMtrr { base: 6, mask: 0xf_0000_0000 | VALID });
+        m.variable.push(VariableMtrr {
+            base: 6,
+            mask: 0xf_0000_0000 | VALID,
+        });
         assert_eq!(m.type_of(0xc000_0000), Uncacheable, "UC wins");
         assert_eq!(m.type_of(0xb000_0000), WriteThrough, "WT wins over WB");
         // WC overlapping WB is undefined: treated as UC.
-        m.variable.push(VariableMtrr { base: 0x2000_0000 | 1, mask: 0xf_f000_0000 | VALID });
+        m.variable.push(VariableMtrr {
+            base: 0x2000_0000 | 1,
+            mask: 0xf_f000_0000 | VALID,
+        });
         assert_eq!(m.type_of(0x2000_0000), Uncacheable);
         // An invalid pair is ignored.
-        m.variable.push(VariableMtrr { base: 0x5000_0000, mask: 0xf_f000_0000 });
+        m.variable.push(VariableMtrr {
+            base: 0x5000_0000,
+            mask: 0xf_f000_0000,
+        });
         assert_eq!(m.type_of(0x5000_0000), WriteBack);
     }
 
@@ -329,10 +398,17 @@ mod tests {
     fn disabled_mtrrs_make_everything_uc_and_fixed_can_be_off() {
         let mut m = pc();
         m.def_type &= !(1 << 11);
-        assert_eq!(m.type_of_range(0, 1 << 32), MemTypeOrMixed::Uniform(Uncacheable));
+        assert_eq!(
+            m.type_of_range(0, 1 << 32),
+            MemTypeOrMixed::Uniform(Uncacheable)
+        );
         let mut m = pc();
         m.def_type &= !(1 << 10);
-        assert_eq!(m.type_of(0xa_0000), WriteBack, "fixed ranges disabled: default applies");
+        assert_eq!(
+            m.type_of(0xa_0000),
+            WriteBack,
+            "fixed ranges disabled: default applies"
+        );
     }
 
     #[test]
@@ -342,12 +418,18 @@ mod tests {
             cap: 1,
             def_type: (1 << 11) | 6,
             fixed: [0; 11],
-            variable: vec![VariableMtrr { base: 0x1000, mask: 0x1000 | VALID }],
+            variable: vec![VariableMtrr {
+                base: 0x1000,
+                mask: 0x1000 | VALID,
+            }],
             phys_addr_width: 36,
         };
         assert_eq!(m.type_of(0x20_0000), WriteBack);
         assert_eq!(m.type_of(0x20_1000), Uncacheable);
-        assert_eq!(m.type_of_range(0x20_1000, 0x1000), MemTypeOrMixed::Uniform(Uncacheable));
+        assert_eq!(
+            m.type_of_range(0x20_1000, 0x1000),
+            MemTypeOrMixed::Uniform(Uncacheable)
+        );
         assert_eq!(m.type_of_range(0x20_0000, 0x2000), MemTypeOrMixed::Mixed);
     }
 
@@ -365,7 +447,12 @@ mod tests {
                     0x201 => p.variable[0].mask,
                     0x202 => p.variable[1].base,
                     0x203 => p.variable[1].mask,
-                    n => p.fixed[msr::FIXED.iter().position(|&f| f == n).expect("unexpected MSR")],
+                    n => {
+                        p.fixed[msr::FIXED
+                            .iter()
+                            .position(|&f| f == n)
+                            .expect("unexpected MSR")]
+                    }
                 }
             },
             36,

@@ -11,6 +11,8 @@ pub use dump::{activity_state_name, dump};
 pub use fake::FakeVmcs;
 pub use fields::{Field, Kind, Width};
 pub use instruction_error::{vm_instruction_error_name, VmInstructionError};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use real::status;
 pub use real::RealVmcs;
 
 use core::fmt;

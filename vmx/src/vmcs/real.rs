@@ -10,21 +10,19 @@ use super::{Field, VmcsAccess, VmcsError};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealVmcs;
 
-impl RealVmcs {
-    /// Turns the flags VMX instructions leave behind into a result (SDM Vol. 3C 31.2):
-    /// CF = 1 is VMfailInvalid, ZF = 1 is VMfailValid with the number in the VM-instruction
-    /// error field, both clear is VMsucceed.
-    #[cfg(target_arch = "x86_64")]
-    fn status(cf: u8, zf: u8) -> Result<(), VmcsError> {
-        if cf != 0 {
-            Err(VmcsError::NoCurrentVmcs)
-        } else if zf != 0 {
-            // A VMREAD of the error field cannot itself fail once a current VMCS exists.
-            let n = raw_vmread(Field::VmInstructionError.encoding() as u64).0;
-            Err(VmcsError::Failed(n as u32))
-        } else {
-            Ok(())
-        }
+/// Turns the flags VMX instructions leave behind into a result (SDM Vol. 3C 31.2): CF = 1 is
+/// VMfailInvalid, ZF = 1 is VMfailValid with the number in the VM-instruction error field, both
+/// clear is VMsucceed.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn status(cf: u8, zf: u8) -> Result<(), VmcsError> {
+    if cf != 0 {
+        Err(VmcsError::NoCurrentVmcs)
+    } else if zf != 0 {
+        // A VMREAD of the error field cannot itself fail once a current VMCS exists.
+        let n = raw_vmread(Field::VmInstructionError.encoding() as u64).0;
+        Err(VmcsError::Failed(n as u32))
+    } else {
+        Ok(())
     }
 }
 
@@ -55,7 +53,7 @@ impl VmcsAccess for RealVmcs {
     #[cfg(target_arch = "x86_64")]
     fn try_read(&self, field: Field) -> Result<u64, VmcsError> {
         let (value, cf, zf) = raw_vmread(field.encoding() as u64);
-        Self::status(cf, zf).map(|()| value)
+        status(cf, zf).map(|()| value)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -76,7 +74,7 @@ impl VmcsAccess for RealVmcs {
                 options(nostack),
             );
         }
-        Self::status(cf, zf)
+        status(cf, zf)
     }
 
     #[cfg(not(target_arch = "x86_64"))]
