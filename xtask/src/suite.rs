@@ -227,6 +227,16 @@ fn run_scenarios(
                 }
                 let start = Instant::now();
                 let result = run_one(layout, &all[i], builds, verbose);
+                if let Ok(o) = &result {
+                    let first = o.first_byte.map_or("no serial output".to_string(), |t| {
+                        format!("first serial byte after {}", crate::secs(t))
+                    });
+                    crate::step(&format!(
+                        "finished {}: Bochs ran {}, {first}",
+                        all[i].name,
+                        crate::secs(o.elapsed)
+                    ));
+                }
                 if tx.send((i, result, start.elapsed())).is_err() {
                     break;
                 }
@@ -349,11 +359,7 @@ fn report(
         baseline,
     }) {
         Ok(()) => {
-            let first = outcome
-                .first_byte
-                .map(|t| format!(", first serial byte after {}", crate::secs(t)))
-                .unwrap_or_default();
-            println!("PASS {} ({}{first})", s.name, crate::secs(took));
+            println!("PASS {} ({})", s.name, crate::secs(took));
             tally.passed += 1;
         }
         Err(why) => {
