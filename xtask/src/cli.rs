@@ -28,7 +28,8 @@ COMMANDS:
             `run ended: ok`; bare, the guest printed `guest-kit: N passed, 0 failed, ...`.
             Either way Bochs must exit by itself before the timeout.
     build   Build and make the ISO only (same options as run).
-    test    Host tests (cargo test -p vmx -p xtask), then the Bochs scenarios. FILTER selects
+    test    Host tests (cargo test -p vmx -p xtask; cargo test -p vigil --lib), then the
+            Bochs scenarios (`cargo xtask test --list` shows them). FILTER selects
             scenarios whose name contains it; `host` selects the host tests only; no FILTER
             runs everything. Ends with the line `N passed, N failed`.
 
