@@ -9,6 +9,7 @@ pub mod checks;
 pub mod ept;
 pub mod exit;
 pub mod mtrr;
+pub mod paging;
 pub mod regs;
 pub mod vmcs;
 
