@@ -118,3 +118,44 @@ impl Drop for RunDir {
         let _ = fs::remove_file(&self.lock);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_directories_are_not_shared() {
+        let tmp = std::env::temp_dir().join(format!("xtask-layout-{}", std::process::id()));
+        let layout = Layout {
+            root: tmp.clone(),
+            target: tmp.join("target"),
+        };
+        let first = RunDir::claim(&layout, "demo").unwrap();
+        let second = RunDir::claim(&layout, "demo").unwrap();
+        assert!(first.path.ends_with("xtask/demo"));
+        assert!(second.path.ends_with("xtask/demo.2"));
+        drop(first);
+        let again = RunDir::claim(&layout, "demo").unwrap();
+        assert!(again.path.ends_with("xtask/demo"));
+        // A lock left by a process that is gone is taken over.
+        drop(again);
+        fs::write(tmp.join("target/xtask/demo/.lock"), "999999999\n").unwrap();
+        let stale = RunDir::claim(&layout, "demo").unwrap();
+        assert!(stale.path.ends_with("xtask/demo"));
+        drop((stale, second));
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    fn bare_binaries_live_under_the_target_triple() {
+        let layout = Layout {
+            root: "/w".into(),
+            target: "/w/target".into(),
+        };
+        assert_eq!(
+            layout.bare_bin("vigil"),
+            Path::new("/w/target/x86_64-unknown-none/release/vigil")
+        );
+        assert_eq!(layout.xtask_dir(), Path::new("/w/target/xtask"));
+    }
+}
