@@ -365,7 +365,24 @@ fn ops(space: u64, unit: u64) -> impl Strategy<Value = Vec<Op>> {
 
 type Model = BTreeMap<u64, (u64, EptPerms, MemType)>;
 
+fn apply_builder(b: &mut EptBuilder<ArenaFrames>, op: &Op) {
+    match *op {
+        Op::Map {
+            gpa,
+            hpa,
+            pages,
+            perms,
+            memtype,
+        } => b
+            .map(gpa * K4, hpa * K4, pages * K4, perms, memtype)
+            .unwrap(),
+        Op::Protect { gpa, pages, perms } => b.protect(gpa * K4, pages * K4, perms).unwrap(),
+        Op::Unmap { gpa, pages } => b.unmap(gpa * K4, pages * K4).unwrap(),
+    }
+}
+
 fn apply(b: &mut EptBuilder<ArenaFrames>, model: &mut Model, op: &Op) {
+    apply_builder(b, op);
     match *op {
         Op::Map {
             gpa,
@@ -374,14 +391,11 @@ fn apply(b: &mut EptBuilder<ArenaFrames>, model: &mut Model, op: &Op) {
             perms,
             memtype,
         } => {
-            b.map(gpa * K4, hpa * K4, pages * K4, perms, memtype)
-                .unwrap();
             for i in 0..pages {
                 model.insert(gpa + i, (hpa + i, perms, memtype));
             }
         }
         Op::Protect { gpa, pages, perms } => {
-            b.protect(gpa * K4, pages * K4, perms).unwrap();
             for i in 0..pages {
                 if let Some(e) = model.get_mut(&(gpa + i)) {
                     e.1 = perms;
@@ -389,12 +403,89 @@ fn apply(b: &mut EptBuilder<ArenaFrames>, model: &mut Model, op: &Op) {
             }
         }
         Op::Unmap { gpa, pages } => {
-            b.unmap(gpa * K4, pages * K4).unwrap();
             for i in 0..pages {
                 model.remove(&(gpa + i));
             }
         }
     }
+}
+
+/// The operations with every page count and address multiplied by `unit`.
+fn scale(ops: &[Op], unit: u64) -> Vec<Op> {
+    ops.iter()
+        .map(|op| match *op {
+            Op::Map {
+                gpa,
+                hpa,
+                pages,
+                perms,
+                memtype,
+            } => Op::Map {
+                gpa: gpa * unit,
+                hpa: hpa * unit,
+                pages: pages * unit,
+                perms,
+                memtype,
+            },
+            Op::Protect { gpa, pages, perms } => Op::Protect {
+                gpa: gpa * unit,
+                pages: pages * unit,
+                perms,
+            },
+            Op::Unmap { gpa, pages } => Op::Unmap {
+                gpa: gpa * unit,
+                pages: pages * unit,
+            },
+        })
+        .collect()
+}
+
+fn range(op: &Op) -> core::ops::Range<u64> {
+    match *op {
+        Op::Map { gpa, pages, .. } | Op::Protect { gpa, pages, .. } | Op::Unmap { gpa, pages } => {
+            gpa..gpa + pages
+        }
+    }
+}
+
+/// What a page maps to after `ops`, found by replaying them: a model that costs nothing per
+/// page mapped, for address spaces too large to enumerate.
+fn replay(ops: &[Op], page: u64) -> Option<(u64, EptPerms, MemType)> {
+    let mut state: Option<(u64, EptPerms, MemType)> = None;
+    for op in ops.iter().filter(|op| range(op).contains(&page)) {
+        match *op {
+            Op::Map {
+                gpa,
+                hpa,
+                perms,
+                memtype,
+                ..
+            } => state = Some((hpa + page - gpa, perms, memtype)),
+            Op::Protect { perms, .. } => {
+                if let Some(s) = state.as_mut() {
+                    s.1 = perms;
+                }
+            }
+            Op::Unmap { .. } => state = None,
+        }
+    }
+    state.filter(|s| s.1 != EptPerms::NONE)
+}
+
+/// The pages at and around each operation's edges, where splitting mistakes show.
+fn boundaries(ops: &[Op]) -> Vec<u64> {
+    ops.iter()
+        .flat_map(|op| {
+            let r = range(op);
+            [
+                r.start.saturating_sub(1),
+                r.start,
+                (r.start + r.end) / 2,
+                r.end - 1,
+                r.end,
+            ]
+        })
+        .collect()
 }
 
 fn expected(model: &Model, page: u64) -> Option<(u64, EptPerms, MemType)> {
@@ -427,47 +518,18 @@ proptest! {
     /// 8 GiB with 1 GiB pages, in 2 MiB steps: compared at every operation boundary and at
     /// random points, against a replay of the operations.
     #[test]
-    fn large_space_agrees_with_replay(ops in ops(8 * 512, 512), probes in proptest::collection::vec(0..8 * 512 * 512u64, 32)) {
-        // Scale: one unit of the strategy is one 2 MiB page here.
-        let scaled: Vec<Op> = ops.iter().map(|op| match *op {
-            Op::Map { gpa, hpa, pages, perms, memtype } => Op::Map { gpa: gpa * 512, hpa: hpa * 512, pages: pages * 512, perms, memtype },
-            Op::Protect { gpa, pages, perms } => Op::Protect { gpa: gpa * 512, pages: pages * 512, perms },
-            Op::Unmap { gpa, pages } => Op::Unmap { gpa: gpa * 512, pages: pages * 512 },
-        }).collect();
+    fn large_space_agrees_with_replay(
+        ops in ops(8 * 512, 512),
+        probes in proptest::collection::vec(0..8 * 512 * 512u64, 32),
+    ) {
+        let ops = scale(&ops, 512);
         let mut b = builder(PageSize::Size1G);
-        for op in &scaled {
-            match *op {
-                Op::Map { gpa, hpa, pages, perms, memtype } => b.map(gpa * K4, hpa * K4, pages * K4, perms, memtype).unwrap(),
-                Op::Protect { gpa, pages, perms } => b.protect(gpa * K4, pages * K4, perms).unwrap(),
-                Op::Unmap { gpa, pages } => b.unmap(gpa * K4, pages * K4).unwrap(),
-            }
+        for op in &ops {
+            apply_builder(&mut b, op);
         }
-        let replay = |page: u64| {
-            let mut state: Option<(u64, EptPerms, MemType)> = None;
-            for op in &scaled {
-                match *op {
-                    Op::Map { gpa, hpa, pages, perms, memtype } if (gpa..gpa + pages).contains(&page) => {
-                        state = Some((hpa + page - gpa, perms, memtype));
-                    }
-                    Op::Protect { gpa, pages, perms } if (gpa..gpa + pages).contains(&page) => {
-                        if let Some(s) = state.as_mut() { s.1 = perms; }
-                    }
-                    Op::Unmap { gpa, pages } if (gpa..gpa + pages).contains(&page) => state = None,
-                    _ => {}
-                }
-            }
-            state.filter(|s| s.1 != EptPerms::NONE)
-        };
-        let mut points: Vec<u64> = probes;
-        for op in &scaled {
-            let (gpa, pages) = match *op {
-                Op::Map { gpa, pages, .. } | Op::Protect { gpa, pages, .. } | Op::Unmap { gpa, pages } => (gpa, pages),
-            };
-            points.extend([gpa.saturating_sub(1), gpa, gpa + pages / 2, gpa + pages - 1, gpa + pages]);
-        }
-        for page in points {
+        for page in probes.into_iter().chain(boundaries(&ops)) {
             let got = b.translate(page * K4).map(|t| (t.hpa, t.perms, t.memtype));
-            let want = replay(page).map(|(h, p, m)| (h * K4, p, m));
+            let want = replay(&ops, page).map(|(h, p, m)| (h * K4, p, m));
             prop_assert_eq!(got, want, "page {:#x}", page);
         }
     }
