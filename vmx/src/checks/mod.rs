@@ -316,3 +316,47 @@ pub fn pat_is_valid(pat: u64) -> bool {
         .iter()
         .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
 }
+
+/// Writes a readable account of `violations` and, if the processor already reported a failure,
+/// whether the checks explain it. When they do not, the rules that could have caused the
+/// reported failure are listed, to show where to look (or which check is missing).
+pub fn write_report(
+    violations: &[Violation],
+    reported: Option<EntryFailureKind>,
+    out: &mut dyn fmt::Write,
+) -> fmt::Result {
+    match violations.len() {
+        0 => writeln!(out, "VM-entry checks: no violation found")?,
+        n => writeln!(out, "VM-entry checks: {n} violation(s)")?,
+    }
+    for v in violations {
+        writeln!(out, "  {v}")?;
+    }
+    let Some(reported) = reported else {
+        return Ok(());
+    };
+    if agrees(violations, reported) {
+        return writeln!(
+            out,
+            "the processor reported {reported}, as the checks predict"
+        );
+    }
+    write!(
+        out,
+        "the processor reported {reported}, but the checks predict "
+    )?;
+    let predicted = predicted_failures(violations);
+    if predicted.is_empty() {
+        write!(out, "success")?;
+    }
+    for (i, k) in predicted.iter().enumerate() {
+        write!(out, "{}{k}", if i == 0 { "" } else { " or " })?;
+    }
+    writeln!(out)?;
+    let candidates: Vec<&str> = rules_for(reported).map(|r| r.id).collect();
+    if candidates.is_empty() {
+        writeln!(out, "no rule here produces {reported}")
+    } else {
+        writeln!(out, "rules that produce it: {}", candidates.join(", "))
+    }
+}

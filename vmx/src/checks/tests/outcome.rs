@@ -158,3 +158,23 @@ fn msr_load_entries() {
     assert!(check_msr_load_entries(&entries[..1]).is_empty());
     assert_eq!(core::mem::size_of::<MsrEntry>(), 16);
 }
+
+#[test]
+fn report_says_whether_the_checks_explain_the_failure() {
+    let mut e = b64();
+    e.set(GuestRflags, 0);
+    let v = e.check();
+    let mut s = alloc::string::String::new();
+    write_report(&v, Some(EntryFailureKind::ExitReason33), &mut s).unwrap();
+    assert!(
+        s.starts_with("VM-entry checks: 1 violation(s)\n  [guest.rflags.reserved]"),
+        "{s}"
+    );
+    assert!(s.ends_with("as the checks predict\n"), "{s}");
+
+    let mut s = alloc::string::String::new();
+    write_report(&[], Some(EntryFailureKind::InstructionError(8)), &mut s).unwrap();
+    assert!(s.contains("no violation found"), "{s}");
+    assert!(s.contains("but the checks predict success"), "{s}");
+    assert!(s.contains("rules that produce it: host.cr0.fixed, "), "{s}");
+}
