@@ -132,7 +132,7 @@ impl fmt::Display for Violation {
 /// Facts about the processor that the capability MSRs do not hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Platform {
-    /// MAXPHYADDR (CPUID.80000008H:EAX[7:0]). Addresses at or above 2^width are rejected.
+    /// MAXPHYADDR (CPUID.80000008H:EAX bits 7:0). Addresses at or above 2^width are rejected.
     pub phys_addr_width: u8,
     /// Linear-address width for canonical checks: 48, or 57 with 5-level paging.
     pub linear_addr_width: u8,
