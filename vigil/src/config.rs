@@ -23,14 +23,40 @@ pub enum TscMode {
     /// The guest reads host TSC + offset (two's complement), through the VMCS TSC offset or,
     /// when RDTSC is trapped, through emulation that adds the same offset.
     Offset(u64),
+    /// RDTSC/RDTSCP exit, and the guest's TSC loses the host time of every VM exit, so that
+    /// the guest measures trapped instructions as costing what they cost on bare metal.
+    Hide,
+    /// The guest's TSC stands still while Vigil holds the guest (every VM exit, and debugger
+    /// stops); it runs at the host rate otherwise.
+    Frozen,
+    /// The guest's TSC runs at P/Q times the host rate.
+    Scale(u32, u32),
 }
 
 impl TscMode {
+    /// The offset the guest starts with.
     pub fn offset(self) -> u64 {
         match self {
-            TscMode::Native => 0,
             TscMode::Offset(o) => o,
+            _ => 0,
         }
+    }
+
+    /// The number the hypercall interface reports for this mode.
+    pub fn code(self) -> u8 {
+        match self {
+            TscMode::Native => 0,
+            TscMode::Offset(_) => 1,
+            TscMode::Hide => 2,
+            TscMode::Frozen => 3,
+            TscMode::Scale(..) => 4,
+        }
+    }
+
+    /// Whether the guest's TSC is not simply the host's: Vigil then owns IA32_TSC,
+    /// IA32_TSC_ADJUST and the TSC-deadline MSR.
+    pub fn virtualized(self) -> bool {
+        self != TscMode::Native
     }
 }
 
@@ -93,7 +119,10 @@ trap=ITEM[,ITEM...]               extra VM exits: cpuid (log them), rdtsc (RDTSC
                                   hlt, invlpg, rdpmc, cr3 (loads and stores), cr3-load,
                                   cr3-store, movdr, exc:VECTOR, msr:N (reads and writes),
                                   msr-r:N, msr-w:N, io:PORT or io:FIRST-LAST
-tsc=native|offset:N               guest TSC = host TSC (+ N, two's complement; N may be negative)
+tsc=native|offset:N|hide|frozen|scale:P/Q
+                                  the guest's TSC: the host's; + N (two's complement, N may be
+                                  negative); with every exit's host time hidden (RDTSC traps);
+                                  standing still while Vigil holds the guest; at P/Q the rate
 hypercall=on|off                  answer Vigil's VMCALL interface (off: every VMCALL gets #UD)
 check-entry=on|off                run the VM-entry checks before the first VM entry
 log-exits=on|off                  print each trapped event
@@ -127,10 +156,20 @@ impl Config {
                 "tsc" => {
                     config.tsc = match value.split_once(':') {
                         None if value == "native" => TscMode::Native,
+                        None if value == "hide" => TscMode::Hide,
+                        None if value == "frozen" => TscMode::Frozen,
                         Some(("offset", n)) => TscMode::Offset(
                             parse_i64(n).ok_or_else(|| bad("expected offset:N with N a number"))? as u64,
                         ),
-                        _ => return Err(bad("expected native or offset:N")),
+                        Some(("scale", ratio)) => {
+                            let (p, q) = ratio
+                                .split_once('/')
+                                .and_then(|(p, q)| Some((p.parse::<u32>().ok()?, q.parse::<u32>().ok()?)))
+                                .filter(|&(p, q)| p > 0 && q > 0 && p <= 1 << 16 && q <= 1 << 16)
+                                .ok_or_else(|| bad("expected scale:P/Q with P and Q from 1 to 65536"))?;
+                            TscMode::Scale(p, q)
+                        }
+                        _ => return Err(bad("expected native, offset:N, hide, frozen or scale:P/Q")),
                     }
                 }
                 "hypercall" => config.hypercalls = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
@@ -259,6 +298,24 @@ mod tests {
     fn negative_offset_is_twos_complement() {
         let c = Config::parse("tsc=offset:-1000").unwrap();
         assert_eq!(c.tsc.offset(), (-1000i64) as u64);
+    }
+
+    #[test]
+    fn time_modes() {
+        assert_eq!(Config::parse("tsc=hide").unwrap().tsc, TscMode::Hide);
+        assert_eq!(Config::parse("tsc=frozen").unwrap().tsc, TscMode::Frozen);
+        assert_eq!(
+            Config::parse("tsc=scale:3/2").unwrap().tsc,
+            TscMode::Scale(3, 2)
+        );
+        for bad in [
+            "tsc=scale:0/1",
+            "tsc=scale:3",
+            "tsc=scale:1/70000",
+            "tsc=slow",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,3 +9,4 @@ pub mod config;
 pub mod loader;
 pub mod memmap;
 pub mod stats;
+pub mod vtime;

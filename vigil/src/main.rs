@@ -169,6 +169,17 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             .try_write(field, value)
             .map_err(|e| format!("test-vmwrite {}: {e}", field.name()))?;
     }
+    if vcpu.tsc.v.hides_exits() {
+        // The scratch bytes are in the boot data page, after the GDT and before the multiboot
+        // information.
+        match vcpu.calibrate(BOOT_DATA + 0x80) {
+            Ok(c) => vcpu.tsc.v.calibration = c,
+            Err(failure) => {
+                report::entry_failure(&vcpu, failure);
+                return Ok(Outcome::Failed("VM entry failed"));
+            }
+        }
+    }
     log::info!(
         "launching guest on vCPU {} at {:#x} (EPT, VPID {}, {})",
         vcpu.id,

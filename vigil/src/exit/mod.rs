@@ -142,7 +142,9 @@ pub use io::SHUTDOWN_PORT;
 
 /// The exit loop: enter, decode, handle, account, repeat — until a handler stops the guest.
 pub fn run(vcpu: &mut Vcpu) -> Stop {
+    let mut last = None;
     loop {
+        vcpu.prepare_time(last.as_ref());
         let exit = match vcpu.enter() {
             Ok(exit) => exit,
             Err(failure) => {
@@ -153,10 +155,12 @@ pub fn run(vcpu: &mut Vcpu) -> Stop {
         let action = dispatch(vcpu, exit);
         vcpu.apply(action);
         // Host ticks from the exit (read by the exit stub) to just before the next entry.
-        let ticks = crate::arch::regs::rdtsc().wrapping_sub(vcpu.regs.exit_tsc);
-        vcpu.stats.record(vcpu.exit_reason, ticks);
+        let now = crate::arch::regs::rdtsc();
+        vcpu.stats
+            .record(vcpu.exit_reason, now.wrapping_sub(vcpu.regs.exit_tsc));
         if let Action::Stop(stop) = action {
             return stop;
         }
+        last = Some(exit);
     }
 }

@@ -4,20 +4,20 @@
 //! - Vigil's own MSRs: IA32_FEATURE_CONTROL reads back with the VMX-enable bits clear (the guest
 //!   sees a processor without VMX); the VMX capability MSRs raise #GP as they do on such a
 //!   processor.
-//! - The time-stamp counter: IA32_TSC reads the virtual TSC; writing it moves the guest's offset
-//!   instead of the host's counter.
+//! - The time-stamp counter: IA32_TSC reads the virtual TSC, and writing it moves the guest's
+//!   offset instead of the host's counter; in the virtual-time modes IA32_TSC_ADJUST and the
+//!   TSC deadline are kept in guest units too (`vmm/time.rs`).
 //! - MSRs that VM entry and exit switch through the VMCS (EFER, PAT, SYSENTER, DEBUGCTL, FS and
 //!   GS base) live in guest-state fields; touching the host MSR would change Vigil instead.
 //! - Everything else is executed on the guest's behalf; an MSR the processor rejects gets the
 //!   same #GP the guest would have had on bare metal.
 
 use super::{Action, Fault};
-use crate::arch::regs::rdtsc;
 use crate::arch::safe::{rdmsr_safe, wrmsr_safe};
 use crate::vmm::Vcpu;
 use vmx::vmcs::{Field, VmcsAccess};
 
-const IA32_TSC: u32 = 0x10;
+use crate::vmm::time::{IA32_TSC, IA32_TSC_ADJUST, IA32_TSC_DEADLINE};
 const IA32_FEATURE_CONTROL: u32 = 0x3A;
 const FEATURE_CONTROL_VMX: u64 = (1 << 1) | (1 << 2);
 const VMX_CAPABILITY_MSRS: core::ops::RangeInclusive<u32> = 0x480..=0x493;
@@ -41,10 +41,17 @@ fn vmcs_field(msr: u32) -> Option<Field> {
     })
 }
 
+/// IA32_TSC is always Vigil's when trapped (the guest sets its own clock, never the host's);
+/// IA32_TSC_ADJUST and the deadline are Vigil's in the virtual-time modes.
+fn owns_time_msr(vcpu: &Vcpu, msr: u32) -> bool {
+    msr == IA32_TSC
+        || (vcpu.config.tsc.virtualized() && matches!(msr, IA32_TSC_ADJUST | IA32_TSC_DEADLINE))
+}
+
 pub fn handle_read(vcpu: &mut Vcpu) -> Action {
     let msr = vcpu.regs.rcx as u32;
     let value = match msr {
-        IA32_TSC => Some(rdtsc().wrapping_add(vcpu.tsc.offset)),
+        m if owns_time_msr(vcpu, m) => vcpu.read_tsc_msr(m),
         IA32_FEATURE_CONTROL => rdmsr_safe(msr).map(|v| v & !FEATURE_CONTROL_VMX),
         m if VMX_CAPABILITY_MSRS.contains(&m) => None,
         m => match vmcs_field(m) {
@@ -71,12 +78,7 @@ pub fn handle_write(vcpu: &mut Vcpu) -> Action {
         log::info!("wrmsr {msr:#x} <- {value:#x} (rip {:#x})", vcpu.rip());
     }
     let ok = match msr {
-        IA32_TSC => {
-            // The guest sets its own clock: keep the host's running and move the offset so the
-            // guest reads `value` now (SDM Vol. 3B 18.17: a write sets the counter).
-            vcpu.set_tsc_offset(value.wrapping_sub(rdtsc()));
-            true
-        }
+        m if owns_time_msr(vcpu, m) => vcpu.write_tsc_msr(m, value),
         // Locked on every machine Vigil runs on (VMXON needs it locked): writes fault.
         IA32_FEATURE_CONTROL => false,
         m if VMX_CAPABILITY_MSRS.contains(&m) => false,

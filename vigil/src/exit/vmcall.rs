@@ -43,10 +43,10 @@ pub fn handle(vcpu: &mut Vcpu) -> Action {
             OK
         }
         TSC_OFFSET => {
-            let offset = vcpu.tsc.offset;
+            let offset = vcpu.tsc.v.offset;
             vcpu.regs.rbx = offset & 0xFFFF_FFFF;
             vcpu.regs.rcx = offset >> 32;
-            vcpu.regs.rdx = u64::from(vcpu.config.trap.rdtsc);
+            vcpu.regs.rdx = u64::from(vcpu.rdtsc_exiting()) | (vcpu.config.tsc.code() as u64) << 8;
             OK
         }
         CONFIRM_TSC => {

@@ -7,6 +7,7 @@ pub mod guest_mem;
 pub mod instr;
 pub mod setup;
 pub mod switch;
+pub mod time;
 mod vcpu;
 
 pub use vcpu::Vcpu;
@@ -92,6 +93,10 @@ impl Vcpu {
                 self.vmcs.read(Field::VmInstructionError) as u32,
             )),
             switch::RunResult::Exit => {
+                if self.regs.hide != 0 {
+                    // The switch moved the offset (hidden exit time).
+                    self.tsc.v.offset = self.regs.tsc_offset;
+                }
                 let raw = self.vmcs.read(Field::VmExitReason) as u32;
                 if raw & (1 << 31) != 0 {
                     let qualification = self.vmcs.read(Field::ExitQualification);

@@ -8,9 +8,10 @@ use crate::arch::{gdt, regs};
 use crate::mem::alloc_frames;
 use alloc::format;
 use alloc::string::String;
-use vigil::config::Config;
+use vigil::config::{Config, TscMode};
 use vigil::loader::EntryState;
 use vigil::stats::ExitStats;
+use vigil::vtime::VirtualTsc;
 use vmx::caps::*;
 use vmx::regs::*;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};
@@ -45,8 +46,14 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
         (t.cr3_store, PrimaryProcBased::CR3_STORE_EXITING),
         (t.mov_dr, PrimaryProcBased::MOV_DR_EXITING),
         (
-            config.tsc.offset() != 0,
+            config.tsc.virtualized(),
             PrimaryProcBased::USE_TSC_OFFSETTING,
+        ),
+        (config.tsc == TscMode::Hide, PrimaryProcBased::RDTSC_EXITING),
+        // Without hardware scaling, a scaled TSC is emulated: every read must exit.
+        (
+            matches!(config.tsc, TscMode::Scale(..)) && !caps.has_tsc_scaling(),
+            PrimaryProcBased::RDTSC_EXITING,
         ),
     ] {
         if on {
@@ -67,6 +74,9 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
     }
     if regs::cpuid(0, 0)[0] >= 0xD && regs::cpuid(0xD, 1)[0] & (1 << 3) != 0 {
         secondary |= SecondaryProcBased::ENABLE_XSAVES_XRSTORS;
+    }
+    if matches!(config.tsc, TscMode::Scale(..)) && caps.has_tsc_scaling() {
+        secondary |= SecondaryProcBased::USE_TSC_SCALING;
     }
     let exit = ExitControls::HOST_ADDRESS_SPACE_SIZE
         | ExitControls::SAVE_IA32_EFER
@@ -158,6 +168,18 @@ fn msr_bitmap(config: &Config) -> Result<u64, String> {
         set(msr, false);
         set(msr, true);
     }
+    // In the virtual-time modes the TSC MSRs are Vigil's: IA32_TSC, IA32_TSC_ADJUST and the
+    // TSC deadline are kept in guest units (vmm/time.rs).
+    if config.tsc.virtualized() {
+        for msr in [
+            super::time::IA32_TSC,
+            super::time::IA32_TSC_ADJUST,
+            super::time::IA32_TSC_DEADLINE,
+        ] {
+            set(msr, false);
+            set(msr, true);
+        }
+    }
     for &msr in &config.trap.msr_read {
         set(msr, false);
     }
@@ -241,7 +263,17 @@ pub fn create_vcpu(
     if vpid != 0 {
         w(&mut v, Field::VirtualProcessorId, vpid as u64)?;
     }
-    w(&mut v, Field::TscOffset, config.tsc.offset())?;
+    let tsc_adjust_supported = regs::cpuid(0, 0)[0] >= 7 && regs::cpuid(7, 0)[1] & (1 << 1) != 0;
+    let adjust = if tsc_adjust_supported {
+        regs::rdmsr(super::time::IA32_TSC_ADJUST)
+    } else {
+        0
+    };
+    let vtsc = VirtualTsc::new(config.tsc, regs::rdtsc(), adjust);
+    w(&mut v, Field::TscOffset, vtsc.offset)?;
+    if secondary & SecondaryProcBased::USE_TSC_SCALING.bits() != 0 {
+        w(&mut v, Field::TscMultiplier, vtsc.multiplier)?;
+    }
     w(&mut v, Field::VmcsLinkPointer, u64::MAX)?;
     // The guest/host masks give Vigil the CR bits VMX pins, so the guest reads back what it
     // wrote (its read shadow) and any attempt to change them exits for emulation.
@@ -375,7 +407,7 @@ pub fn create_vcpu(
         config,
         stats: ExitStats::new_boxed(),
         tsc: TscState {
-            offset: config.tsc.offset(),
+            v: vtsc,
             last_emulated: None,
         },
         shutdown_progress: 0,

@@ -36,6 +36,17 @@ pub struct GuestRegs {
     /// Non-zero once VMLAUNCH succeeded: later entries use VMRESUME (SDM Vol. 3C 25.1,
     /// the VMCS launch state).
     pub launched: u64,
+    /// Host TSC read by `vmx_run` just before the entry (after the time bookkeeping below).
+    pub entry_tsc: u64,
+    /// Non-zero: hide this exit's host time from the guest. `vmx_run` then does, as its last
+    /// step before the entry, `tsc_offset -= (now - exit_tsc) + credit` and writes the VMCS TSC
+    /// offset, so the time the bookkeeping itself takes is inside the calibrated round trip.
+    pub hide: u64,
+    /// Ticks to take off in addition to the handling time (round trip minus the bare-metal cost
+    /// of the exiting instruction), wrapping.
+    pub credit: u64,
+    /// The guest's TSC offset, updated by `vmx_run` when `hide` is set.
+    pub tsc_offset: u64,
 }
 
 impl GuestRegs {
@@ -84,6 +95,16 @@ impl GuestRegs {
         *slot = value;
     }
 }
+
+// The assembly below addresses the fields by offset.
+const _: () = {
+    assert!(core::mem::offset_of!(GuestRegs, exit_tsc) == 120);
+    assert!(core::mem::offset_of!(GuestRegs, launched) == 128);
+    assert!(core::mem::offset_of!(GuestRegs, entry_tsc) == 136);
+    assert!(core::mem::offset_of!(GuestRegs, hide) == 144);
+    assert!(core::mem::offset_of!(GuestRegs, credit) == 152);
+    assert!(core::mem::offset_of!(GuestRegs, tsc_offset) == 160);
+};
 
 /// What `vmx_run` came back with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +157,21 @@ vmx_run:
     vmwrite rax, rsp
     jbe vmx_run_failed_write
 
+    mov rcx, rdi
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov [rcx + 136], rax            /* entry_tsc */
+    cmp qword ptr [rcx + 144], 0
+    je vmx_run_time_done
+    sub rax, [rcx + 120]            /* handling time = now - exit_tsc */
+    add rax, [rcx + 152]            /* + credit */
+    mov rdx, [rcx + 160]
+    sub rdx, rax
+    mov [rcx + 160], rdx
+    mov rax, {tsc_offset}
+    vmwrite rax, rdx
+vmx_run_time_done:
     mov rax, rdi
     mov rbx, [rax + 8]
     mov rcx, [rax + 16]
@@ -206,4 +242,5 @@ vmx_exit_stub:
     jmp vmx_run_out
 "#,
     host_rsp = const Field::HostRsp as u32,
+    tsc_offset = const Field::TscOffset as u32,
 );

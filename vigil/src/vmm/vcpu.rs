@@ -6,15 +6,15 @@ use super::switch::GuestRegs;
 use alloc::boxed::Box;
 use vigil::config::Config;
 use vigil::stats::ExitStats;
+use vigil::vtime::VirtualTsc;
 use vmx::caps::{EntryControls, VmxCaps};
 use vmx::regs::*;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};
 
 /// The guest's view of its time-stamp counter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TscState {
-    /// Guest TSC = host TSC + offset (wrapping).
-    pub offset: u64,
+    pub v: VirtualTsc,
     /// The last value Vigil's RDTSC/RDTSCP emulation returned (for the confirm-tsc hypercall).
     pub last_emulated: Option<u64>,
 }
@@ -225,13 +225,6 @@ impl Vcpu {
     /// Physical-address width (CPUID.80000008H:EAX[7:0]).
     pub fn max_phys_bits(&self) -> u32 {
         crate::arch::regs::cpuid(0x8000_0008, 0)[0] & 0xFF
-    }
-
-    /// Changes the guest's TSC offset, in the VMCS (used when TSC offsetting is on and RDTSC is
-    /// not trapped) and for Vigil's own emulation.
-    pub fn set_tsc_offset(&mut self, offset: u64) {
-        self.tsc.offset = offset;
-        self.vmcs.write(Field::TscOffset, offset);
     }
 }
 
