@@ -502,6 +502,7 @@ fn event_injection(c: &mut Ctx) {
         );
     }
     let code = c.read(Field::VmEntryExceptionErrorCode);
+    // Bochs checks these bits as the SDM lists them; an error code is 16 bits wide.
     if has && code >> 16 != 0 {
         c.fail(
             CTL_EVENT_ERROR_VALUE,
