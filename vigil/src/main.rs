@@ -138,8 +138,8 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         .ok_or("no guest module: GRUB must load one with `module2 PATH guest [ARGS]`")?;
     vmm::guest_mem::init(map.clone());
 
-    let setup = load_guest(&guest_module, &map, rsdt, xsdt)?;
     let caps = vmm::capabilities()?;
+    let setup = load_guest(&guest_module, &map, rsdt, xsdt, &caps)?;
     log::debug!(
         "vmx capabilities: basic={:#x} pin={:#x}/{:#x} proc={:#x}/{:#x} proc2={:#x}/{:#x} exit={:#x}/{:#x} entry={:#x}/{:#x} misc={:#x} ept_vpid={:#x} cr0={:#x}/{:#x} cr4={:#x}/{:#x}",
         caps.basic, caps.pinbased.allowed0, caps.pinbased.allowed1, caps.procbased.allowed0, caps.procbased.allowed1,
@@ -212,6 +212,7 @@ fn load_guest(
     map: &MemoryMap,
     rsdt: Option<u64>,
     xsdt: Option<u64>,
+    caps: &vmx::caps::VmxCaps,
 ) -> Result<vmm::setup::GuestSetup, String> {
     // SAFETY: the module lies in RAM GRUB reported and Vigil's pool avoided; it is only read.
     let image = unsafe {
@@ -222,14 +223,27 @@ fn load_guest(
     };
     let guest_err = |e: LoadError| format!("guest image: {e}");
     let mut mem = vmm::guest_mem::Loader;
-    // Refuse to load over the module itself, or the boot data, before copying a byte.
+    // GRUB may have put the module where the image loads: then load from a copy.
     let (start, end) = multiboot1::extent(image).map_err(guest_err)?;
-    if start < module.end && module.start < end {
-        return Err(format!(
-            "guest image: it loads to [{start:#x}-{end:#x}), on top of its own module at [{:#x}-{:#x})",
-            module.start, module.end
-        ));
-    }
+    let copy;
+    let image = if start < module.end && module.start < end {
+        let mut v = alloc::vec::Vec::new();
+        v.try_reserve_exact(image.len()).map_err(|_| {
+            format!(
+                "guest image: it loads to [{start:#x}-{end:#x}), over its own module at [{:#x}-{:#x}), \
+                 which is too large ({} bytes) to copy aside",
+                module.start,
+                module.end,
+                image.len()
+            )
+        })?;
+        v.extend_from_slice(image);
+        log::debug!("guest module overlaps its load range: loading from a copy");
+        copy = v;
+        &copy[..]
+    } else {
+        image
+    };
     if start < BOOT_DATA + BOOT_DATA_SIZE && BOOT_DATA < end {
         return Err(format!(
             "guest image: it loads over Vigil's boot data at {BOOT_DATA:#x}"
@@ -260,11 +274,11 @@ fn load_guest(
         None => log::warn!("no ACPI FADT found: only the shutdown port ends the guest"),
     }
     let vigil_ranges = [mem::image_range(), mem::pool_range()];
-    let eptp_pml4 = vmm::ept_space::build(map, &vigil_ranges).map_err(String::from)?;
+    let eptp = vmm::ept_space::build(map, &vigil_ranges, caps)?;
     Ok(vmm::setup::GuestSetup {
         entry: multiboot1::entry_state(&loaded, info_at as u32),
         gdt: BOOT_DATA,
-        eptp_pml4,
+        eptp,
         pm1a_control,
     })
 }

@@ -122,7 +122,8 @@ impl Mtrrs {
         }
     }
 
-    fn enabled(&self) -> bool {
+    /// MTRRs are on (IA32_MTRR_DEF_TYPE.E, SDM Vol. 3A 12.11.2.1).
+    pub fn enabled(&self) -> bool {
         self.def_type & (1 << 11) != 0
     }
 

@@ -1,73 +1,59 @@
-//! The guest's EPT address space: an identity map of the machine's physical address space up to
-//! the top of RAM (and at least 4 GiB, to cover the device ranges), minus Vigil's memory.
-//! RAM is write-back; everything else uncacheable.
+//! The guest's EPT address space, built with `vmx::ept`: an identity map of the physical address
+//! space up to the top of RAM (and at least 4 GiB, to cover the device ranges), minus Vigil's
+//! memory. Memory types come from the host's MTRRs, as bare metal would have used them; with
+//! MTRRs off, RAM is write-back and everything else uncacheable.
 
-use super::super::mem::alloc_frames;
-use vigil::memmap::{Kind, MemoryMap};
+use crate::arch::regs::{cpuid, rdmsr};
+use crate::mem::{alloc_frames, next_frame, protect};
+use alloc::format;
+use alloc::string::String;
+use vigil::memmap::MemoryMap;
+use vmx::caps::VmxCaps;
+use vmx::ept::{EptBuilder, EptPerms, Eptp, FrameAllocator, PageSize};
+use vmx::mtrr::{MemType, Mtrrs};
 
-const READ: u64 = 1;
-const WRITE: u64 = 2;
-const EXEC: u64 = 4;
-const LARGE: u64 = 1 << 7;
-const MT_UC: u64 = 0;
-const MT_WB: u64 = 6;
-const SIZE_2M: u64 = 2 << 20;
+struct PoolFrames;
 
-fn table(phys: u64) -> &'static mut [u64; 512] {
-    // SAFETY: `phys` is a zeroed frame from Vigil's pool, identity-mapped and owned by the EPT.
-    unsafe { &mut *(phys as *mut [u64; 512]) }
+impl FrameAllocator for PoolFrames {
+    fn alloc_zeroed(&mut self) -> Option<u64> {
+        alloc_frames(1)
+    }
+
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        // SAFETY: `phys` is a frame this allocator handed out: Vigil's pool, identity-mapped,
+        // owned by the EPT.
+        unsafe { &mut *(phys as *mut [u64; 512]) }
+    }
 }
 
-/// Builds the tables; returns the PML4's physical address.
-pub fn build(guest: &MemoryMap, vigil: &[(u64, u64)]) -> Result<u64, &'static str> {
+/// Builds the tables; returns the EPT pointer.
+pub fn build(guest: &MemoryMap, vigil: &[(u64, u64)], caps: &VmxCaps) -> Result<u64, String> {
+    let first_frame = next_frame();
+    let err = |e| format!("building the EPT: {e}");
     let top = guest.ram_end().max(1 << 32).next_multiple_of(1 << 30);
-    let oom = "out of frames for EPT tables";
-    let pml4 = alloc_frames(1).ok_or(oom)?;
-    let first_frame = pml4;
-    let in_vigil = |start: u64, end: u64| vigil.iter().any(|&(s, e)| s < end && start < e);
-    let all_vigil = |start: u64, end: u64| vigil.iter().any(|&(s, e)| s <= start && end <= e);
-    let mt = |addr: u64| {
-        if guest.kind_at(addr) == Some(Kind::Ram) {
-            MT_WB
-        } else {
-            MT_UC
-        }
-    };
-    let mut chunk = 0;
-    while chunk < top {
-        let pml4e = &mut table(pml4)[(chunk >> 39) as usize & 511];
-        if *pml4e == 0 {
-            *pml4e = alloc_frames(1).ok_or(oom)? | READ | WRITE | EXEC;
-        }
-        let pdpt = *pml4e & !0xFFF;
-        let pdpte = &mut table(pdpt)[(chunk >> 30) as usize & 511];
-        if *pdpte == 0 {
-            *pdpte = alloc_frames(1).ok_or(oom)? | READ | WRITE | EXEC;
-        }
-        let pd = *pdpte & !0xFFF;
-        let pde = &mut table(pd)[(chunk >> 21) as usize & 511];
-        let end = chunk + SIZE_2M;
-        let uniform_type = guest
-            .regions()
-            .iter()
-            .all(|r| r.end <= chunk || r.start >= end || (r.start <= chunk && end <= r.end));
-        if all_vigil(chunk, end) {
-            // Absent: the guest cannot name these bytes.
-        } else if !in_vigil(chunk, end) && uniform_type {
-            *pde = chunk | READ | WRITE | EXEC | LARGE | (mt(chunk) << 3);
-        } else {
-            let pt = alloc_frames(1).ok_or(oom)?;
-            for (i, pte) in table(pt).iter_mut().enumerate() {
-                let page = chunk + (i as u64) * 4096;
-                if !in_vigil(page, page + 4096) {
-                    *pte = page | READ | WRITE | EXEC | (mt(page) << 3);
-                }
+    let mut ept = EptBuilder::new(PoolFrames, PageSize::largest_supported(caps)).map_err(err)?;
+    let phys_bits = (cpuid(0x8000_0008, 0)[0] & 0xFF) as u8;
+    let mtrrs = Mtrrs::from_msrs(&mut |msr| rdmsr(msr), phys_bits);
+    if mtrrs.enabled() {
+        ept.map_with_mtrrs(0, 0, top, EptPerms::RWX, &mtrrs)
+            .map_err(err)?;
+    } else {
+        log::debug!("MTRRs are off: EPT maps RAM write-back, the rest uncacheable");
+        ept.map(0, 0, top, EptPerms::RWX, MemType::Uncacheable)
+            .map_err(err)?;
+        for r in guest.ram() {
+            let (s, e) = (r.start.next_multiple_of(4096), r.end & !0xFFF);
+            if s < e {
+                ept.map(s, s, e - s, EptPerms::RWX, MemType::WriteBack)
+                    .map_err(err)?;
             }
-            *pde = pt | READ | WRITE | EXEC;
         }
-        chunk = end;
+    }
+    for &(start, end) in vigil {
+        let (s, e) = (start & !0xFFF, end.next_multiple_of(4096));
+        ept.unmap(s, e - s).map_err(err)?;
     }
     // The tables were allocated back to back; nothing may change them while the guest runs.
-    crate::mem::protect(first_frame, crate::mem::next_frame());
-    Ok(pml4)
+    protect(first_frame, next_frame());
+    Ok(Eptp::new(ept.pml4(), MemType::WriteBack, 4, false).0)
 }

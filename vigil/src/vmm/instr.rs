@@ -36,18 +36,3 @@ macro_rules! vmx_mem_op {
 vmx_mem_op!(vmxon, "vmxon");
 vmx_mem_op!(vmclear, "vmclear");
 vmx_mem_op!(vmptrld, "vmptrld");
-
-/// INVVPID type 1 (single context) for `vpid`, or type 2 (all contexts) when the processor only
-/// has that (SDM Vol. 3C 31.3 INVVPID; the types supported are in IA32_VMX_EPT_VPID_CAP).
-pub fn invvpid_single_context(vpid: u16, caps: &vmx::caps::VmxCaps) {
-    const SINGLE: u64 = 1;
-    const ALL: u64 = 2;
-    let kind = if caps.ept_vpid & (1 << 41) != 0 {
-        SINGLE
-    } else {
-        ALL
-    };
-    let descriptor: [u64; 2] = [vpid as u64, 0];
-    // SAFETY: INVVPID only invalidates cached translations; the descriptor is valid memory.
-    unsafe { asm!("invvpid {}, [{}]", in(reg) kind, in(reg) &descriptor, options(nostack)) };
-}

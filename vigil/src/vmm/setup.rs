@@ -22,7 +22,8 @@ pub struct GuestSetup {
     /// Guest-physical address of a GDT with flat 32-bit code (0x10) and data (0x18) segments,
     /// for the protected-mode entry.
     pub gdt: u64,
-    pub eptp_pml4: u64,
+    /// The EPT pointer (SDM Vol. 3C 25.6.11).
+    pub eptp: u64,
     pub pm1a_control: Option<u16>,
 }
 
@@ -253,8 +254,7 @@ pub fn create_vcpu(
     let io = io_bitmaps(config, guest.pm1a_control)?;
     w(&mut v, Field::IoBitmapA, io)?;
     w(&mut v, Field::IoBitmapB, io + 4096)?;
-    // EPTP: write-back paging structures, 4-level walk (SDM Vol. 3C 25.6.11).
-    w(&mut v, Field::EptPointer, guest.eptp_pml4 | 6 | (3 << 3))?;
+    w(&mut v, Field::EptPointer, guest.eptp)?;
     let vpid = if secondary & SecondaryProcBased::ENABLE_VPID.bits() != 0 {
         1 + id as u16
     } else {

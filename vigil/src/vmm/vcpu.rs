@@ -194,8 +194,15 @@ impl Vcpu {
     /// bare metal. With VPID the entries survive VM exits, so they must be invalidated by VPID
     /// (SDM Vol. 3C 29.4.3); without VPID every VM entry already flushes them.
     pub fn flush_guest_tlb(&mut self) {
+        use vmx::ept::{invvpid, InvvpidType};
         if self.vpid != 0 {
-            super::instr::invvpid_single_context(self.vpid, &self.caps);
+            let kind = if self.caps.invvpid_single() {
+                InvvpidType::SingleContext
+            } else {
+                InvvpidType::AllContext
+            };
+            // Only fails if the type is unsupported, which the capability check rules out.
+            let _ = invvpid(kind, self.vpid, 0);
         }
     }
 
