@@ -11,6 +11,7 @@ mod arch;
 mod checks;
 mod exit;
 mod fault;
+mod guest;
 mod mem;
 mod power;
 mod report;
@@ -24,14 +25,9 @@ use arch::gdt::CpuTables;
 use core::sync::atomic::Ordering;
 use power::{end_run, Outcome};
 use vigil::config::{Config, LogLevel};
-use vigil::loader::{multiboot1, LoadError};
 use vigil::memmap::{Kind, MemoryMap};
 
 const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
-/// Guest-physical page where Vigil writes the boot GDT and the multiboot information, in
-/// conventional memory that boot protocols leave to the loader.
-const BOOT_DATA: u64 = 0x8000;
-const BOOT_DATA_SIZE: u64 = 0x2000;
 
 /// Per-CPU descriptor tables; only the boot CPU runs for now.
 static mut BSP_TABLES: CpuTables = CpuTables::new();
@@ -58,12 +54,6 @@ extern "C" fn vigil_main(magic: u32, info: u32) -> ! {
     }
 }
 
-struct BootModule {
-    start: u64,
-    end: u64,
-    args: String,
-}
-
 fn boot(info: u64) -> Result<Outcome<'static>, String> {
     // SAFETY: GRUB passed this pointer to a complete boot information structure, which nothing
     // overwrites before Vigil has copied what it needs from it.
@@ -84,27 +74,15 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         map.add(a.start_address(), a.end_address(), kind)
             .map_err(|_| "memory map has too many regions")?;
     }
-    let mut modules: [Option<(u64, u64)>; 8] = [None; 8];
-    let mut guest = None;
-    for (i, m) in mbi.module_tags().enumerate() {
-        let (start, end) = (m.start_address() as u64, m.end_address() as u64);
-        if i < modules.len() {
-            modules[i] = Some((start, end));
-        }
-        let args = m.cmdline().unwrap_or("");
-        let mut words = args.splitn(2, ' ');
-        if words.next() == Some("guest") && guest.is_none() {
-            guest = Some((start, end, words.next().unwrap_or("")));
-        }
-    }
+    let modules = guest::Modules::from_boot_info(&mbi);
     let rsdt = mbi.rsdp_v1_tag().map(|t| t.rsdt_address() as u64);
     let xsdt = mbi.rsdp_v2_tag().map(|t| t.xsdt_address() as u64);
 
     // Vigil's memory: the pool must not land on the boot information or the modules.
-    let mut avoid = [(0u64, 0u64); 9];
+    let mut avoid = [(0u64, 0u64); 1 + guest::MAX_MODULES];
     avoid[0] = (info, info + mbi.total_size() as u64);
-    for (slot, m) in avoid[1..].iter_mut().zip(modules.iter().flatten()) {
-        *slot = *m;
+    for (slot, m) in avoid[1..].iter_mut().zip(modules.ranges()) {
+        *slot = m;
     }
     mem::init(&mut map, &avoid).map_err(String::from)?;
 
@@ -129,17 +107,10 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     for r in map.regions() {
         log::debug!("memory {r}");
     }
-    let guest_module = guest.map(|(s, e, a)| BootModule {
-        start: s,
-        end: e,
-        args: a.into(),
-    });
-    let guest_module = guest_module
-        .ok_or("no guest module: GRUB must load one with `module2 PATH guest [ARGS]`")?;
     vmm::guest_mem::init(map.clone());
 
     let caps = vmm::capabilities()?;
-    let setup = load_guest(&guest_module, &map, rsdt, xsdt, &caps)?;
+    let setup = guest::load(&modules, &map, rsdt, xsdt, &caps)?;
     log::debug!(
         "vmx capabilities: basic={:#x} pin={:#x}/{:#x} proc={:#x}/{:#x} proc2={:#x}/{:#x} exit={:#x}/{:#x} entry={:#x}/{:#x} misc={:#x} ept_vpid={:#x} cr0={:#x}/{:#x} cr4={:#x}/{:#x}",
         caps.basic, caps.pinbased.allowed0, caps.pinbased.allowed1, caps.procbased.allowed0, caps.procbased.allowed1,
@@ -172,7 +143,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     if vcpu.tsc.v.hides_exits() {
         // The scratch bytes are in the boot data page, after the GDT and before the multiboot
         // information.
-        match vcpu.calibrate(BOOT_DATA + 0x80) {
+        match vcpu.calibrate(guest::CALIBRATION_SCRATCH) {
             Ok(c) => vcpu.tsc.v.calibration = c,
             Err(failure) => {
                 report::entry_failure(&vcpu, failure);
@@ -203,82 +174,4 @@ fn print_statistics(vcpu: &vmm::Vcpu) {
     let mut table = String::new();
     let _ = vcpu.stats.write_table(&mut table, &vmm::reason_name);
     print!("{table}");
-}
-
-/// Loads a multiboot1 guest and prepares its boot data: the GDT its flat segments come from
-/// and the multiboot information with the guest's memory map.
-fn load_guest(
-    module: &BootModule,
-    map: &MemoryMap,
-    rsdt: Option<u64>,
-    xsdt: Option<u64>,
-    caps: &vmx::caps::VmxCaps,
-) -> Result<vmm::setup::GuestSetup, String> {
-    // SAFETY: the module lies in RAM GRUB reported and Vigil's pool avoided; it is only read.
-    let image = unsafe {
-        core::slice::from_raw_parts(
-            module.start as *const u8,
-            (module.end - module.start) as usize,
-        )
-    };
-    let guest_err = |e: LoadError| format!("guest image: {e}");
-    let mut mem = vmm::guest_mem::Loader;
-    // GRUB may have put the module where the image loads: then load from a copy.
-    let (start, end) = multiboot1::extent(image).map_err(guest_err)?;
-    let copy;
-    let image = if start < module.end && module.start < end {
-        let mut v = alloc::vec::Vec::new();
-        v.try_reserve_exact(image.len()).map_err(|_| {
-            format!(
-                "guest image: it loads to [{start:#x}-{end:#x}), over its own module at [{:#x}-{:#x}), \
-                 which is too large ({} bytes) to copy aside",
-                module.start,
-                module.end,
-                image.len()
-            )
-        })?;
-        v.extend_from_slice(image);
-        log::debug!("guest module overlaps its load range: loading from a copy");
-        copy = v;
-        &copy[..]
-    } else {
-        image
-    };
-    if start < BOOT_DATA + BOOT_DATA_SIZE && BOOT_DATA < end {
-        return Err(format!(
-            "guest image: it loads over Vigil's boot data at {BOOT_DATA:#x}"
-        ));
-    }
-    let loaded = multiboot1::load(image, &mut mem).map_err(guest_err)?;
-    // Flat 32-bit code (0x10) and data (0x18) descriptors, the selectors the entry state uses.
-    let gdt: [u64; 4] = [0, 0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
-    let gdt_bytes: alloc::vec::Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
-    use vigil::loader::GuestMemory;
-    mem.write(BOOT_DATA, &gdt_bytes).map_err(guest_err)?;
-    let info_at = BOOT_DATA + 0x100;
-    let info = multiboot1::build_info(info_at as u32, &module.args, map);
-    if info.len() as u64 > BOOT_DATA_SIZE - 0x100 {
-        return Err("guest command line and memory map do not fit the boot data page".into());
-    }
-    mem.write(info_at, &info).map_err(guest_err)?;
-    log::info!(
-        "guest: multiboot kernel [{:#x}-{:#x}), entry {:#x}, command line \"{}\"",
-        loaded.start,
-        loaded.end,
-        loaded.entry,
-        module.args
-    );
-    let pm1a_control = acpi::pm1a_control_port(rsdt, xsdt);
-    match pm1a_control {
-        Some(p) => log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off"),
-        None => log::warn!("no ACPI FADT found: only the shutdown port ends the guest"),
-    }
-    let vigil_ranges = [mem::image_range(), mem::pool_range()];
-    let eptp = vmm::ept_space::build(map, &vigil_ranges, caps)?;
-    Ok(vmm::setup::GuestSetup {
-        entry: multiboot1::entry_state(&loaded, info_at as u32),
-        gdt: BOOT_DATA,
-        eptp,
-        pm1a_control,
-    })
 }

@@ -3,6 +3,7 @@
 //! host tests exercise them with malformed images.
 
 pub mod elf;
+pub mod linux;
 pub mod multiboot1;
 
 use core::fmt;
@@ -38,6 +39,16 @@ pub enum LoadError {
         size: u64,
         max: u64,
     },
+    /// The image speaks an older boot protocol than the loader needs.
+    ProtocolTooOld {
+        version: u16,
+        min: u16,
+    },
+    /// No room in the guest's RAM for this many bytes.
+    DoesNotFit {
+        what: &'static str,
+        size: u64,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -57,6 +68,18 @@ impl fmt::Display for LoadError {
             LoadError::TooLarge { what, size, max } => {
                 write!(f, "{what} is too large: {size} bytes (at most {max})")
             }
+            LoadError::ProtocolTooOld { version, min } => write!(
+                f,
+                "Linux boot protocol {}.{:02} is too old (Vigil needs {}.{:02} or later)",
+                version >> 8,
+                version & 0xFF,
+                min >> 8,
+                min & 0xFF
+            ),
+            LoadError::DoesNotFit { what, size } => write!(
+                f,
+                "{what} ({size} bytes) does not fit in the guest's RAM where the boot protocol allows it"
+            ),
         }
     }
 }

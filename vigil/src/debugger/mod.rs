@@ -1,0 +1,123 @@
+//! The guest debugger's plain logic: everything between the bytes on COM2 and the vCPU, written
+//! against the [`GuestCpu`] trait so the host tests drive it with a fake vCPU.
+//!
+//! - [`framing`] checks every byte gdb sends before the protocol sees it: garbage between
+//!   packets is dropped, bad checksums and overlong packets get an answer without reaching the
+//!   protocol engine (which treats both as fatal).
+//! - [`session`] runs the `gdbstub` state machine over those packets, rebuilding it if it ever
+//!   gives up, so nothing gdb (or line noise) sends can end the debugger or Vigil.
+//! - [`target`] is the `gdbstub` target: registers, memory, breakpoints, watchpoints, stepping
+//!   and `monitor` commands, in terms of [`GuestCpu`].
+//! - [`state`] keeps the breakpoints and watchpoints and decides the EPT permissions of each
+//!   page they live on (docs/debugging.md explains the design).
+//! - [`arch`] describes the guest's registers to gdb, as x86-64 or as i386.
+//! - [`console`] turns Vigil's log lines into `O` (console output) packets while gdb listens.
+
+pub mod arch;
+pub mod console;
+pub mod framing;
+pub mod monitor;
+pub mod session;
+pub mod state;
+pub mod target;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use core::fmt;
+use vmx::ept::EptPerms;
+
+/// The guest's registers as the debugger sees them (the general-purpose registers in gdb's
+/// x86-64 order: RAX, RBX, RCX, RDX, RSI, RDI, RBP, RSP, R8-R15).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuRegs {
+    pub gpr: [u64; 16],
+    pub rip: u64,
+    pub rflags: u64,
+    /// Selectors of CS, SS, DS, ES, FS, GS.
+    pub seg: [u16; 6],
+    pub fs_base: u64,
+    pub gs_base: u64,
+}
+
+/// Why a guest-virtual address could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessError {
+    /// The guest's page tables do not map it.
+    Unmapped,
+    /// It maps to guest-physical memory that is not the guest's RAM.
+    NotRam,
+}
+
+/// What the `monitor` commands ask the vCPU for (the answer is written as text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Info {
+    /// CR0, CR2, CR3, CR4, EFER, DR7, the mode and the CPL.
+    ControlRegs,
+    /// One MSR as the guest would read it.
+    Msr(u32),
+    /// Every VMCS field.
+    Vmcs,
+    /// The exit-statistics table.
+    Stats,
+    /// GVA → GPA (the guest's page tables) → HPA (the EPT), with each walk's details.
+    Translate(u64),
+}
+
+/// Hardware debug-register slot use (SDM Vol. 3B 18.2.4: DR7 R/W and LEN fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HwSlot {
+    pub addr: u64,
+    /// DR7 R/Wn: 0 = execute, 1 = write, 3 = read or write.
+    pub rw: u8,
+    /// DR7 LENn: 0 = 1 byte, 1 = 2, 3 = 4, 2 = 8.
+    pub len: u8,
+}
+
+/// The vCPU under the debugger. The binary implements it over the VMCS; the tests fake it.
+pub trait GuestCpu {
+    fn regs(&self) -> CpuRegs;
+    fn set_regs(&mut self, regs: &CpuRegs);
+    /// Whether the guest runs in 64-bit mode right now.
+    fn long_mode(&self) -> bool;
+    /// Guest-virtual to guest-physical through the guest's paging, as a read would translate.
+    fn translate(&self, gva: u64) -> Result<u64, AccessError>;
+    /// Reads guest RAM; false (nothing read) if any byte is not guest RAM.
+    fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool;
+    /// Writes guest RAM; false (nothing written) if any byte is not guest RAM.
+    fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool;
+    /// Sets the EPT permissions of the 4-KiB guest-physical page at `page`.
+    fn set_page_perms(&mut self, page: u64, perms: EptPerms) -> bool;
+    /// Whether EPT can map a page execute-only (IA32_VMX_EPT_VPID_CAP bit 0).
+    fn exec_only(&self) -> bool;
+    /// Arms (Some) or disarms (None) hardware slot `slot` (0-3).
+    fn set_hw_slot(&mut self, slot: usize, use_: Option<HwSlot>);
+    /// Writes what a `monitor` command asked for.
+    fn info(&mut self, what: Info, out: &mut dyn fmt::Write) -> fmt::Result;
+}
+
+/// How the guest leaves a stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeKind {
+    Continue,
+    /// Exactly one instruction, then stop.
+    Step,
+}
+
+/// Why the guest stopped, as reported to gdb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopKind {
+    /// Attached, or waiting before the first instruction: SIGTRAP.
+    Attach,
+    /// Ctrl-C from gdb: SIGINT.
+    Interrupt,
+    SwBreak,
+    HwBreak,
+    Step,
+    Watch {
+        kind: gdbstub::target::ext::breakpoints::WatchKind,
+        addr: u64,
+    },
+}
