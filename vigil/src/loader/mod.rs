@@ -128,7 +128,7 @@ pub(crate) mod testmem {
         }
 
         fn check(&self, gpa: u64, len: u64) -> Result<(), LoadError> {
-            let end = gpa.checked_add(len).unwrap_or(u64::MAX);
+            let end = gpa.saturating_add(len);
             if end > self.bytes.len() as u64 || (gpa < self.hole.1 && self.hole.0 < end) {
                 return Err(LoadError::NotGuestRam {
                     what: "test",
