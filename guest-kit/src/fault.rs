@@ -22,7 +22,8 @@ pub struct Caught {
 
 #[derive(Clone, Copy)]
 struct Armed {
-    vector: u8,
+    /// Bit n set: vector n is expected.
+    vectors: u32,
     insn: &'static [u8],
 }
 
@@ -45,6 +46,8 @@ static STATE: Cell = Cell(UnsafeCell::new(State {
 pub const UD: u8 = 6;
 /// #GP.
 pub const GP: u8 = 13;
+/// #PF.
+pub const PF: u8 = 14;
 
 /// VMCALL = 0F 01 C1 (SDM Vol. 2B / 3C, VMCALL).
 pub const VMCALL: &[u8] = &[0x0F, 0x01, 0xC1];
@@ -52,14 +55,33 @@ pub const VMCALL: &[u8] = &[0x0F, 0x01, 0xC1];
 pub const RDMSR: &[u8] = &[0x0F, 0x32];
 /// WRMSR = 0F 30.
 pub const WRMSR: &[u8] = &[0x0F, 0x30];
+/// `mov rax, qword ptr [rdi]` = REX.W 8B /r with ModRM 0x07 (SDM Vol. 2B, MOV).
+pub const LOAD_RAX_FROM_RDI: &[u8] = &[0x48, 0x8B, 0x07];
+/// `lock xadd qword ptr [rdi], rax` = F0 REX.W 0F C1 /r with ModRM 0x07 (SDM Vol. 2D, XADD).
+pub const LOCK_XADD_RDI_RAX: &[u8] = &[0xF0, 0x48, 0x0F, 0xC1, 0x07];
 
 /// Run `f`, which must execute `insn` (and nothing else that could raise `vector`). Returns what
-/// `f` returned and the fault, if `insn` raised `vector`.
+/// `f` returned and the fault, if `insn` raised `vector`. `vector` is an exception (0-31).
 pub fn expect<R>(vector: u8, insn: &'static [u8], f: impl FnOnce() -> R) -> (R, Option<Caught>) {
+    expect_any(1 << vector, insn, f)
+}
+
+/// Like [`expect`], for an instruction that may raise any vector in the mask `vectors` (bit n =
+/// vector n): a case that expects one vector can then report a wrong one as a failure with its
+/// details instead of dying from it.
+///
+/// Each call arms for exactly one fault and disarms on the way out, and the handler resumes on
+/// the interrupted stack with IRETQ, so nothing accumulates: a case may take thousands of faults
+/// in a row, one call each.
+pub fn expect_any<R>(
+    vectors: u32,
+    insn: &'static [u8],
+    f: impl FnOnce() -> R,
+) -> (R, Option<Caught>) {
     unsafe {
         let state = &mut *STATE.0.get();
         state.caught = None;
-        state.armed = Some(Armed { vector, insn });
+        state.armed = Some(Armed { vectors, insn });
     }
     // The handler reads and writes STATE behind the compiler's back.
     compiler_fence(Ordering::SeqCst);
@@ -79,7 +101,7 @@ pub(crate) fn recover(frame: &mut Frame) -> bool {
     let Some(armed) = state.armed else {
         return false;
     };
-    if frame.vector != u64::from(armed.vector) {
+    if frame.vector >= 32 || armed.vectors & (1 << frame.vector) == 0 {
         return false;
     }
     // Identity mapping: the RIP is also the physical address of the instruction.
@@ -89,7 +111,7 @@ pub(crate) fn recover(frame: &mut Frame) -> bool {
     }
     state.armed = None;
     state.caught = Some(Caught {
-        vector: armed.vector,
+        vector: frame.vector as u8,
         rip: frame.rip,
         error: frame.error,
     });
@@ -137,5 +159,60 @@ pub unsafe fn try_wrmsr(msr: u32, value: u64) -> Result<(), Caught> {
     match caught {
         Some(c) => Err(c),
         None => Ok(()),
+    }
+}
+
+/// Faults a memory probe reports instead of dying from: #GP (what Vigil injects for its own
+/// memory, docs/architecture.md "Memory"; also a non-canonical address, SDM Vol. 3A
+/// "Interrupt 13") and #PF (an address the page tables do not map).
+const PROBE_VECTORS: u32 = (1 << GP) | (1 << PF);
+
+/// Read the u64 at physical (= linear, identity-mapped) `address`, reporting #GP or #PF instead
+/// of dying from it. Assembly rather than a pointer read: the address may be 0 or otherwise
+/// invalid for Rust, and the faulting instruction must be exactly [`LOAD_RAX_FROM_RDI`].
+pub fn try_read_u64(address: u64) -> Result<u64, Caught> {
+    let (value, caught) = expect_any(PROBE_VECTORS, LOAD_RAX_FROM_RDI, || {
+        let value: u64;
+        unsafe {
+            core::arch::asm!(
+                "mov rax, qword ptr [rdi]",
+                in("rdi") address,
+                // Preset so a skipped load leaves a defined value.
+                inout("rax") 0u64 => value,
+                options(nostack, preserves_flags, readonly)
+            )
+        };
+        value
+    });
+    match caught {
+        Some(c) => Err(c),
+        None => Ok(value),
+    }
+}
+
+/// Write access to the u64 at `address` that leaves memory as it was: `lock xadd` of 0. A
+/// locked read-modify-write needs write permission like any store — the processor checks the
+/// destination for writing before it changes anything, in the paging structures (SDM Vol. 3A,
+/// "Access Rights") and in the EPT (SDM Vol. 3C, "EPT Violations": a data write to a page
+/// without write permission) — so it faults exactly where a `mov` store would. If it does not
+/// fault, adding 0 changed nothing: a probe of memory that is not ours cannot corrupt it, even
+/// when isolation is broken. Returns the value the memory held.
+pub fn try_write_probe_u64(address: u64) -> Result<u64, Caught> {
+    let (value, caught) = expect_any(PROBE_VECTORS, LOCK_XADD_RDI_RAX, || {
+        let value: u64;
+        unsafe {
+            core::arch::asm!(
+                "lock xadd qword ptr [rdi], rax",
+                in("rdi") address,
+                // Adds 0; if the XADD completes, RAX receives the old value.
+                inout("rax") 0u64 => value,
+                options(nostack)
+            )
+        };
+        value
+    });
+    match caught {
+        Some(c) => Err(c),
+        None => Ok(value),
     }
 }

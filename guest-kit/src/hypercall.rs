@@ -1,6 +1,7 @@
 //! Vigil's hypercall ABI (docs/architecture.md, "Hypercall ABI"): VMCALL with
 //! EAX = 0x5647_4C00 | function, arguments in EBX/ECX/EDX, status in EAX (0 ok, 1 unknown
-//! function, 2 mismatch) and results in EBX/ECX/EDX.
+//! function, 2 mismatch) and results in EBX/ECX/EDX. Functions 3-6 return 64-bit values in the
+//! full registers (the kit always runs in 64-bit mode).
 //!
 //! Bare, or under Vigil with hypercalls off, VMCALL raises #UD; that is caught (see
 //! [`crate::fault`]) and reported as [`Error::NoHypervisor`].
@@ -17,6 +18,16 @@ pub const PING: u32 = 0;
 pub const TSC_OFFSET: u32 = 1;
 /// Function 2: confirm a TSC value the guest read.
 pub const CONFIRM_TSC: u32 = 2;
+/// Function 3: one of Vigil's memory ranges.
+pub const VIGIL_RANGE: u32 = 3;
+/// Function 4: checksum of Vigil's protected memory.
+pub const VIGIL_CHECKSUM: u32 = 4;
+/// Function 5: hold the guest for a number of host TSC ticks.
+pub const HOLD: u32 = 5;
+/// Function 6: the host TSC at the VMCALL's VM exit.
+pub const HOST_TSC: u32 = 6;
+/// The longest hold Vigil grants; it clamps longer requests to this.
+pub const MAX_HOLD: u32 = 1 << 30;
 /// What ping returns in EBX: "Vigi" in little-endian byte order.
 pub const PING_SIGNATURE: u32 = 0x6967_6956;
 
@@ -124,11 +135,88 @@ pub fn vigil_present() -> bool {
     }
 }
 
-/// Function 1: the TSC offset Vigil applies (0 = none configured), and whether Vigil
-/// intercepts RDTSC/RDTSCP (EDX bit 0) rather than leaving the offset to the processor.
-pub fn tsc_offset() -> Result<(u64, bool), Error> {
+/// How Vigil presents time to the guest: tsc-offset's EDX bits 15:8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TscMode {
+    /// 0: the guest sees the host TSC.
+    Native,
+    /// 1: the host TSC plus a fixed offset.
+    Offset,
+    /// 2: Vigil subtracts the time the guest spends in every VM exit.
+    Hide,
+    /// 3: the guest TSC stands still while Vigil holds the guest.
+    Frozen,
+    /// 4: TSC scaling: the guest TSC runs at a multiple of the host's.
+    Scale,
+    /// A value this kit does not know.
+    Unknown(u8),
+}
+
+impl TscMode {
+    /// Decode EDX bits 15:8 of function 1.
+    pub fn from_code(code: u8) -> TscMode {
+        match code {
+            0 => TscMode::Native,
+            1 => TscMode::Offset,
+            2 => TscMode::Hide,
+            3 => TscMode::Frozen,
+            4 => TscMode::Scale,
+            other => TscMode::Unknown(other),
+        }
+    }
+
+    /// The code as Vigil reports it.
+    pub fn code(self) -> u8 {
+        match self {
+            TscMode::Native => 0,
+            TscMode::Offset => 1,
+            TscMode::Hide => 2,
+            TscMode::Frozen => 3,
+            TscMode::Scale => 4,
+            TscMode::Unknown(code) => code,
+        }
+    }
+}
+
+impl core::fmt::Display for TscMode {
+    /// One word, so it fits a `key=value` field.
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            TscMode::Native => f.write_str("native"),
+            TscMode::Offset => f.write_str("offset"),
+            TscMode::Hide => f.write_str("hide"),
+            TscMode::Frozen => f.write_str("frozen"),
+            TscMode::Scale => f.write_str("scale"),
+            TscMode::Unknown(code) => write!(f, "unknown-{}", code),
+        }
+    }
+}
+
+/// What function 1 reports about the guest's TSC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TscInfo {
+    /// The TSC offset Vigil applies (0 = none configured).
+    pub offset: u64,
+    /// Whether Vigil intercepts RDTSC/RDTSCP (EDX bit 0) rather than leaving the offset to the
+    /// processor.
+    pub intercepted: bool,
+    /// The time mode (EDX bits 15:8). A Vigil that predates the mode bits reports 0.
+    pub mode: TscMode,
+}
+
+/// Function 1: offset, interception and time mode of the guest's TSC.
+pub fn tsc_info() -> Result<TscInfo, Error> {
     let out = call(TSC_OFFSET, 0, 0, 0)?;
-    Ok(((out.rcx << 32) | (out.rbx & 0xFFFF_FFFF), out.rdx & 1 != 0))
+    Ok(TscInfo {
+        offset: (out.rcx << 32) | (out.rbx & 0xFFFF_FFFF),
+        intercepted: out.rdx & 1 != 0,
+        mode: TscMode::from_code((out.rdx >> 8) as u8),
+    })
+}
+
+/// Function 1, as `(offset, intercepted)`: see [`tsc_info`].
+pub fn tsc_offset() -> Result<(u64, bool), Error> {
+    tsc_info().map(|info| (info.offset, info.intercepted))
 }
 
 /// Function 2: does `tsc` equal what Vigil's RDTSC/RDTSCP emulation returned last?
@@ -139,4 +227,57 @@ pub fn confirm_tsc(tsc: u64) -> Result<bool, Error> {
         Err(Error::Status(STATUS_MISMATCH)) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The ranges of Vigil's own memory that function 3 reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VigilRange {
+    /// EBX = 0: Vigil's image (code and data).
+    Image,
+    /// EBX = 1: the memory pool (heap, VMCS, bitmaps, EPT tables).
+    Pool,
+}
+
+impl VigilRange {
+    /// Both ranges, in index order.
+    pub const ALL: [VigilRange; 2] = [VigilRange::Image, VigilRange::Pool];
+
+    /// The index function 3 takes in EBX.
+    pub fn index(self) -> u32 {
+        match self {
+            VigilRange::Image => 0,
+            VigilRange::Pool => 1,
+        }
+    }
+
+    /// One word, for output lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            VigilRange::Image => "image",
+            VigilRange::Pool => "pool",
+        }
+    }
+}
+
+/// Function 3: `(start, end)` of one of Vigil's memory ranges, end exclusive.
+pub fn vigil_range(range: VigilRange) -> Result<(u64, u64), Error> {
+    let out = call(VIGIL_RANGE, u64::from(range.index()), 0, 0)?;
+    Ok((out.rbx, out.rcx))
+}
+
+/// Function 4: the checksum of Vigil's code, read-only data, EPT tables and MSR/I/O bitmaps.
+/// Equal values before and after an attack show the guest changed none of them.
+pub fn vigil_checksum() -> Result<u64, Error> {
+    call(VIGIL_CHECKSUM, 0, 0, 0).map(|out| out.rbx)
+}
+
+/// Function 5: Vigil holds the guest for `ticks` host TSC ticks before resuming it, as a
+/// debugger stop would. Vigil clamps `ticks` to [`MAX_HOLD`].
+pub fn hold(ticks: u32) -> Result<(), Error> {
+    call(HOLD, u64::from(ticks), 0, 0).map(|_| ())
+}
+
+/// Function 6: the host TSC Vigil read at this VMCALL's VM exit.
+pub fn host_tsc() -> Result<u64, Error> {
+    call(HOST_TSC, 0, 0, 0).map(|out| out.rbx)
 }

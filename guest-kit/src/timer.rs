@@ -17,7 +17,14 @@ const PIC_EOI: u8 = 0x20;
 const PIC_READ_ISR: u8 = 0x0B;
 
 const PIT_CHANNEL0: u16 = 0x40;
+const PIT_CHANNEL2: u16 = 0x42;
 const PIT_COMMAND: u16 = 0x43;
+/// System control port B (PC/AT): bit 0 gates PIT channel 2, bit 1 connects its output to the
+/// speaker, bit 5 reads channel 2's OUT.
+const PORT_B: u16 = 0x61;
+const PORT_B_GATE2: u8 = 1 << 0;
+const PORT_B_SPEAKER: u8 = 1 << 1;
+const PORT_B_OUT2: u8 = 1 << 5;
 /// PIT input clock in Hz.
 pub const PIT_HZ: u32 = 1_193_182;
 
@@ -154,5 +161,53 @@ pub(crate) fn irq(line: u8) {
             outb(PIC2_COMMAND, PIC_EOI);
         }
         outb(PIC1_COMMAND, PIC_EOI);
+    }
+}
+
+/// One timing of PIT channel 2 against the TSC.
+#[derive(Clone, Copy, Debug)]
+pub struct Channel2Timing {
+    /// TSC ticks from loading the count to seeing OUT2 high.
+    pub tsc_delta: u64,
+    /// Reads of port 0x61 until then.
+    pub polls: u64,
+}
+
+/// Count `count` PIT input clocks on channel 2 in mode 0 and time them with the TSC, polling
+/// OUT2 through port 0x61 with interrupts left as they are; `None` if OUT2 is still low after
+/// `max_polls` reads.
+///
+/// Channel 2 rather than channel 0: it raises no interrupt and channel 0 stays quiet for the
+/// other cases. Polling rather than interrupts: the measurement then takes no VM exit under a
+/// hypervisor that does not trap the PIT, so bare and virtualized runs do the same thing. In mode
+/// 0 OUT goes low when the control word is written and high when the count reaches 0; with the
+/// gate high the count is loaded on the next CLK and counts one per CLK (8254 data sheet,
+/// mode 0), so the delta covers `count` (+1 for the load) input clocks.
+pub fn time_channel2(count: u16, max_polls: u64) -> Option<Channel2Timing> {
+    unsafe {
+        let saved = inb(PORT_B);
+        // Gate high, speaker off: counting is not paused and nothing is heard.
+        outb(PORT_B, (saved & !PORT_B_SPEAKER) | PORT_B_GATE2);
+        // Channel 2, access lobyte/hibyte, mode 0, binary.
+        outb(PIT_COMMAND, 0xB0);
+        outb(PIT_CHANNEL2, count as u8);
+        outb(PIT_CHANNEL2, (count >> 8) as u8);
+        let start = rdtsc();
+        let mut polls = 0;
+        let mut high = false;
+        while polls < max_polls {
+            polls += 1;
+            if inb(PORT_B) & PORT_B_OUT2 != 0 {
+                high = true;
+                break;
+            }
+        }
+        let end = rdtsc();
+        // Back to how the firmware left it (only bits 3:0 are writable).
+        outb(PORT_B, saved & 0x0F);
+        high.then_some(Channel2Timing {
+            tsc_delta: end.wrapping_sub(start),
+            polls,
+        })
     }
 }
