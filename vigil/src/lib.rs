@@ -6,6 +6,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod debugger;
 pub mod loader;
 pub mod memmap;
 pub mod stats;

@@ -245,7 +245,12 @@ impl DebugState {
     }
 
     /// Guest-virtual read for the debugger, with the original bytes under software breakpoints.
-    pub fn read_virt(&self, cpu: &dyn GuestCpu, gva: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+    pub fn read_virt(
+        &self,
+        cpu: &dyn GuestCpu,
+        gva: u64,
+        buf: &mut [u8],
+    ) -> Result<(), AccessError> {
         let mut done = 0;
         while done < buf.len() {
             let at = gva.wrapping_add(done as u64);
@@ -267,7 +272,12 @@ impl DebugState {
 
     /// Guest-virtual write for the debugger: a byte under a software breakpoint becomes its new
     /// original and the INT3 stays. Every page is translated before anything is written.
-    pub fn write_virt(&mut self, cpu: &mut dyn GuestCpu, gva: u64, data: &[u8]) -> Result<(), AccessError> {
+    pub fn write_virt(
+        &mut self,
+        cpu: &mut dyn GuestCpu,
+        gva: u64,
+        data: &[u8],
+    ) -> Result<(), AccessError> {
         let mut chunks: Vec<(u64, usize, usize)> = Vec::new();
         let mut done = 0;
         while done < data.len() {

@@ -78,11 +78,6 @@ impl<C: GuestCpu> Target for DebugTarget<C> {
     ) -> Option<TargetDescriptionXmlOverrideOps<'_, Self>> {
         Some(self)
     }
-
-    // Breakpoints are Vigil's business: gdb must not write INT3s through memory writes.
-    fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
-        true
-    }
 }
 
 impl<C: GuestCpu> SingleThreadBase for DebugTarget<C> {
@@ -208,14 +203,24 @@ impl<C: GuestCpu> HwBreakpoint for DebugTarget<C> {
 }
 
 impl<C: GuestCpu> HwWatchpoint for DebugTarget<C> {
-    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
         let addr = self.address(addr);
         self.state
             .add_watch(&mut self.cpu, addr, len, kind)
             .map_err(|_| TargetError::Errno(EFAULT))
     }
 
-    fn remove_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
         let addr = self.address(addr);
         Ok(self.state.remove_watch(&mut self.cpu, addr, len, kind))
     }
@@ -241,7 +246,11 @@ impl<C: GuestCpu> TargetDescriptionXmlOverride for DebugTarget<C> {
 }
 
 impl<C: GuestCpu> MonitorCmd for DebugTarget<C> {
-    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), &'static str> {
+    fn handle_monitor_cmd(
+        &mut self,
+        cmd: &[u8],
+        mut out: ConsoleOutput<'_>,
+    ) -> Result<(), &'static str> {
         // Errors go to gdb's console as text: a monitor command always answers.
         let _ = super::monitor::run(self, cmd, &mut out);
         Ok(())
