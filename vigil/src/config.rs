@@ -96,6 +96,76 @@ pub struct Config {
     /// Testing aid: VMCS writes (encoding, value) applied just before the first VM entry, to
     /// provoke a VM-entry failure on purpose.
     pub test_vmwrites: Vec<(u32, u64)>,
+    pub cpuid: CpuidPolicy,
+}
+
+/// One bit of a CPUID result: `leaf[.subleaf]:reg:bit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuidBit {
+    pub leaf: u32,
+    /// None: every subleaf.
+    pub subleaf: Option<u32>,
+    /// 0 = EAX, 1 = EBX, 2 = ECX, 3 = EDX.
+    pub reg: u8,
+    pub bit: u8,
+}
+
+impl CpuidBit {
+    pub fn matches(&self, leaf: u32, subleaf: u32) -> bool {
+        self.leaf == leaf && self.subleaf.is_none_or(|s| s == subleaf)
+    }
+}
+
+/// What the guest's CPUID shows beyond the host's values (VMX is always hidden).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuidPolicy {
+    /// Set the hypervisor-present bit (CPUID.1:ECX[31]) and answer the hypervisor leaves
+    /// 0x40000000-0x40000001 with Vigil's vendor string. Off by default: transparency.
+    pub hypervisor: bool,
+    pub clear: Vec<CpuidBit>,
+    pub set: Vec<CpuidBit>,
+}
+
+impl CpuidPolicy {
+    /// Applies the masks to a result `[eax, ebx, ecx, edx]`.
+    pub fn apply(&self, leaf: u32, subleaf: u32, r: &mut [u32; 4]) {
+        for b in self.clear.iter().filter(|b| b.matches(leaf, subleaf)) {
+            r[b.reg as usize] &= !(1 << b.bit);
+        }
+        for b in self.set.iter().filter(|b| b.matches(leaf, subleaf)) {
+            r[b.reg as usize] |= 1 << b.bit;
+        }
+    }
+}
+
+fn parse_cpuid_bit(s: &str) -> Option<CpuidBit> {
+    let mut parts = s.split(':');
+    let (leaf_part, reg, bit) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let (leaf, subleaf) = match leaf_part.split_once('.') {
+        Some((l, s)) => (
+            l,
+            Some(parse_i64(s).filter(|v| (0..=u32::MAX as i64).contains(v))? as u32),
+        ),
+        None => (leaf_part, None),
+    };
+    let leaf = parse_i64(leaf).filter(|v| (0..=u32::MAX as i64).contains(v))? as u32;
+    let reg = match reg {
+        "eax" => 0,
+        "ebx" => 1,
+        "ecx" => 2,
+        "edx" => 3,
+        _ => return None,
+    };
+    let bit = parse_i64(bit).filter(|v| (0..32).contains(v))? as u8;
+    Some(CpuidBit {
+        leaf,
+        subleaf,
+        reg,
+        bit,
+    })
 }
 
 impl Default for Config {
@@ -108,6 +178,7 @@ impl Default for Config {
             check_entry: cfg!(debug_assertions),
             log_exits: false,
             test_vmwrites: Vec::new(),
+            cpuid: CpuidPolicy::default(),
         }
     }
 }
@@ -126,6 +197,9 @@ tsc=native|offset:N|hide|frozen|scale:P/Q
 hypercall=on|off                  answer Vigil's VMCALL interface (off: every VMCALL gets #UD)
 check-entry=on|off                run the VM-entry checks before the first VM entry
 log-exits=on|off                  print each trapped event
+cpuid-hv=on|off                   show a hypervisor: CPUID.1:ECX[31] and leaves 0x40000000-1
+cpuid-clear=LEAF[.SUB]:REG:BIT,.. hide CPUID feature bits, e.g. 7.0:edx:4 (REG: eax..edx)
+cpuid-set=LEAF[.SUB]:REG:BIT,...  show CPUID feature bits
 test-vmwrite=ENCODING:VALUE       testing aid: write a VMCS field just before the first entry
 ";
 
@@ -175,6 +249,19 @@ impl Config {
                 "hypercall" => config.hypercalls = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
                 "check-entry" => config.check_entry = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
                 "log-exits" => config.log_exits = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
+                "cpuid-hv" => config.cpuid.hypervisor = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
+                "cpuid-clear" | "cpuid-set" => {
+                    for item in value.split(',').filter(|i| !i.is_empty()) {
+                        let bit = parse_cpuid_bit(item).ok_or_else(|| {
+                            bad(&format!("`{item}`: expected LEAF[.SUBLEAF]:REG:BIT, e.g. 7.0:edx:4"))
+                        })?;
+                        if key == "cpuid-clear" {
+                            config.cpuid.clear.push(bit);
+                        } else {
+                            config.cpuid.set.push(bit);
+                        }
+                    }
+                }
                 "test-vmwrite" => {
                     let parsed = value.split_once(':').and_then(|(e, v)| {
                         let e = parse_i64(e).filter(|e| (0..=u32::MAX as i64).contains(e))?;
@@ -182,7 +269,7 @@ impl Config {
                     });
                     config.test_vmwrites.push(parsed.ok_or_else(|| bad("expected ENCODING:VALUE"))?);
                 }
-                _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits, test-vmwrite)")),
+                _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits, cpuid-hv, cpuid-clear, cpuid-set, test-vmwrite)")),
             }
         }
         Ok(config)
@@ -283,6 +370,34 @@ mod tests {
         assert_eq!(c.trap.msr_read, [0x10]);
         assert_eq!(c.trap.msr_write, [0x10]);
         assert_eq!(c.tsc, TscMode::Offset(0x1000_0000_0000));
+    }
+
+    #[test]
+    fn cpuid_policy_masks_bits() {
+        let c =
+            Config::parse("cpuid-hv=on cpuid-clear=7.0:edx:4,1:ecx:3 cpuid-set=0x80000001:ecx:0")
+                .unwrap();
+        assert!(c.cpuid.hypervisor);
+        let mut r = [0, 0, 0, 0xFFFF_FFFF];
+        c.cpuid.apply(7, 0, &mut r);
+        assert_eq!(r[3], !(1 << 4));
+        let mut r = [0, 0, 0, 0xFFFF_FFFF];
+        c.cpuid.apply(7, 1, &mut r);
+        assert_eq!(r[3], 0xFFFF_FFFF, "subleaf 1 untouched");
+        let mut r = [0, 0, 0xFF, 0];
+        c.cpuid.apply(1, 5, &mut r);
+        assert_eq!(r[2], 0xF7, "no subleaf given: every subleaf");
+        let mut r = [0; 4];
+        c.cpuid.apply(0x8000_0001, 0, &mut r);
+        assert_eq!(r[2], 1);
+        for bad in [
+            "cpuid-clear=7:edx",
+            "cpuid-clear=7:exx:4",
+            "cpuid-clear=7:edx:32",
+            "cpuid-set=x:eax:1",
+        ] {
+            assert!(Config::parse(bad).unwrap_err().contains("LEAF"), "{bad}");
+        }
     }
 
     #[test]

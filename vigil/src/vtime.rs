@@ -19,6 +19,9 @@ use crate::config::TscMode;
 pub struct Calibration {
     /// Ticks of one VM entry plus one VM exit that no host-side timestamp covers.
     pub round_trip: u64,
+    /// The part of the round trip between the guest's exiting instruction and the exit stub's
+    /// timestamp: the exit happened this long before `exit_tsc`.
+    pub exit_lag: u64,
     /// Bare-metal cost of one RDTSC.
     pub rdtsc: u64,
     /// Bare-metal cost of one CPUID.
@@ -82,6 +85,13 @@ impl VirtualTsc {
     /// The guest's TSC at host time `host`.
     pub fn guest_at(&self, host: u64) -> u64 {
         self.scale(host).wrapping_add(self.offset)
+    }
+
+    /// The guest's TSC when it executed the instruction that caused an exit the stub stamped
+    /// `exit_tsc`: what an emulated RDTSC or RDMSR(IA32_TSC) returns, so that it agrees with
+    /// the processor's own reads before and after.
+    pub fn guest_at_exit(&self, exit_tsc: u64) -> u64 {
+        self.guest_at(exit_tsc.wrapping_sub(self.calibration.exit_lag))
     }
 
     /// The earliest host time at which the guest's TSC reaches `guest` (for the deadline).
@@ -169,20 +179,43 @@ mod tests {
         let mut t = VirtualTsc::new(TscMode::Hide, 0, 0);
         t.calibration = Calibration {
             round_trip: 40,
+            exit_lag: 15,
             rdtsc: 5,
             cpuid: 4,
         };
         let rt = t.calibration.round_trip;
         // First RDTSC exits at host time 1000 and is handled until 1300.
-        let t1 = t.guest_at(1000);
+        let t1 = t.guest_at_exit(1000);
         t.account_exit(1000, 1300, Cost::Rdtsc);
         // After the entry, the guest runs its mov (1 tick), then CPUID exits: one round trip
         // of transitions plus the mov. Vigil handles it for 500 ticks.
         let cpuid_exit = 1300 + rt + 1;
         t.account_exit(cpuid_exit, cpuid_exit + 500, Cost::Cpuid);
         // The second RDTSC exits right after the next entry.
-        let t2 = t.guest_at(cpuid_exit + 500 + rt);
+        let t2 = t.guest_at_exit(cpuid_exit + 500 + rt);
         assert_eq!(t2 - t1, 5 + 1 + 4);
+    }
+
+    #[test]
+    fn emulated_reads_agree_with_the_processor() {
+        // Frozen mode, exit lag 15 of a 40-tick round trip. The guest reads the TSC in hardware
+        // at host 985, then RDMSR(IA32_TSC) exits (the instruction at 986, stamped at 1001),
+        // then after the entry (1300 + 25 ticks) reads in hardware again.
+        let mut t = VirtualTsc::new(TscMode::Frozen, 0, 0);
+        t.calibration = Calibration {
+            round_trip: 40,
+            exit_lag: 15,
+            rdtsc: 1,
+            cpuid: 1,
+        };
+        let before = t.guest_at(985);
+        let emulated = t.guest_at_exit(1001);
+        t.account_exit(1001, 1300, Cost::Other);
+        let after = t.guest_at(1300 + 25);
+        assert!(
+            before < emulated && emulated <= after,
+            "{before} {emulated} {after}"
+        );
     }
 
     #[test]

@@ -40,6 +40,17 @@ vigil_xsetbv_insn:
     xor eax, eax
     ret
 
+    .global vigil_rdpmc_safe
+vigil_rdpmc_safe:                 /* edi = counter, rsi = &mut u64 */
+    mov ecx, edi
+vigil_rdpmc_insn:
+    rdpmc
+    shl rdx, 32
+    or rax, rdx
+    mov [rsi], rax
+    xor eax, eax
+    ret
+
 vigil_safe_fixup:
     mov eax, 1
     ret
@@ -51,6 +62,7 @@ vigil_fixup_table:
     .quad vigil_rdmsr_insn, vigil_safe_fixup
     .quad vigil_wrmsr_insn, vigil_safe_fixup
     .quad vigil_xsetbv_insn, vigil_safe_fixup
+    .quad vigil_rdpmc_insn, vigil_safe_fixup
     .global vigil_fixup_table_end
 vigil_fixup_table_end:
 "#
@@ -60,7 +72,8 @@ extern "C" {
     fn vigil_rdmsr_safe(msr: u32, out: *mut u64) -> u32;
     fn vigil_wrmsr_safe(msr: u32, value: u64) -> u32;
     fn vigil_xsetbv_safe(xcr: u32, value: u64) -> u32;
-    static vigil_fixup_table: [u64; 6];
+    fn vigil_rdpmc_safe(counter: u32, out: *mut u64) -> u32;
+    static vigil_fixup_table: [u64; 8];
 }
 
 /// The fix-up address for a #GP or #UD at `rip`, if `rip` is one of the guarded instructions.
@@ -78,6 +91,13 @@ pub fn rdmsr_safe(msr: u32) -> Option<u64> {
     let mut value = 0;
     // SAFETY: the routine writes only `value` and recovers from #GP through the fix-up table.
     (unsafe { vigil_rdmsr_safe(msr, &mut value) } == 0).then_some(value)
+}
+
+/// RDPMC that returns None instead of faulting (an absent counter raises #GP).
+pub fn rdpmc_safe(counter: u32) -> Option<u64> {
+    let mut value = 0;
+    // SAFETY: the routine writes only `value` and recovers from #GP through the fix-up table.
+    (unsafe { vigil_rdpmc_safe(counter, &mut value) } == 0).then_some(value)
 }
 
 /// WRMSR that returns false instead of faulting. The caller decides whether the MSR may be

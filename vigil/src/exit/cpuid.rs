@@ -2,7 +2,8 @@
 //!
 //! The guest sees the host's values with the changes Vigil needs to stay invisible and correct:
 //! VMX is hidden (the guest cannot use it: VMX instructions get #UD), and the bits that mirror
-//! control-register state (OSXSAVE, OSPKE) follow the *guest's* CR4, not the host's.
+//! control-register state (OSXSAVE, OSPKE) follow the *guest's* CR4, not the host's. On top of
+//! that comes the user's policy (`cpuid-hv`, `cpuid-clear`, `cpuid-set`).
 
 use super::Action;
 use crate::arch::regs::cpuid;
@@ -12,6 +13,9 @@ use vmx::regs::{CR4_OSXSAVE, CR4_PKE};
 const LEAF1_ECX_VMX: u32 = 1 << 5;
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 const LEAF7_ECX_OSPKE: u32 = 1 << 4;
+const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// The hypervisor leaves' vendor signature, in EBX, ECX, EDX order (12 bytes).
+const VENDOR: &[u8; 12] = b"VigilVigilHV";
 
 pub fn handle(vcpu: &mut Vcpu) -> Action {
     let leaf = vcpu.regs.rax as u32;
@@ -28,6 +32,18 @@ pub fn handle(vcpu: &mut Vcpu) -> Action {
                     0
                 };
         }
+        0x4000_0000..=0x4000_00FF if vcpu.config.cpuid.hypervisor => {
+            r = match leaf {
+                0x4000_0000 => {
+                    let word = |i: usize| {
+                        u32::from_le_bytes(VENDOR[i..i + 4].try_into().unwrap_or_default())
+                    };
+                    [0x4000_0001, word(0), word(4), word(8)]
+                }
+                0x4000_0001 => [super::vmcall::VERSION, 0, 0, 0],
+                _ => [0; 4],
+            };
+        }
         7 if subleaf == 0 => {
             r[2] = (r[2] & !LEAF7_ECX_OSPKE)
                 | if cr4 & CR4_PKE != 0 {
@@ -38,6 +54,10 @@ pub fn handle(vcpu: &mut Vcpu) -> Action {
         }
         _ => {}
     }
+    if leaf == 1 && vcpu.config.cpuid.hypervisor {
+        r[2] |= LEAF1_ECX_HYPERVISOR;
+    }
+    vcpu.config.cpuid.apply(leaf, subleaf, &mut r);
     if vcpu.config.trap.cpuid || vcpu.config.log_exits {
         log::info!(
             "cpuid {leaf:#x}.{subleaf:#x} -> eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x} (rip {:#x})",

@@ -25,7 +25,17 @@ pub fn handle(
         _ => "read",
     };
     let during_delivery = vcpu.idt_vectoring_vector();
-    log::warn!(
+    // A guest probing Vigil's memory page by page would otherwise flood the console (and, since
+    // the UART's baud rate is modelled, slow itself down): the first few are warnings, the rest
+    // are debug lines; the statistics table has the count.
+    static SEEN: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+    let level = if SEEN.fetch_add(1, core::sync::atomic::Ordering::Relaxed) < 4 {
+        log::Level::Warn
+    } else {
+        log::Level::Debug
+    };
+    log::log!(
+        level,
         "guest {access} of guest-physical {gpa:#x}{} (rip {:#x}) is outside its memory: #GP{}",
         linear
             .map(|l| alloc::format!(" (linear {l:#x})"))

@@ -12,9 +12,11 @@ mod exception;
 mod hlt;
 mod init_signal;
 mod invd;
+mod invlpg;
 mod io;
 mod mov_dr;
 mod msr;
+mod rdpmc;
 mod rdtsc;
 mod triple_fault;
 mod unconditional_ud;
@@ -36,6 +38,10 @@ pub enum Exit {
     CrAccess(CrAccess),
     MovDr(DrAccess),
     Hlt,
+    Invlpg {
+        address: u64,
+    },
+    Rdpmc,
     Vmcall,
     Xsetbv,
     Invd,
@@ -115,6 +121,8 @@ pub fn dispatch(vcpu: &mut Vcpu, exit: Exit) -> Action {
         Exit::Io(q) => io::handle(vcpu, q),
         Exit::CrAccess(q) => cr_access::handle(vcpu, q),
         Exit::Hlt => hlt::handle(vcpu),
+        Exit::Invlpg { address } => invlpg::handle(vcpu, address),
+        Exit::Rdpmc => rdpmc::handle(vcpu),
         Exit::Vmcall => vmcall::handle(vcpu),
         Exit::Xsetbv => xsetbv::handle(vcpu),
         Exit::Invd => invd::handle(vcpu),

@@ -12,7 +12,7 @@ use crate::vmm::Vcpu;
 const IA32_TSC_AUX: u32 = 0xC000_0103;
 
 pub fn handle(vcpu: &mut Vcpu, rdtscp: bool) -> Action {
-    let value = vcpu.tsc.v.guest_at(vcpu.regs.exit_tsc);
+    let value = vcpu.tsc.v.guest_at_exit(vcpu.regs.exit_tsc);
     vcpu.tsc.last_emulated = Some(value);
     vcpu.set_edx_eax(value);
     if rdtscp {

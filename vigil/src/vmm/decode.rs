@@ -28,6 +28,8 @@ pub fn decode(vcpu: &mut Vcpu) -> Exit {
         ExitReason::Cpuid => Exit::Cpuid,
         ExitReason::Getsec => Exit::UndefinedForGuest { mnemonic: "getsec" },
         ExitReason::Hlt => Exit::Hlt,
+        ExitReason::Invlpg => Exit::Invlpg { address: q },
+        ExitReason::Rdpmc => Exit::Rdpmc,
         ExitReason::Invd => Exit::Invd,
         ExitReason::Rdtsc => Exit::Rdtsc,
         ExitReason::Rdtscp => Exit::Rdtscp,

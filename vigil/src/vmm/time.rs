@@ -69,20 +69,32 @@ impl Vcpu {
         let (rdtsc_cost, cpuid_cost) = host_costs();
         let rip = self.rip();
         let regs = self.regs;
+        // `rdtsc; cpuid`: the guest's own TSC sample splits the round trip into the part before
+        // the guest runs and the part after its exiting instruction.
         // SAFETY: `scratch` is guest RAM that the loader reserved for boot data.
-        unsafe { (scratch as *mut [u8; 2]).write([0x0F, 0xA2]) };
+        unsafe { (scratch as *mut [u8; 4]).write([0x0F, 0x31, 0x0F, 0xA2]) };
+        // The sample must come from the processor, not from Vigil's RDTSC emulation.
+        let primary = self.vmcs.read(Field::PrimaryProcBasedControls);
+        self.vmcs.write(
+            Field::PrimaryProcBasedControls,
+            primary & !(PrimaryProcBased::RDTSC_EXITING.bits() as u64),
+        );
         // Run the same bookkeeping the real exits will run (hide set, no credit), so the round
         // trip covers it; the offset it disturbs is restored afterwards.
         let offset = self.tsc.v.offset;
         self.regs.credit = 0;
         self.regs.tsc_offset = offset;
-        let mut round_trip = u64::MAX;
+        let (mut round_trip, mut exit_side) = (u64::MAX, u64::MAX);
         for i in 0..33 {
             self.regs.hide = u64::from(i > 0);
             self.set_rip(scratch);
             let exit = self.enter()?;
             if i > 0 && matches!(exit, Exit::Cpuid) {
-                round_trip = round_trip.min(self.regs.exit_tsc.wrapping_sub(self.regs.entry_tsc));
+                let (x, e) = (self.regs.exit_tsc, self.regs.entry_tsc);
+                let sample = (self.regs.rdx << 32 | (self.regs.rax & 0xFFFF_FFFF))
+                    .wrapping_sub(self.regs.tsc_offset);
+                round_trip = round_trip.min(x.wrapping_sub(e));
+                exit_side = exit_side.min(x.wrapping_sub(sample));
             }
             // Keep the launch state: the VMCS is launched now.
             self.regs = super::switch::GuestRegs {
@@ -91,22 +103,28 @@ impl Vcpu {
                 ..regs
             };
         }
+        self.vmcs.write(Field::PrimaryProcBasedControls, primary);
         self.set_rip(rip);
         self.regs.hide = 0;
         self.tsc.v.offset = offset;
         self.vmcs.write(Field::TscOffset, offset);
-        let c = Calibration {
-            round_trip: if round_trip == u64::MAX {
+        let measured = |v: u64| {
+            if v == u64::MAX {
                 0
             } else {
-                round_trip
-            },
+                v.saturating_sub(rdtsc_cost)
+            }
+        };
+        let c = Calibration {
+            round_trip: measured(round_trip),
+            exit_lag: measured(exit_side),
             rdtsc: rdtsc_cost,
             cpuid: cpuid_cost,
         };
         log::info!(
-            "virtual time: VMX round trip {} ticks; bare rdtsc {} and cpuid {} ticks",
+            "virtual time: VMX round trip {} ticks ({} after the exiting instruction); bare rdtsc {} and cpuid {} ticks",
             c.round_trip,
+            c.exit_lag,
             c.rdtsc,
             c.cpuid
         );
@@ -155,7 +173,7 @@ impl Vcpu {
     /// RDMSR of one of the TSC MSRs Vigil owns in a virtual-time mode.
     pub fn read_tsc_msr(&self, msr: u32) -> Option<u64> {
         match msr {
-            IA32_TSC => Some(self.tsc.v.guest_at(self.regs.exit_tsc)),
+            IA32_TSC => Some(self.tsc.v.guest_at_exit(self.regs.exit_tsc)),
             IA32_TSC_ADJUST => Some(self.tsc.v.adjust),
             IA32_TSC_DEADLINE => Some(if self.deadline_pending() {
                 self.tsc.v.deadline

@@ -206,6 +206,21 @@ impl Vcpu {
         }
     }
 
+    /// Drops the guest's cached translation of one linear address (INVVPID type 0), or its whole
+    /// context where the processor lacks that type.
+    pub fn flush_guest_address(&mut self, address: u64) {
+        use vmx::ept::{invvpid, InvvpidType};
+        if self.vpid == 0 {
+            return;
+        }
+        if self.caps.invvpid_individual_address() {
+            // Fails only for a non-canonical address, which INVLPG treats as a no-op too.
+            let _ = invvpid(InvvpidType::IndividualAddress, self.vpid, address);
+        } else {
+            self.flush_guest_tlb();
+        }
+    }
+
     /// With PAE paging outside IA-32e mode and EPT on, VM entry takes the four PDPTEs from the
     /// VMCS, not from memory (SDM Vol. 3C 27.3.2.4), so an emulated CR write must load them as
     /// the processor would have (SDM Vol. 3A 5.4.1).
