@@ -45,7 +45,11 @@ pub fn capabilities() -> Result<VmxCaps, String> {
             )
         };
     }
-    Ok(VmxCaps::from_msrs(&mut |msr| regs::rdmsr(msr)))
+    Ok(VmxCaps::from_msrs(&mut |msr| {
+        let value = regs::rdmsr(msr);
+        log::trace!("capability MSR {msr:#x} = {value:#018x}");
+        value
+    }))
 }
 
 /// Enters VMX root operation on this CPU: CR0/CR4 fixed bits, CR4.VMXE, VMXON

@@ -471,4 +471,8 @@ impl VmxCaps {
 }
 
 #[cfg(test)]
+mod bochs_models;
+#[cfg(test)]
+mod bochs_tests;
+#[cfg(test)]
 mod tests;
