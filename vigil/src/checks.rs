@@ -51,6 +51,12 @@ pub fn report_violations(vcpu: &Vcpu) -> usize {
     for v in &found {
         println!("entry check failed: {v}");
     }
+    if found.is_empty() {
+        log::info!(
+            "entry checks: {} rules, no violation",
+            checks::rules::ALL.len()
+        );
+    }
     found.len()
 }
 
