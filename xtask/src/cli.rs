@@ -19,6 +19,8 @@ USAGE:
     cargo xtask run   [OPTIONS] [-- VIGIL OPTIONS...]
     cargo xtask build [OPTIONS] [-- VIGIL OPTIONS...]
     cargo xtask test  [FILTER] [TEST OPTIONS]
+    cargo xtask bench [LINUX OPTIONS] [--cpu-model M] [--megs N] [--timeout S] [--no-build]
+                      [-- VIGIL OPTIONS...]
     cargo xtask help
 
 COMMANDS:
@@ -28,25 +30,39 @@ COMMANDS:
             `run ended: ok`; bare, the guest printed `guest-kit: N passed, 0 failed, ...`.
             Either way Bochs must exit by itself before the timeout.
     build   Build and make the ISO only (same options as run).
+    bench   Boot Linux bare and under Vigil (the options after `--`) with identical Bochs
+            settings, both at once, and print the emulated ticks to power-off of each with
+            their ratio (Vigil / bare) and Vigil's exits by reason with their median cost.
     test    Host tests (cargo test -p vmx -p xtask; cargo test -p vigil --lib), then the
             Bochs scenarios (`cargo xtask test --list` shows them). FILTER selects
             scenarios whose name contains it; `host` selects the host tests only; no FILTER
             runs everything. Ends with the line `N passed, N failed`.
 
 OPTIONS (run, build):
-    --guest NAME|PATH    Guest to boot: demo (default), cases, hostile, or the path of any
-                         multiboot1 ELF
+    --guest NAME|PATH    Guest to boot: demo (default), cases, hostile, linux, or the path
+                         of any multiboot1 ELF
     --guest-args \"ARGS\"  The guest's command line (e.g. \"case=triple-fault\")
     --bare               Boot the guest directly, without Vigil
     --cpu-model MODEL    Bochs CPU model (default corei7_skylake_x; see `bochs --help cpu`;
                          tigerlake adds the monitor trap flag)
-    --timeout SECONDS    Kill Bochs after this many seconds (default 120)
+    --timeout SECONDS    Kill Bochs after this many seconds (default 120; 600 for linux)
     --megs N             Guest RAM in MiB (default 256)
     --no-build           Use the binaries already built instead of running cargo build
     -- VIGIL OPTIONS     Everything after `--` is Vigil's command line (key=value words).
                          For the demo guest the default is
                          `trap=rdtsc,rdtscp,hlt,io:0x80,msr:0x10 tsc=offset:0x100000000000`;
                          a bare `--` gives Vigil an empty command line.
+
+LINUX OPTIONS (run, build, bench; --kernel, --initrd and --append imply --guest linux):
+    --guest linux        Debian's cloud kernel and a busybox initramfs whose /init prints
+                         `vigil-linux: initramfs up`, uname -a, the start of /proc/cpuinfo,
+                         free, the clocksource and dmesg's TSC/clocksource lines, then
+                         `vigil-linux: done`, and powers off. The packages are downloaded
+                         once (apt-get download) into target/linux-cache/.
+    --kernel PATH        Boot this bzImage instead of Debian's kernel
+    --initrd PATH        Use this initrd (gzip'd cpio) instead of the busybox initramfs
+    --append \"ARGS\"      Words added to the kernel command line
+                         `console=ttyS0,115200 panic=-1 clearcpuid=580`
 
 TEST OPTIONS:
     -j, --jobs N         Bochs scenarios run at once (default: the number of CPUs)
@@ -57,6 +73,8 @@ TEST OPTIONS:
 FILES:
     Each run works in target/xtask/<run-name>/: iso/ (the ISO tree), vigil.iso, bochsrc,
     bochs.cmds, com1.txt, com2.txt, bochs.log (Bochs' log) and bochs.out (its stdout/stderr).
+    The Linux guest's packages, unpacked kernel and busybox, and initramfs are cached in
+    target/linux-cache/ (delete it to fetch them again).
 ";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,12 +83,15 @@ pub enum Guest {
     Kit(&'static str),
     /// Any multiboot1 ELF.
     Path(PathBuf),
+    /// A Linux kernel with an initrd (`--guest linux`, see `linux.rs`).
+    Linux,
 }
 
 impl Guest {
     pub fn name(&self) -> String {
         match self {
             Guest::Kit(name) => name.to_string(),
+            Guest::Linux => crate::linux::GUEST.to_string(),
             Guest::Path(path) => path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -90,6 +111,8 @@ pub struct RunArgs {
     /// Words after `--`; `None` when there was no `--`.
     pub vigil_options: Option<String>,
     pub no_build: bool,
+    /// `--kernel`, `--initrd`, `--append` (Linux guests).
+    pub linux: crate::linux::LinuxArgs,
 }
 
 impl RunArgs {
@@ -120,6 +143,7 @@ pub enum Command {
     Run(RunArgs),
     Build(RunArgs),
     Test(TestArgs),
+    Bench(RunArgs),
     Help,
 }
 
@@ -131,6 +155,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "run" => parse_run(rest).map(|a| a.map_or(Command::Help, Command::Run)),
         "build" => parse_run(rest).map(|a| a.map_or(Command::Help, Command::Build)),
         "test" => parse_test(rest),
+        "bench" => parse_bench(rest),
         "help" | "-h" | "--help" => Ok(Command::Help),
         other => Err(format!(
             "unknown command {other:?} (try `cargo xtask help`)"
@@ -172,7 +197,9 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
         megs: DEFAULT_MEGS,
         vigil_options: None,
         no_build: false,
+        linux: Default::default(),
     };
+    let (mut guest_given, mut timeout_given) = (false, false);
     let mut args = Args { items: rest.iter() };
     while let Some(arg) = args.items.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -189,8 +216,10 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
                 let v = args.value(flag, inline)?;
                 run.guest = match GUEST_KIT_BINS.iter().find(|b| **b == v) {
                     Some(name) => Guest::Kit(name),
+                    None if v == crate::linux::GUEST => Guest::Linux,
                     None => Guest::Path(PathBuf::from(v)),
                 };
+                guest_given = true;
             }
             "--guest-args" => run.guest_args = args.value(flag, inline)?.to_string(),
             "--bare" => run.bare = true,
@@ -201,6 +230,7 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
                     return Err("--timeout must be positive".into());
                 }
                 run.timeout = Duration::from_secs_f64(secs);
+                timeout_given = true;
             }
             "--megs" => {
                 run.megs = number(flag, args.value(flag, inline)?)?;
@@ -209,6 +239,9 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
                 }
             }
             "--no-build" => run.no_build = true,
+            "--kernel" => run.linux.kernel = Some(args.value(flag, inline)?.into()),
+            "--initrd" => run.linux.initrd = Some(args.value(flag, inline)?.into()),
+            "--append" => run.linux.append = args.value(flag, inline)?.to_string(),
             other => {
                 return Err(format!(
                     "unknown option {other:?} (try `cargo xtask run --help`)"
@@ -219,7 +252,33 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
     if run.bare && run.vigil_options.as_deref().is_some_and(|o| !o.is_empty()) {
         return Err("Vigil options (after `--`) make no sense with --bare".into());
     }
+    if run.linux != crate::linux::LinuxArgs::default() {
+        match run.guest {
+            Guest::Linux => {}
+            _ if !guest_given => run.guest = Guest::Linux,
+            _ => return Err("--kernel, --initrd and --append are for --guest linux".into()),
+        }
+    }
+    if run.guest == Guest::Linux && !timeout_given {
+        run.timeout = crate::linux::DEFAULT_TIMEOUT;
+    }
     Ok(Some(run))
+}
+
+/// `bench` takes the options of `run` for a Linux guest, without `--bare` (it runs both).
+fn parse_bench(rest: &[String]) -> Result<Command, String> {
+    let mut words = vec!["--guest".to_string(), crate::linux::GUEST.to_string()];
+    words.extend_from_slice(rest);
+    let Some(run) = parse_run(&words)? else {
+        return Ok(Command::Help);
+    };
+    if run.guest != Guest::Linux {
+        return Err("bench boots Linux only (--guest linux, the default)".into());
+    }
+    if run.bare {
+        return Err("bench runs both bare and under Vigil: drop --bare".into());
+    }
+    Ok(Command::Bench(run))
 }
 
 fn parse_test(rest: &[String]) -> Result<Command, String> {
@@ -324,6 +383,57 @@ mod tests {
         assert!(parse(&args("run --frobnicate")).is_err());
         assert!(parse(&args("launch")).is_err());
         assert!(parse(&args("test a b")).is_err());
+        assert!(parse(&args("run --guest demo --kernel /k")).is_err());
+        assert!(parse(&args("bench --bare")).is_err());
+        assert!(parse(&args("bench --guest cases")).is_err());
+    }
+
+    #[test]
+    fn linux_guest_options() {
+        let r = run("run --guest linux --cpu-model tigerlake");
+        assert_eq!(r.guest, Guest::Linux);
+        assert_eq!(r.guest.name(), "linux");
+        assert_eq!(r.timeout, crate::linux::DEFAULT_TIMEOUT);
+        assert_eq!(r.linux, crate::linux::LinuxArgs::default());
+        assert_eq!(r.effective_vigil_options().as_deref(), Some(""));
+        let r = run("run --kernel /k/bzImage --initrd=/k/initrd.gz --timeout 60 -- tsc=hide");
+        assert_eq!(r.guest, Guest::Linux, "--kernel implies --guest linux");
+        assert_eq!(
+            r.linux.kernel.as_deref(),
+            Some(std::path::Path::new("/k/bzImage"))
+        );
+        assert_eq!(
+            r.linux.initrd.as_deref(),
+            Some(std::path::Path::new("/k/initrd.gz"))
+        );
+        assert_eq!(r.timeout, Duration::from_secs(60));
+        assert_eq!(r.effective_vigil_options().as_deref(), Some("tsc=hide"));
+        let with_spaces = vec!["run".into(), "--append".into(), "loglevel=4 quiet".into()];
+        match parse(&with_spaces).unwrap() {
+            Command::Run(r) => {
+                assert_eq!(r.guest, Guest::Linux);
+                assert_eq!(r.linux.append, "loglevel=4 quiet");
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn bench_arguments() {
+        let b = match parse(&args("bench --cpu-model tigerlake -- tsc=hide")).unwrap() {
+            Command::Bench(b) => b,
+            other => panic!("not a bench: {other:?}"),
+        };
+        assert_eq!(b.guest, Guest::Linux);
+        assert!(!b.bare);
+        assert_eq!(b.cpu_model, "tigerlake");
+        assert_eq!(b.timeout, crate::linux::DEFAULT_TIMEOUT);
+        assert_eq!(b.effective_vigil_options().as_deref(), Some("tsc=hide"));
+        match parse(&args("bench")).unwrap() {
+            Command::Bench(b) => assert_eq!(b.effective_vigil_options().as_deref(), Some("")),
+            other => panic!("not a bench: {other:?}"),
+        }
+        assert_eq!(parse(&args("bench --help")).unwrap(), Command::Help);
     }
 
     #[test]

@@ -91,12 +91,18 @@ pub fn make(dir: &RunDir, spec: &IsoSpec) -> Result<(PathBuf, Duration), String>
     );
     write(&grub.join("grub.cfg"), &cfg)?;
 
+    let iso = mkrescue(dir, &tree)?;
+    Ok((iso, start.elapsed()))
+}
+
+/// `grub-mkrescue` over a staged tree; returns the path of `<run dir>/vigil.iso`.
+pub fn mkrescue(dir: &RunDir, tree: &Path) -> Result<PathBuf, String> {
     let iso = dir.file("vigil.iso");
     let _ = fs::remove_file(&iso);
     let out = Command::new("grub-mkrescue")
         .arg("-o")
         .arg(&iso)
-        .arg(&tree)
+        .arg(tree)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run grub-mkrescue: {e}"))?;
@@ -108,7 +114,7 @@ pub fn make(dir: &RunDir, spec: &IsoSpec) -> Result<(PathBuf, Duration), String>
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    Ok((iso, start.elapsed()))
+    Ok(iso)
 }
 
 /// Whether Vigil goes on the ISO without its debug information (about 1 s less per boot; the
@@ -116,7 +122,7 @@ pub fn make(dir: &RunDir, spec: &IsoSpec) -> Result<(PathBuf, Duration), String>
 const STRIP_VIGIL: bool = true;
 
 /// Copy Vigil onto the ISO tree, without its debug information if [`STRIP_VIGIL`] (see `elf`).
-fn copy_stripped(from: &Path, to: &Path) -> Result<(), String> {
+pub fn copy_stripped(from: &Path, to: &Path) -> Result<(), String> {
     let data = fs::read(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
     if !STRIP_VIGIL {
         return fs::write(to, data).map_err(|e| format!("cannot write {}: {e}", to.display()));

@@ -1,12 +1,15 @@
 //! `cargo xtask`: prerequisites, builds, the boot ISO, Bochs runs and the test suite for Vigil.
 //! `cargo xtask help` lists the commands.
 
+mod bench;
 mod bochs;
 mod build;
 mod cli;
 mod elf;
+mod initramfs;
 mod iso;
 mod layout;
+mod linux;
 mod outcome;
 mod prereqs;
 mod report;
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&layout, args),
         Command::Build(args) => run::build(&layout, args),
         Command::Test(args) => suite::test(&layout, args),
+        Command::Bench(args) => bench::bench(&layout, args),
         Command::Help => unreachable!("handled above"),
     };
     match result {

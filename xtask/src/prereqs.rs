@@ -17,6 +17,8 @@ pub const PACKAGES: &[&str] = &[
     "grub-common",
     "xorriso",
     "mtools",
+    // The Linux guest's initramfs (`cpio -o -H newc`).
+    "cpio",
 ];
 
 pub fn ensure(layout: &Layout) -> Result<(), String> {
@@ -100,6 +102,7 @@ fn missing_without_dpkg() -> Vec<String> {
         ("grub-common", "/usr/bin/grub-mkrescue"),
         ("xorriso", "/usr/bin/xorriso"),
         ("mtools", "/usr/bin/mformat"),
+        ("cpio", "/usr/bin/cpio"),
     ];
     needs
         .iter()

@@ -16,6 +16,12 @@ fn prepare(layout: &Layout, args: &RunArgs) -> Result<(RunDir, std::path::PathBu
         bochs::check_cpu_model(&args.cpu_model)?;
     }
     let mode = if args.bare { Mode::Bare } else { Mode::Vigil };
+    if args.guest == Guest::Linux {
+        if !args.no_build && mode == Mode::Vigil {
+            build::build(layout, VIGIL)?;
+        }
+        return crate::linux::prepare(layout, args);
+    }
     if !args.no_build {
         if mode == Mode::Vigil {
             build::build(layout, VIGIL)?;
@@ -27,6 +33,7 @@ fn prepare(layout: &Layout, args: &RunArgs) -> Result<(RunDir, std::path::PathBu
     let guest = match &args.guest {
         Guest::Kit(name) => layout.bare_bin(name),
         Guest::Path(path) => path.clone(),
+        Guest::Linux => unreachable!("prepared above"),
     };
     if !guest.is_file() {
         return Err(format!("no guest binary at {}", guest.display()));
@@ -111,7 +118,11 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         println!("xtask: interrupted");
         return Ok(false);
     }
-    match outcome.normal_end() {
+    let verdict = match args.guest {
+        Guest::Linux => crate::linux::verdict(&outcome, args.linux.our_initrd()),
+        _ => outcome.normal_end(),
+    };
+    match verdict {
         Ok(line) => {
             println!("xtask: ok: {line}");
             Ok(true)

@@ -317,6 +317,9 @@ fn run_one(
             return Err(format!("{package} did not build: {e}"));
         }
     }
+    if s.guest == crate::linux::GUEST {
+        return crate::linux::run_scenario(layout, s, verbose);
+    }
     let guest = layout.bare_bin(s.guest);
     if !guest.is_file() {
         return Err(format!("no guest binary at {}", guest.display()));
@@ -427,7 +430,7 @@ mod tests {
         assert_eq!(select(&all, Some("host")).unwrap(), (true, vec![]));
         let (host, bare) = select(&all, Some("bare")).unwrap();
         assert!(!host);
-        assert_eq!(names(&bare), vec!["demo-bare", "cases-bare"]);
+        assert_eq!(names(&bare), vec!["demo-bare", "cases-bare", "linux-bare"]);
         // cases-vigil brings its baseline along, which runs first.
         let (_, cv) = select(&all, Some("cases-vigil")).unwrap();
         assert_eq!(
