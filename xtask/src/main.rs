@@ -15,6 +15,8 @@ mod prereqs;
 mod report;
 mod run;
 mod scenarios;
+mod scenarios_entry;
+mod scenarios_time;
 mod stream;
 mod suite;
 mod symbolize;

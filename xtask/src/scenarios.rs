@@ -152,6 +152,10 @@ pub fn all() -> Vec<Scenario> {
             check: hostile_triple_fault,
         },
     ]
+    .into_iter()
+    .chain(crate::scenarios_entry::all())
+    .chain(crate::scenarios_time::all())
+    .collect()
 }
 
 fn demo_vigil(c: &Check) -> Result<(), String> {

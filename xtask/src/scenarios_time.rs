@@ -1,0 +1,185 @@
+//! Virtual-time scenarios: the `cases` guest under each `tsc=` mode, compared with the same guest
+//! run bare in the same invocation. Every case must still pass; on top of that each mode's own
+//! promise is checked from the values the guest measured:
+//! - `hide`: the pafish probe (`rdtsc; cpuid; rdtsc`) matches bare within ±5 % or ±2 ticks, and
+//!   stays below pafish's 1,000-tick verdict;
+//! - `frozen`: a 16 M-tick hold inside Vigil is invisible (`tsc-hold` d1 = d0);
+//! - `scale:3/2`: the TSC rate against the PIT is 3/2 of bare's within 1 %;
+//! - default policy: the exit table holds only exits the architecture or Vigil's own duties make
+//!   unavoidable.
+
+use crate::outcome::{Mode, Outcome};
+use crate::report::{self, CaseLine, Status};
+use crate::scenarios::{Check, Scenario};
+
+const SKYLAKE: &str = crate::bochs::DEFAULT_CPU_MODEL;
+
+fn scenario(
+    name: &'static str,
+    options: &'static str,
+    check: fn(&Check) -> Result<(), String>,
+) -> Scenario {
+    Scenario {
+        name,
+        guest: "cases",
+        guest_args: "",
+        mode: Mode::Vigil,
+        vigil_options: options,
+        cpu_model: SKYLAKE,
+        timeout_secs: 180,
+        baseline: Some("cases-bare"),
+        check,
+    }
+}
+
+pub fn all() -> Vec<Scenario> {
+    vec![
+        scenario("time-hide", "tsc=hide", hide),
+        scenario("time-frozen", "tsc=frozen", frozen),
+        scenario("time-scale", "tsc=scale:3/2", scale),
+        scenario("cases-default-policy", "", default_policy),
+    ]
+}
+
+/// The guest's case lines, after checking the run ended normally with nothing failed.
+fn passed_cases(o: &Outcome) -> Result<Vec<CaseLine>, String> {
+    o.normal_end()?;
+    let lines = report::cases(o.capture.com1());
+    if let Some(f) = lines.iter().find(|c| c.status == Status::Fail) {
+        return Err(format!("case {} failed: {}", f.name, f.why));
+    }
+    if lines.is_empty() {
+        return Err("the guest printed no case lines".into());
+    }
+    Ok(lines)
+}
+
+fn case<'a>(lines: &'a [CaseLine], name: &str) -> Result<&'a CaseLine, String> {
+    lines
+        .iter()
+        .find(|c| c.name == name && c.status == Status::Pass)
+        .ok_or_else(|| format!("case {name} did not PASS"))
+}
+
+fn number(c: &CaseLine, key: &str) -> Result<u64, String> {
+    c.field(key)
+        .and_then(report::parse_u64)
+        .ok_or_else(|| format!("case {} has no numeric `{key}=`", c.name))
+}
+
+fn baseline<'a>(c: &'a Check) -> Result<Vec<CaseLine>, String> {
+    let b = c.baseline.ok_or("the bare baseline did not run")?;
+    passed_cases(b).map_err(|e| format!("bare baseline: {e}"))
+}
+
+fn mode_is(c: &CaseLine, mode: &str) -> Result<(), String> {
+    match c.field("mode") {
+        Some(m) if m == mode => Ok(()),
+        other => Err(format!(
+            "case {} reports mode {other:?}, expected {mode}",
+            c.name
+        )),
+    }
+}
+
+fn hide(c: &Check) -> Result<(), String> {
+    let vigil = passed_cases(c.outcome)?;
+    let bare = baseline(c)?;
+    let (v, b) = (case(&vigil, "pafish")?, case(&bare, "pafish")?);
+    for key in ["avg_cpuid", "avg_rdtsc"] {
+        let (under, bare) = (number(v, key)?, number(b, key)?);
+        let tolerance = (bare * 5 / 100).max(2);
+        if under.abs_diff(bare) > tolerance {
+            return Err(format!(
+                "pafish {key}: {under} under Vigil vs {bare} bare (tolerance ±{tolerance})"
+            ));
+        }
+        if under >= 1000 {
+            return Err(format!(
+                "pafish {key} = {under}: pafish would call this a VM"
+            ));
+        }
+    }
+    let hold = case(&vigil, "tsc-hold")?;
+    mode_is(hold, "hide")?;
+    equal_hold(hold)
+}
+
+fn equal_hold(hold: &CaseLine) -> Result<(), String> {
+    let (d0, d1) = (number(hold, "d0")?, number(hold, "d1")?);
+    if d0 != d1 {
+        return Err(format!("a hold inside Vigil was visible: d0={d0} d1={d1}"));
+    }
+    Ok(())
+}
+
+fn frozen(c: &Check) -> Result<(), String> {
+    let vigil = passed_cases(c.outcome)?;
+    baseline(c)?;
+    let hold = case(&vigil, "tsc-hold")?;
+    mode_is(hold, "frozen")?;
+    equal_hold(hold)
+}
+
+fn scale(c: &Check) -> Result<(), String> {
+    let vigil = passed_cases(c.outcome)?;
+    let bare = baseline(c)?;
+    let (v, b) = (case(&vigil, "tsc-rate")?, case(&bare, "tsc-rate")?);
+    let (under, bare) = (
+        number(v, "tsc_per_pit_x1000")? as f64,
+        number(b, "tsc_per_pit_x1000")? as f64,
+    );
+    let ratio = under / bare;
+    if (ratio - 1.5).abs() > 1.5 * 0.01 {
+        return Err(format!(
+            "TSC rate {ratio:.4} of bare, expected 1.5 within 1 %"
+        ));
+    }
+    Ok(())
+}
+
+/// With no options, only these exits may appear, each for a stated reason.
+const UNAVOIDABLE: &[(&str, &str)] = &[
+    ("CPUID", "always exits"),
+    ("XSETBV", "always exits"),
+    ("VMCALL", "always exits (the guest's hypercalls)"),
+    ("INVD", "always exits"),
+    ("triple fault", "always exits"),
+    (
+        "I/O instruction",
+        "Vigil's ports: COM2, shutdown, ACPI PM1a",
+    ),
+    ("RDMSR", "MSRs outside the bitmaps, and Vigil's VMX MSRs"),
+    ("WRMSR", "MSRs outside the bitmaps, and Vigil's VMX MSRs"),
+    (
+        "control-register access",
+        "CR0/CR4 bits VMX pins (NE, VMXE)",
+    ),
+    (
+        "EPT violation",
+        "accesses to Vigil's memory (the isolation case)",
+    ),
+];
+
+fn default_policy(c: &Check) -> Result<(), String> {
+    passed_cases(c.outcome)?;
+    baseline(c)?;
+    let stats = report::exit_stats(&c.outcome.capture.com2())?;
+    for (reason, row) in &stats.rows {
+        if row.count > 0 && !UNAVOIDABLE.iter().any(|(r, _)| r == reason) {
+            return Err(format!(
+                "{} {reason} exit(s) under the default policy, which asks for none",
+                row.count
+            ));
+        }
+    }
+    for asked_only in ["RDTSC", "RDTSCP", "HLT", "INVLPG", "RDPMC", "MOV DR"] {
+        if stats.count(asked_only) != 0 {
+            return Err(format!("{asked_only} exited although nothing asked for it"));
+        }
+    }
+    if stats.count("CPUID") == 0 {
+        return Err("no CPUID exits: the table is not counting".into());
+    }
+    Ok(())
+}
