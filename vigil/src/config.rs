@@ -97,6 +97,12 @@ pub struct Config {
     /// provoke a VM-entry failure on purpose.
     pub test_vmwrites: Vec<(u32, u64)>,
     pub cpuid: CpuidPolicy,
+    /// The GDB stub on COM2 (`gdb=com2`): COM2 then carries the GDB remote protocol.
+    pub gdb: bool,
+    /// Hold the guest before its first instruction until gdb attaches and continues.
+    pub gdb_wait: bool,
+    /// The register layout shown to gdb; `None` follows the guest image's ELF class.
+    pub gdb_arch: Option<crate::debugger::arch::Layout>,
 }
 
 /// One bit of a CPUID result: `leaf[.subleaf]:reg:bit`.
@@ -179,6 +185,9 @@ impl Default for Config {
             log_exits: false,
             test_vmwrites: Vec::new(),
             cpuid: CpuidPolicy::default(),
+            gdb: false,
+            gdb_wait: false,
+            gdb_arch: None,
         }
     }
 }
@@ -197,6 +206,10 @@ tsc=native|offset:N|hide|frozen|scale:P/Q
 hypercall=on|off                  answer Vigil's VMCALL interface (off: every VMCALL gets #UD)
 check-entry=on|off                run the VM-entry checks before the first VM entry
 log-exits=on|off                  print each trapped event
+gdb=com2|off                      a GDB remote-protocol stub on COM2 (docs/debugging.md)
+gdb-wait=on|off                   with gdb=com2: hold the guest before its first instruction
+                                  until gdb attaches and continues
+gdb-arch=auto|x86-64|i386         registers shown to gdb (auto: the guest ELF's class)
 cpuid-hv=on|off                   show a hypervisor: CPUID.1:ECX[31] and leaves 0x40000000-1
 cpuid-clear=LEAF[.SUB]:REG:BIT,.. hide CPUID feature bits, e.g. 7.0:edx:4 (REG: eax..edx)
 cpuid-set=LEAF[.SUB]:REG:BIT,...  show CPUID feature bits
@@ -249,6 +262,23 @@ impl Config {
                 "hypercall" => config.hypercalls = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
                 "check-entry" => config.check_entry = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
                 "log-exits" => config.log_exits = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
+                "gdb" => {
+                    config.gdb = match value {
+                        "com2" => true,
+                        "off" => false,
+                        _ => return Err(bad("expected com2 or off")),
+                    }
+                }
+                "gdb-wait" => config.gdb_wait = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
+                "gdb-arch" => {
+                    use crate::debugger::arch::Layout;
+                    config.gdb_arch = match value {
+                        "auto" => None,
+                        "x86-64" => Some(Layout::X86_64),
+                        "i386" => Some(Layout::I386),
+                        _ => return Err(bad("expected auto, x86-64 or i386")),
+                    }
+                }
                 "cpuid-hv" => config.cpuid.hypervisor = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
                 "cpuid-clear" | "cpuid-set" => {
                     for item in value.split(',').filter(|i| !i.is_empty()) {
@@ -269,7 +299,7 @@ impl Config {
                     });
                     config.test_vmwrites.push(parsed.ok_or_else(|| bad("expected ENCODING:VALUE"))?);
                 }
-                _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits, cpuid-hv, cpuid-clear, cpuid-set, test-vmwrite)")),
+                _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits, cpuid-hv, cpuid-clear, cpuid-set, gdb, gdb-wait, gdb-arch, test-vmwrite)")),
             }
         }
         Ok(config)
@@ -449,6 +479,17 @@ mod tests {
             let err = Config::parse(line).unwrap_err();
             assert!(err.contains(needle), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn gdb_options() {
+        use crate::debugger::arch::Layout;
+        let c = Config::parse("gdb=com2 gdb-wait=on gdb-arch=i386").unwrap();
+        assert!(c.gdb && c.gdb_wait);
+        assert_eq!(c.gdb_arch, Some(Layout::I386));
+        assert_eq!(Config::parse("gdb-arch=auto").unwrap().gdb_arch, None);
+        assert!(Config::parse("gdb=com1").unwrap_err().contains("com2 or off"));
+        assert!(Config::parse("gdb-arch=arm").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod arch;
 mod checks;
 mod exit;
 mod fault;
+mod gdb;
 mod guest;
 mod mem;
 mod power;
@@ -75,6 +76,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             .map_err(|_| "memory map has too many regions")?;
     }
     let modules = guest::Modules::from_boot_info(&mbi);
+    let guest_elf_class = gdb::elf_class(modules.ranges());
     let rsdt = mbi.rsdp_v1_tag().map(|t| t.rsdt_address() as u64);
     let xsdt = mbi.rsdp_v2_tag().map(|t| t.xsdt_address() as u64);
 
@@ -162,6 +164,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             "paging guest"
         }
     );
+    gdb::start_if_configured(&mut vcpu, guest_elf_class);
     let stop = exit::run(&mut vcpu);
     print_statistics(&vcpu);
     Ok(match stop {

@@ -57,7 +57,19 @@ pub static CONSOLE: Mutex<Uart> = Mutex::new(Uart::new(COM2));
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments) {
     use fmt::Write;
-    let _ = CONSOLE.lock().write_fmt(args);
+    // While gdb is attached COM2 carries its protocol: log text goes as console-output packets
+    // when gdb may take them, and is kept until then otherwise (gdb/mod.rs).
+    match crate::gdb::route() {
+        crate::gdb::Route::Plain => {
+            let _ = CONSOLE.lock().write_fmt(args);
+        }
+        crate::gdb::Route::Packet => {
+            let text = alloc::format!("{args}");
+            let console = CONSOLE.lock();
+            vigil::debugger::console::o_packets(text.as_bytes(), &mut |b| console.write_byte(b));
+        }
+        crate::gdb::Route::Held => crate::gdb::hold_log(&alloc::format!("{args}")),
+    }
 }
 
 /// Writes to the console even if the lock is held (used by the panic and fault paths, which may

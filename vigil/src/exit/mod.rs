@@ -67,6 +67,10 @@ pub enum Exit {
     UndefinedForGuest {
         mnemonic: &'static str,
     },
+    /// The monitor trap flag: one guest instruction retired (the debugger's single step).
+    MonitorTrap,
+    /// The VMX-preemption timer expired (the debugger polls COM2).
+    PreemptionTimer,
     /// Any other exit: no handler exists, so the guest is stopped with a full report.
     Unhandled,
 }
@@ -112,6 +116,10 @@ pub enum Action {
 
 /// Routes one exit to its handler.
 pub fn dispatch(vcpu: &mut Vcpu, exit: Exit) -> Action {
+    // The debugger's own exits, and the #BP/#DB/EPT violations it caused, come first.
+    if let Some(action) = crate::gdb::intercept(vcpu, &exit) {
+        return action;
+    }
     match exit {
         Exit::Cpuid => cpuid::handle(vcpu),
         Exit::Rdtsc => rdtsc::handle(vcpu, false),
@@ -139,6 +147,8 @@ pub fn dispatch(vcpu: &mut Vcpu, exit: Exit) -> Action {
         Exit::EptMisconfig { gpa } => ept_violation::misconfig(vcpu, gpa),
         Exit::UndefinedForGuest { mnemonic } => unconditional_ud::handle(vcpu, mnemonic),
         Exit::MovDr(q) => mov_dr::handle(vcpu, q),
+        // Only the debugger enables these; without it they do not happen.
+        Exit::MonitorTrap | Exit::PreemptionTimer => Action::Resume,
         Exit::Unhandled => {
             crate::report::exit_report(vcpu, "no handler for this exit");
             Action::Stop(Stop::Failed("unhandled VM exit"))
@@ -150,6 +160,11 @@ pub use io::SHUTDOWN_PORT;
 
 /// The exit loop: enter, decode, handle, account, repeat — until a handler stops the guest.
 pub fn run(vcpu: &mut Vcpu) -> Stop {
+    if vcpu.config.gdb_wait {
+        if let Some(stop) = crate::gdb::wait_for_attach(vcpu) {
+            return stop;
+        }
+    }
     let mut last = None;
     loop {
         vcpu.prepare_time(last.as_ref());
@@ -161,6 +176,7 @@ pub fn run(vcpu: &mut Vcpu) -> Stop {
             }
         };
         let action = dispatch(vcpu, exit);
+        let action = crate::gdb::after(vcpu, action);
         vcpu.apply(action);
         // Host ticks from the exit (read by the exit stub) to just before the next entry.
         let now = crate::arch::regs::rdtsc();

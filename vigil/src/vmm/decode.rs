@@ -66,6 +66,8 @@ pub fn decode(vcpu: &mut Vcpu) -> Exit {
                 fetch: ev.fetch(),
             }
         }
+        ExitReason::MonitorTrapFlag => Exit::MonitorTrap,
+        ExitReason::PreemptionTimer => Exit::PreemptionTimer,
         ExitReason::EptMisconfiguration => Exit::EptMisconfig {
             gpa: vcpu.vmcs.read(Field::GuestPhysicalAddress),
         },

@@ -1,0 +1,179 @@
+//! A guest made to be debugged: `cargo xtask test gdb` drives it with a real gdb through
+//! Vigil's stub. Each case calls a function gdb stops in (the asm functions below have exact,
+//! known bytes and addresses) and reports what the guest itself observed, so the test can
+//! compare gdb's view with the guest's. Every case passes bare and under Vigil without gdb too.
+//!
+//! | case | what the guest does | what gdb does there (tests) |
+//! |---|---|---|
+//! | `checkpoint` | calls `debuggee_checkpoint(1)` | breaks at this guest-kit function |
+//! | `registers` | loads RBX, R12, R13 with known values, stops at `debuggee_regs_here` | `info registers`, `x/4gx`, `set var` on `DEBUGGEE_VARS` |
+//! | `variable` | reads `DEBUGGEE_VARS` (`vars1=` is what gdb wrote, if it did) | – |
+//! | `code-bytes` | reads the 8 code bytes of `debuggee_marker` (which has a breakpoint), then calls it; FAIL `int3-visible` if they differ from the assembled ones | breaks at the marker |
+//! | `watch` | stores 0x1234 to `DEBUGGEE_WATCHED` (alone on its page) | `watch` stops at `debuggee_after_store` |
+//! | `stepi` | calls `debuggee_step_here` (`mov eax, 1` is 5 bytes) | `stepi` from its first instruction |
+//! | `tsc-stop` | RDTSC, call `debuggee_tsc_stop`, RDTSC: `delta=` | holds the guest there ≥ 2 s |
+
+#![no_std]
+#![no_main]
+
+use core::arch::global_asm;
+use guest_kit::{cpu, fail, harness, pass, BootInfo, Case, Outcome};
+
+guest_kit::entry!(main);
+
+static CASES: &[Case] = &[
+    Case::new("checkpoint", checkpoint),
+    Case::new("registers", registers),
+    Case::new("variable", variable),
+    Case::new("code-bytes", code_bytes),
+    Case::new("watch", watch),
+    Case::new("stepi", stepi),
+    Case::new("tsc-stop", tsc_stop),
+];
+
+fn main(boot: &'static BootInfo) -> ! {
+    harness::run(CASES, boot)
+}
+
+/// Distinct values gdb reads with `x/4gx` and changes with `set var`.
+#[unsafe(no_mangle)]
+pub static mut DEBUGGEE_VARS: [u64; 4] = [
+    0x0dec_0de0_0000_0001,
+    0x0dec_0de0_0000_0002,
+    0x0dec_0de0_0000_0003,
+    0x0dec_0de0_0000_0004,
+];
+
+/// The watched variable, alone on its page so the watchpoint's page sees no other traffic.
+#[repr(C, align(4096))]
+pub struct WatchPage {
+    pub value: u64,
+    rest: [u64; 511],
+}
+
+#[unsafe(no_mangle)]
+pub static mut DEBUGGEE_WATCHED: WatchPage = WatchPage {
+    value: 0,
+    rest: [0; 511],
+};
+
+/// The assembled bytes of `debuggee_marker`: nop; nop; mov eax, 0x1234; ret.
+const MARKER_BYTES: [u8; 8] = [0x90, 0x90, 0xB8, 0x34, 0x12, 0x00, 0x00, 0xC3];
+
+global_asm!(
+    r#"
+    .section .text.debuggee, "ax"
+    .global debuggee_set_regs
+debuggee_set_regs:
+    push rbx
+    push r12
+    push r13
+    movabs rbx, 0x1111222233334444
+    movabs r12, 0x5555666677778888
+    movabs r13, 0x0123456789abcdef
+    .global debuggee_regs_here
+debuggee_regs_here:
+    nop
+    pop r13
+    pop r12
+    pop rbx
+    ret
+
+    .global debuggee_marker
+debuggee_marker:
+    nop
+    nop
+    mov eax, 0x1234
+    ret
+
+    .global debuggee_write_watched
+debuggee_write_watched:
+    mov qword ptr [rip + DEBUGGEE_WATCHED], rdi
+    .global debuggee_after_store
+debuggee_after_store:
+    ret
+
+    .global debuggee_step_here
+debuggee_step_here:
+    mov eax, 1
+    add eax, 2
+    ret
+
+    .global debuggee_tsc_stop
+debuggee_tsc_stop:
+    nop
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn debuggee_set_regs();
+    fn debuggee_marker() -> u32;
+    fn debuggee_write_watched(value: u64);
+    fn debuggee_step_here() -> u32;
+    fn debuggee_tsc_stop();
+}
+
+/// A guest-kit function for `break debuggee_checkpoint`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn debuggee_checkpoint(n: u64) -> u64 {
+    core::hint::black_box(n).wrapping_add(1)
+}
+
+fn checkpoint() -> Outcome {
+    let r = debuggee_checkpoint(1);
+    pass!("returned={r}")
+}
+
+fn registers() -> Outcome {
+    unsafe { debuggee_set_regs() };
+    pass!("rbx=0x1111222233334444 r12=0x5555666677778888 r13=0x0123456789abcdef")
+}
+
+fn variable() -> Outcome {
+    let p = core::ptr::addr_of!(DEBUGGEE_VARS) as *const u64;
+    let v: [u64; 4] = core::array::from_fn(|i| unsafe { p.add(i).read_volatile() });
+    pass!(
+        "vars0={:#x} vars1={:#x} vars2={:#x} vars3={:#x}",
+        v[0],
+        v[1],
+        v[2],
+        v[3]
+    )
+}
+
+fn code_bytes() -> Outcome {
+    let p = debuggee_marker as *const u8;
+    let seen: [u8; 8] = core::array::from_fn(|i| unsafe { p.add(i).read_volatile() });
+    let ret = unsafe { debuggee_marker() };
+    let hex = u64::from_le_bytes(seen);
+    if seen != MARKER_BYTES {
+        return fail!("int3-visible bytes={hex:#018x}");
+    }
+    pass!("bytes={hex:#018x} returned={ret:#x}")
+}
+
+fn watch() -> Outcome {
+    unsafe { debuggee_write_watched(0x1234) };
+    let v = unsafe { core::ptr::addr_of!(DEBUGGEE_WATCHED.value).read_volatile() };
+    if v != 0x1234 {
+        return fail!("store-lost value={v:#x}");
+    }
+    pass!("value={v:#x}")
+}
+
+fn stepi() -> Outcome {
+    let r = unsafe { debuggee_step_here() };
+    if r != 3 {
+        return fail!("wrong-result eax={r}");
+    }
+    pass!("eax={r}")
+}
+
+fn tsc_stop() -> Outcome {
+    let t0 = cpu::rdtsc();
+    unsafe { debuggee_tsc_stop() };
+    let t1 = cpu::rdtsc();
+    pass!("delta={}", t1.wrapping_sub(t0))
+}
