@@ -488,7 +488,9 @@ mod tests {
         assert!(c.gdb && c.gdb_wait);
         assert_eq!(c.gdb_arch, Some(Layout::I386));
         assert_eq!(Config::parse("gdb-arch=auto").unwrap().gdb_arch, None);
-        assert!(Config::parse("gdb=com1").unwrap_err().contains("com2 or off"));
+        assert!(Config::parse("gdb=com1")
+            .unwrap_err()
+            .contains("com2 or off"));
         assert!(Config::parse("gdb-arch=arm").is_err());
     }
 
