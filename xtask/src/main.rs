@@ -16,6 +16,7 @@ mod report;
 mod run;
 mod scenarios;
 mod scenarios_entry;
+mod scenarios_hostile;
 mod scenarios_time;
 mod stream;
 mod suite;

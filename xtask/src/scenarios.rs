@@ -155,6 +155,7 @@ pub fn all() -> Vec<Scenario> {
     .into_iter()
     .chain(crate::scenarios_entry::all())
     .chain(crate::scenarios_time::all())
+    .chain(crate::scenarios_hostile::all())
     .collect()
 }
 
