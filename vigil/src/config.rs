@@ -74,6 +74,9 @@ pub struct TrapPolicy {
     pub cr3_load: bool,
     pub cr3_store: bool,
     pub mov_dr: bool,
+    /// Extra CR0/CR4 bits in the guest/host masks: guest writes that change them exit.
+    pub cr0_mask: u64,
+    pub cr4_mask: u64,
     /// Exception vectors whose delivery exits (the exception bitmap).
     pub exceptions: u32,
     pub msr_read: Vec<u32>,
@@ -197,7 +200,8 @@ pub const HELP: &str = "\
 log=error|warn|info|debug|trace   Vigil's log level (default info)
 trap=ITEM[,ITEM...]               extra VM exits: cpuid (log them), rdtsc (RDTSC and RDTSCP),
                                   hlt, invlpg, rdpmc, cr3 (loads and stores), cr3-load,
-                                  cr3-store, movdr, exc:VECTOR, msr:N (reads and writes),
+                                  cr3-store, cr0:MASK, cr4:MASK (writes changing those bits),
+                                  movdr, exc:VECTOR, msr:N (reads and writes),
                                   msr-r:N, msr-w:N, io:PORT or io:FIRST-LAST
 tsc=native|offset:N|hide|frozen|scale:P/Q
                                   the guest's TSC: the host's; + N (two's complement, N may be
@@ -328,6 +332,8 @@ fn parse_trap(trap: &mut TrapPolicy, item: &str) -> Result<(), String> {
         ("cr3-load", None) => trap.cr3_load = true,
         ("cr3-store", None) => trap.cr3_store = true,
         ("movdr", None) => trap.mov_dr = true,
+        ("cr0", Some(_)) => trap.cr0_mask |= number(u32::MAX as u64)?,
+        ("cr4", Some(_)) => trap.cr4_mask |= number(u32::MAX as u64)?,
         ("exc", Some(_)) => trap.exceptions |= 1 << number(31)?,
         ("msr", Some(_)) => {
             let msr = number(u32::MAX as u64)? as u32;
@@ -348,7 +354,7 @@ fn parse_trap(trap: &mut TrapPolicy, item: &str) -> Result<(), String> {
             }
             trap.io.push(first..=last);
         }
-        ("exc" | "msr" | "msr-r" | "msr-w" | "io", None) => {
+        ("exc" | "msr" | "msr-r" | "msr-w" | "io" | "cr0" | "cr4", None) => {
             return Err(format!("`{name}` needs a value: {name}:N"))
         }
         _ => return Err("unknown trap (see `trap=` in the option list)".into()),
@@ -400,6 +406,8 @@ mod tests {
         assert_eq!(c.trap.msr_read, [0x10]);
         assert_eq!(c.trap.msr_write, [0x10]);
         assert_eq!(c.tsc, TscMode::Offset(0x1000_0000_0000));
+        let c = Config::parse("trap=cr0:0x10000,cr4:0x80,cr4:0x20").unwrap();
+        assert_eq!((c.trap.cr0_mask, c.trap.cr4_mask), (0x10000, 0xA0));
     }
 
     #[test]

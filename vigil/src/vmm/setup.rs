@@ -282,11 +282,16 @@ pub fn create_vcpu(
     if unrestricted {
         cr0_pinned &= !(CR0_PE | CR0_PG);
     }
-    w(&mut v, Field::Cr0GuestHostMask, cr0_pinned & 0xFFFF_FFFF)?;
+    // The user's own bits come on top: their writes exit and are emulated (and logged).
+    w(
+        &mut v,
+        Field::Cr0GuestHostMask,
+        (cr0_pinned | config.trap.cr0_mask) & 0xFFFF_FFFF,
+    )?;
     w(
         &mut v,
         Field::Cr4GuestHostMask,
-        (caps.cr4_fixed0 | !caps.cr4_fixed1) & 0xFFFF_FFFF,
+        (caps.cr4_fixed0 | !caps.cr4_fixed1 | config.trap.cr4_mask) & 0xFFFF_FFFF,
     )?;
 
     // Host state: what a VM exit loads (SDM Vol. 3C 28.5).
