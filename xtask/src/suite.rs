@@ -342,6 +342,7 @@ fn run_one(
     };
     let (iso, _) = iso::make(&dir, &spec)?;
     crate::step(&format!("started {}", s.name));
+    crate::gdb_tests::register(&dir.path, s.name, &layout.bare_bin(s.guest));
     bochs::run(&RunSpec {
         dir: &dir,
         iso,
@@ -430,7 +431,10 @@ mod tests {
         assert_eq!(select(&all, Some("host")).unwrap(), (true, vec![]));
         let (host, bare) = select(&all, Some("bare")).unwrap();
         assert!(!host);
-        assert_eq!(names(&bare), vec!["demo-bare", "cases-bare", "linux-bare"]);
+        assert_eq!(
+            names(&bare),
+            vec!["demo-bare", "cases-bare", "linux-bare", "hostile-bare"]
+        );
         // cases-vigil brings its baseline along, which runs first.
         let (_, cv) = select(&all, Some("cases-vigil")).unwrap();
         assert_eq!(
