@@ -8,6 +8,14 @@
 //! only on the work done, so two runs of the same ISO agree to the tick. Under Vigil it also
 //! includes what Vigil does at power-off: printing the exit table on COM2 at 115200 baud
 //! (a few million ticks).
+//!
+//! The whole-machine count also holds the firmware and GRUB, which differ between the two: bare
+//! GRUB runs its `linux` loader, under Vigil it loads Vigil and two modules (the bare loader was
+//! the slower one, by about 2 % of the run, when measured). So the table also shows the
+//! kernel's own clock at its last message (`reboot: Power down`): the time from the kernel's
+//! TSC set-up to power-off, which holds every exit's cost as long as the guest's TSC runs at the
+//! host's rate (the default policy, `tsc=offset`); under `tsc=hide`, `frozen` or `scale` it is
+//! what Vigil showed the guest instead. The verdict takes the larger of the two ratios.
 
 use std::thread;
 use std::time::Instant;
@@ -19,7 +27,7 @@ use crate::layout::{Layout, RunDir};
 use crate::linux;
 use crate::outcome::{Mode, Outcome};
 use crate::report::{self, ExitStats};
-use crate::stream::Echo;
+use crate::stream::{Echo, Port};
 
 /// The bound on the Vigil / bare ratio with the default policy, and its goal.
 pub const RATIO_TARGET: f64 = 1.10;
@@ -31,6 +39,8 @@ struct Side {
     outcome: Outcome,
     verdict: Result<String, String>,
     ticks: Option<u64>,
+    /// The kernel's clock at its last console message, in seconds.
+    kernel_secs: Option<f64>,
 }
 
 pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
@@ -93,7 +103,9 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
                         },
                         crate::secs(outcome.elapsed)
                     ));
+                    let kernel_secs = kernel_clock(outcome.capture.port(Port::Guest));
                     Ok(Side {
+                        kernel_secs,
                         mode: *mode,
                         outcome,
                         verdict,
@@ -170,6 +182,21 @@ pub fn end_tick(log: &str) -> Option<u64> {
     })
 }
 
+/// The timestamp of the last kernel message (`[    6.726331] reboot: Power down` → 6.726331).
+pub fn kernel_clock<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<f64> {
+    lines
+        .into_iter()
+        .filter_map(|l| {
+            let rest = l.trim_start().strip_prefix('[')?;
+            let (stamp, _) = rest.split_once(']')?;
+            let stamp = stamp.trim();
+            let (secs, micros) = stamp.split_once('.')?;
+            let digits = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+            (digits(secs) && digits(micros)).then(|| stamp.parse::<f64>().ok())?
+        })
+        .last()
+}
+
 /// `1,234,567`.
 pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -191,45 +218,55 @@ pub fn ratio(bare: u64, vigil: u64) -> Option<f64> {
 fn ticks_table(bare: &Side, under: &Side) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<8} {:>20} {:>9}  {}\n",
-        "run", "ticks to power-off", "wall", "end"
+        "{:<8} {:>20} {:>14} {:>9}  {}\n",
+        "run", "ticks to power-off", "kernel clock", "wall", "end"
     ));
     for side in [bare, under] {
         let ticks = side.ticks.map_or("?".to_string(), grouped);
+        let kernel = side
+            .kernel_secs
+            .map_or("?".to_string(), |s| format!("{s:.6} s"));
         let end = match &side.verdict {
             Ok(line) => line.clone(),
             Err(why) => format!("FAILED: {why}"),
         };
         out.push_str(&format!(
-            "{:<8} {:>20} {:>9}  {end}\n",
+            "{:<8} {:>20} {:>14} {:>9}  {end}\n",
             side.mode.name(),
             ticks,
+            kernel,
             crate::secs(side.outcome.elapsed)
         ));
     }
-    match (bare.ticks, under.ticks) {
-        (Some(b), Some(v)) => {
-            let r = ratio(b, v).unwrap_or(f64::NAN);
-            let verdict = if r <= RATIO_GOAL {
+    let machine = match (bare.ticks, under.ticks) {
+        (Some(b), Some(v)) => ratio(b, v),
+        _ => None,
+    };
+    let kernel = match (bare.kernel_secs, under.kernel_secs) {
+        (Some(b), Some(v)) if b > 0.0 => Some(v / b),
+        _ => None,
+    };
+    let show = |r: Option<f64>| r.map_or("?".to_string(), |r| format!("{r:.4}"));
+    out.push_str(&format!(
+        "{:<8} {:>20} {:>14}\n",
+        "ratio",
+        show(machine),
+        show(kernel)
+    ));
+    let worst = [machine, kernel].into_iter().flatten().reduce(f64::max);
+    out.push_str(&match worst {
+        Some(r) => format!(
+            "Vigil / bare: {r:.4} (the larger ratio), {}\n",
+            if r <= RATIO_GOAL {
                 format!("within the goal {RATIO_GOAL:.2}")
             } else if r <= RATIO_TARGET {
                 format!("within the target {RATIO_TARGET:.2}, above the goal {RATIO_GOAL:.2}")
             } else {
-                format!("above the target {RATIO_TARGET:.2}")
-            };
-            out.push_str(&format!(
-                "{:<8} {:>20}            ({verdict}; {} ticks more under Vigil)\n",
-                "ratio",
-                format!("{r:.4}"),
-                if v >= b {
-                    grouped(v - b)
-                } else {
-                    format!("-{}", grouped(b - v))
-                }
-            ));
-        }
-        _ => out.push_str("ratio    ?  (a run left no tick count in its bochs.log)\n"),
-    }
+                format!("ABOVE the target {RATIO_TARGET:.2}")
+            }
+        ),
+        None => "Vigil / bare: ? (a run left no tick count and no kernel clock)\n".to_string(),
+    });
     out
 }
 
@@ -301,6 +338,19 @@ mod tests {
         assert_eq!(grouped(2_032_159_864), "2,032,159,864");
         assert_eq!(ratio(2_000, 2_040), Some(1.02));
         assert_eq!(ratio(0, 5), None);
+    }
+
+    #[test]
+    fn the_kernel_clock_is_its_last_timestamp() {
+        let com1 = [
+            "[    0.000000] tsc: Detected 3500.000 MHz processor",
+            "vigil-linux: done",
+            "[    6.726331] reboot: Power down",
+            "[x] not a stamp",
+        ];
+        assert_eq!(kernel_clock(com1), Some(6.726331));
+        assert_eq!(kernel_clock(["[12.5] a", "[ 1.x] b", "[] c"]), Some(12.5));
+        assert_eq!(kernel_clock(["no kernel here"]), None);
     }
 
     #[test]
