@@ -94,7 +94,10 @@ struct Logger;
 
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // The gdbstub crate logs every packet it does not know at info level: only its
+        // warnings and errors are worth Vigil's console.
+        let quiet = metadata.target().starts_with("gdbstub") && metadata.level() > log::Level::Warn;
+        metadata.level() <= log::max_level() && !quiet
     }
 
     fn log(&self, record: &log::Record) {

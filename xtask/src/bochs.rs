@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::gdb::GdbHookup as GdbHookupScript;
 use crate::iso::write;
 use crate::layout::RunDir;
 use crate::outcome::{End, Mode, Outcome};
@@ -98,12 +99,34 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     for stale in [&com1, &com2] {
         let _ = fs::remove_file(stale);
     }
-    write(&rc, &bochsrc(&spec.machine, &spec.iso, &dir.path))?;
+    let mut rc_text = bochsrc(&spec.machine, &spec.iso, &dir.path);
+    // With gdb, COM2 is a socket that xtask relays (gdb.rs); the log still ends in com2.txt.
+    let hookup = crate::gdb::hookup_for(&dir.path);
+    let mut relay = None;
+    if let Some(h) = &hookup {
+        let bochs_port = crate::gdb::free_port()?;
+        rc_text = crate::gdb::socket_com2(&rc_text, bochs_port);
+        let r = crate::gdb::Relay::start(bochs_port, h.listen, &com2)?;
+        if matches!(spec.echo, Echo::Live) {
+            crate::step(&format!(
+                "gdb stub: connect with `target remote localhost:{}`",
+                r.gdb_port
+            ));
+        }
+        relay = Some(r);
+    }
+    write(&rc, &rc_text)?;
     // The debugger is compiled in: without commands Bochs stops at t=0 and waits for input.
     write(&cmds, "continue\nquit\n")?;
 
     let (mut child, start) = start(&rc, &cmds, dir, &log, &out)?;
     let pgid = child.id();
+    let mut gdb = match (&hookup, &relay) {
+        (Some(GdbHookupScript { script: Some(script), .. }), Some(r)) => {
+            Some(crate::gdb::spawn_gdb(script, r.gdb_port, &dir.path)?)
+        }
+        _ => None,
+    };
 
     let mut tails = [
         SerialTail::new(Port::Guest, com1),
@@ -169,6 +192,18 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     }
     // The group may hold more than the leader; make sure nothing is left behind.
     sys::kill_process_group(pgid);
+    if let Some(g) = gdb.as_mut() {
+        // gdb ends when the stub goes away; give it a moment to write its last lines.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while matches!(g.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(POLL);
+        }
+        let _ = g.kill();
+        let _ = g.wait();
+    }
+    if let Some(r) = relay {
+        r.stop();
+    }
 
     Ok(Outcome {
         mode: spec.mode,

@@ -6,6 +6,8 @@ mod bochs;
 mod build;
 mod cli;
 mod elf;
+mod gdb;
+mod gdb_tests;
 mod initramfs;
 mod iso;
 mod layout;

@@ -117,7 +117,12 @@ pub fn init(vcpu: &mut Vcpu, layout: Layout) {
     }
     let bitmap = vcpu.vmcs.read(Field::ExceptionBitmap) | (1 << 1) | (1 << 3);
     vcpu.vmcs.write(Field::ExceptionBitmap, bitmap);
-    let mtf = caps.has_mtf();
+    let mtf = caps.has_mtf() && mtf_works(vcpu);
+    if caps.has_mtf() && !mtf {
+        log::warn!(
+            "gdb: the monitor trap flag is reported but did not trap: stepping with RFLAGS.TF"
+        );
+    }
     let mut session = Session::new(VcpuCpu(vcpu), layout, Com2);
     session.target.step_mechanism = if mtf {
         "monitor trap flag"
@@ -228,6 +233,39 @@ pub fn after(vcpu: &mut Vcpu, action: Action) -> Action {
         }
     }
     action
+}
+
+/// Whether the monitor trap flag really traps: one `nop; cpuid` run at the calibration
+/// scratch bytes (guest RAM in the boot data page that nothing else uses) must exit with MTF
+/// after the NOP, not at the CPUID. Emulators may report the control without implementing it.
+fn mtf_works(vcpu: &mut Vcpu) -> bool {
+    use vigil::loader::GuestMemory;
+    let scratch = crate::guest::CALIBRATION_SCRATCH;
+    if crate::vmm::guest_mem::Loader
+        .write(scratch, &[0x90, 0x0F, 0xA2])
+        .is_err()
+    {
+        return false;
+    }
+    let (rip, regs, hide) = (vcpu.rip(), vcpu.regs, vcpu.regs.hide);
+    let primary = vcpu.vmcs.read(Field::PrimaryProcBasedControls);
+    let mtf = PrimaryProcBased::MONITOR_TRAP_FLAG.bits() as u64;
+    vcpu.vmcs
+        .write(Field::PrimaryProcBasedControls, primary | mtf);
+    vcpu.regs.hide = 0;
+    vcpu.set_rip(scratch);
+    let exit = vcpu.enter();
+    let stopped_at = vcpu.rip();
+    vcpu.vmcs.write(Field::PrimaryProcBasedControls, primary);
+    // Keep the launch state (the VMCS is launched now), put everything else back.
+    vcpu.regs = crate::vmm::switch::GuestRegs {
+        launched: vcpu.regs.launched,
+        exit_tsc: vcpu.regs.exit_tsc,
+        hide,
+        ..regs
+    };
+    vcpu.set_rip(rip);
+    matches!(exit, Ok(Exit::MonitorTrap)) && stopped_at == scratch + 1
 }
 
 fn arm_step(g: &mut Gdb, vcpu: &mut Vcpu) {

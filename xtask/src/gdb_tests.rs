@@ -1,0 +1,357 @@
+//! Scenarios with a real gdb: batch-mode gdb, with the debuggee's symbols, drives Vigil's stub
+//! through the COM2 relay while the debuggee runs (`guest-kit/src/bin/debuggee.rs`). The checks
+//! compare what gdb printed (`gdb.out` in the run directory) with what the guest reported.
+
+use crate::outcome::Mode;
+use crate::report::{self, Status};
+use crate::scenarios::{Check, Scenario};
+use crate::stream::Port;
+
+/// Frozen time, so the guest's TSC does not see the stops; the stub waits for gdb before the
+/// guest's first instruction.
+const OPTIONS: &str = "gdb=com2 gdb-wait=on tsc=frozen";
+
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "gdb-session-tigerlake",
+            guest: "debuggee",
+            guest_args: "",
+            mode: Mode::Vigil,
+            vigil_options: OPTIONS,
+            cpu_model: "tigerlake",
+            timeout_secs: 150,
+            baseline: None,
+            check: session,
+        },
+        Scenario {
+            name: "gdb-session-skylake",
+            guest: "debuggee",
+            guest_args: "",
+            mode: Mode::Vigil,
+            vigil_options: OPTIONS,
+            cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
+            timeout_secs: 150,
+            baseline: None,
+            check: session,
+        },
+        Scenario {
+            name: "gdb-debuggee-bare",
+            guest: "debuggee",
+            guest_args: "",
+            mode: Mode::Bare,
+            vigil_options: "",
+            cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
+            timeout_secs: 90,
+            baseline: None,
+            check: debuggee_alone,
+        },
+    ]
+}
+
+/// The gdb hookup of a scenario that has one (registered for its run directory).
+pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Path) {
+    if scenario.starts_with("gdb-session") {
+        crate::gdb::register(
+            dir,
+            crate::gdb::GdbHookup {
+                listen: 0,
+                script: Some(script(debuggee)),
+            },
+        );
+    }
+}
+
+/// The gdb session. `echo ==name` lines mark the sections the check reads.
+pub fn script(debuggee: &std::path::Path) -> String {
+    format!(
+        "set pagination off
+set confirm off
+set width 0
+set remotetimeout 30
+file {elf}
+target remote localhost:{{PORT}}
+set language c
+break debuggee_checkpoint
+break *debuggee_regs_here
+break *debuggee_marker
+break *debuggee_step_here
+break *debuggee_tsc_stop
+continue
+echo ==checkpoint\\n
+info symbol $pc
+continue
+echo ==registers\\n
+info registers
+echo ==vars\\n
+x/4gx &DEBUGGEE_VARS
+set var {{unsigned long}}((char *)&DEBUGGEE_VARS + 8) = 0xfeedfacecafe
+echo ==vars-after\\n
+x/4gx &DEBUGGEE_VARS
+echo ==monitor\\n
+monitor cr
+monitor translate 0x100000
+monitor status
+watch *(unsigned long *)&DEBUGGEE_WATCHED
+continue
+echo ==marker\\n
+info symbol $pc
+continue
+echo ==watch\\n
+p/x $pc
+p/x &debuggee_after_store
+delete 6
+continue
+echo ==stepi\\n
+p/x $pc
+stepi
+p/x $pc
+continue
+echo ==tsc\\n
+shell date +%s.%N
+shell sleep 2.5
+shell date +%s.%N
+detach
+echo ==detached\\n
+",
+        elf = debuggee.display()
+    )
+}
+
+/// The lines of `gdb.out` after `==name` up to the next section.
+fn section<'a>(gdb: &'a str, name: &str) -> Vec<&'a str> {
+    let marker = format!("=={name}");
+    gdb.lines()
+        .skip_while(|l| l.trim() != marker)
+        .skip(1)
+        .take_while(|l| !l.starts_with("=="))
+        .collect()
+}
+
+/// `$N = 0x...` values in order.
+fn printed_values(lines: &[&str]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix('$'))
+        .filter_map(|l| l.split_once(" = ").map(|(_, v)| v.trim()))
+        .filter_map(report::parse_hex)
+        .collect()
+}
+
+/// The 0x values after the colon of an `x/4gx` line.
+fn examined(lines: &[&str]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| l.split_once(':').map(|(_, v)| v))
+        .flat_map(|v| v.split_whitespace())
+        .filter_map(report::parse_hex)
+        .collect()
+}
+
+fn register_value(lines: &[&str], name: &str) -> Option<u64> {
+    lines.iter().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some(name)).then(|| w.next().and_then(report::parse_hex))?
+    })
+}
+
+fn guest_field(c: &Check, case: &str, key: &str) -> Result<String, String> {
+    let cases = report::cases(c.outcome.capture.port(Port::Guest));
+    let line = cases
+        .iter()
+        .find(|l| l.name == case)
+        .ok_or(format!("the guest printed no `{case}` line"))?;
+    if line.status != Status::Pass {
+        return Err(format!("{case}: {:?} {}", line.status, line.why));
+    }
+    line.field(key)
+        .map(String::from)
+        .ok_or(format!("{case} has no {key}="))
+}
+
+fn session(c: &Check) -> Result<(), String> {
+    let path = c.outcome.dir.join("gdb.out");
+    let gdb = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let gdb = String::from_utf8_lossy(&gdb).into_owned();
+    let fail = |why: String| -> Result<(), String> {
+        let tail: Vec<&str> = gdb.lines().rev().take(12).collect();
+        Err(format!(
+            "{why}\n    gdb.out ends: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
+    };
+    // Break at a guest-kit function, continue, hit it.
+    if !gdb.contains("Breakpoint 1, ")
+        || !section(&gdb, "checkpoint")
+            .iter()
+            .any(|l| l.contains("debuggee_checkpoint"))
+    {
+        return fail("gdb did not stop at breakpoint 1 in debuggee_checkpoint".into());
+    }
+    // info registers shows what the guest loaded on purpose.
+    let regs = section(&gdb, "registers");
+    for (name, want) in [
+        ("rbx", 0x1111_2222_3333_4444u64),
+        ("r12", 0x5555_6666_7777_8888),
+        ("r13", 0x0123_4567_89ab_cdef),
+    ] {
+        if register_value(&regs, name) != Some(want) {
+            return fail(format!(
+                "info registers: {name} is {:x?}, the guest set {want:#x}",
+                register_value(&regs, name)
+            ));
+        }
+    }
+    // x/4gx shows the variable; set var changes it; the guest saw the change.
+    let before = examined(&section(&gdb, "vars"));
+    let after = examined(&section(&gdb, "vars-after"));
+    let initial = [
+        0x0dec_0de0_0000_0001u64,
+        0x0dec_0de0_0000_0002,
+        0x0dec_0de0_0000_0003,
+        0x0dec_0de0_0000_0004,
+    ];
+    if before != initial {
+        return fail(format!(
+            "x/4gx DEBUGGEE_VARS showed {before:x?}, not {initial:x?}"
+        ));
+    }
+    if after.get(1) != Some(&0xfeed_face_cafe) || after[0] != initial[0] {
+        return fail(format!("after set var, x/4gx showed {after:x?}"));
+    }
+    let seen = guest_field(c, "variable", "vars1")?;
+    if report::parse_hex(&seen) != Some(0xfeed_face_cafe) {
+        return Err(format!(
+            "the guest read vars1={seen}, gdb wrote 0xfeedfacecafe"
+        ));
+    }
+    // monitor commands answered.
+    let monitor = section(&gdb, "monitor").join("\n");
+    for want in ["cr0", "EPT: gpa 0x100000", "registers: x86-64"] {
+        if !monitor.contains(want) {
+            return fail(format!("monitor output lacks {want:?}"));
+        }
+    }
+    // The guest read its own code under a breakpoint and saw the original bytes, then hit it.
+    guest_field(c, "code-bytes", "bytes")?;
+    if !section(&gdb, "marker")
+        .iter()
+        .any(|l| l.contains("debuggee_marker"))
+    {
+        return fail(
+            "gdb did not stop at the breakpoint on debuggee_marker after the guest read it".into(),
+        );
+    }
+    // watch stops at the writing instruction (RIP right after the store).
+    if !gdb.contains("Hardware watchpoint 6") || !gdb.contains("New value = 4660") {
+        return fail("the watchpoint did not report the store of 0x1234".into());
+    }
+    match printed_values(&section(&gdb, "watch"))[..] {
+        [pc, after_store] if pc == after_store => {}
+        ref v => {
+            return fail(format!(
+                "watch stop: $pc and &debuggee_after_store are {v:x?}"
+            ))
+        }
+    }
+    // stepi advances exactly one instruction (mov eax, 1: 5 bytes).
+    match printed_values(&section(&gdb, "stepi"))[..] {
+        [a, b] if b == a + 5 => {}
+        ref v => {
+            return fail(format!(
+                "stepi: $pc before and after are {v:x?}, expected +5"
+            ))
+        }
+    }
+    // Time stands still while gdb holds the guest for more than 2 s.
+    let stamps: Vec<f64> = section(&gdb, "tsc")
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    match stamps[..] {
+        [a, b] if b - a >= 2.0 => {}
+        _ => {
+            return fail(format!(
+                "the stop did not last 2 s of wall time: {stamps:?}"
+            ))
+        }
+    }
+    let delta: u64 = guest_field(c, "tsc-stop", "delta")?
+        .parse()
+        .map_err(|_| "tsc-stop delta= is not a number")?;
+    if delta >= 10_000 {
+        return Err(format!(
+            "the guest's TSC advanced {delta} ticks across a 2 s stop (limit 10000)"
+        ));
+    }
+    // After detach, every case passed and the run ended normally.
+    if !gdb.contains("==detached") {
+        return fail("gdb did not get to detach".into());
+    }
+    let summary =
+        report::summary(c.outcome.capture.port(Port::Guest)).ok_or("no guest-kit summary")?;
+    if summary.failed != 0 || summary.passed != 7 {
+        return Err(format!("after detach: {}", summary.line));
+    }
+    c.outcome.normal_end().map(|_| ())
+}
+
+/// The debuggee alone passes every case (what gdb relies on).
+fn debuggee_alone(c: &Check) -> Result<(), String> {
+    c.outcome.normal_end()?;
+    let summary =
+        report::summary(c.outcome.capture.port(Port::Guest)).ok_or("no guest-kit summary")?;
+    if summary.passed != 7 {
+        return Err(format!("expected 7 passed: {}", summary.line));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: &str = "Breakpoint 1, 0x0000000000100abc in debuggee_checkpoint ()
+==checkpoint
+debuggee_checkpoint + 4 in section .text
+==registers
+rax            0x0                 0
+rbx            0x1111222233334444  1229801703532086340
+r12            0x5555666677778888  6148914691236517000
+==vars
+0x105000 <DEBUGGEE_VARS>:\t0x0dec0de000000001\t0x0dec0de000000002
+0x105010 <DEBUGGEE_VARS+16>:\t0x0dec0de000000003\t0x0dec0de000000004
+==watch
+$1 = 0x100f10
+$2 = 0x100f10
+==stepi
+$3 = 0x100f20
+$4 = 0x100f25
+==tsc
+1700000000.100
+1700000002.700
+";
+
+    #[test]
+    fn sections_and_values() {
+        assert_eq!(examined(&section(OUT, "vars")).len(), 4);
+        assert_eq!(
+            register_value(&section(OUT, "registers"), "rbx"),
+            Some(0x1111_2222_3333_4444)
+        );
+        assert_eq!(
+            printed_values(&section(OUT, "stepi")),
+            vec![0x100f20, 0x100f25]
+        );
+        assert_eq!(section(OUT, "tsc").len(), 2);
+        assert!(section(OUT, "checkpoint")[0].contains("debuggee_checkpoint"));
+    }
+
+    #[test]
+    fn script_names_the_elf_and_keeps_the_port_placeholder() {
+        let s = script(std::path::Path::new("/t/debuggee"));
+        assert!(s.contains("file /t/debuggee\n"));
+        assert!(s.contains("target remote localhost:{PORT}\n"));
+        assert!(s.contains("set var {unsigned long}((char *)&DEBUGGEE_VARS + 8) = 0xfeedfacecafe"));
+    }
+}
