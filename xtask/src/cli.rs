@@ -48,6 +48,13 @@ OPTIONS (run, build):
     --timeout SECONDS    Kill Bochs after this many seconds (default 120; 600 for linux)
     --megs N             Guest RAM in MiB (default 256)
     --no-build           Use the binaries already built instead of running cargo build
+    --gdb PORT           Vigil's GDB stub (gdb=com2): COM2 becomes a socket that xtask relays
+                         to TCP PORT (`target remote localhost:PORT`); Vigil's log still
+                         shows as `vigil| ...` (docs/debugging.md)
+    --gdb-wait           With --gdb: hold the guest before its first instruction until gdb
+                         attaches and continues (gdb-wait=on)
+    --debug-vigil        Bochs' own debugger on Vigil: interactive, Vigil's symbols loaded,
+                         stopped at Vigil's entry point (then e.g. `vmexitbp`, `c`)
     -- VIGIL OPTIONS     Everything after `--` is Vigil's command line (key=value words).
                          For the demo guest the default is
                          `trap=rdtsc,rdtscp,hlt,io:0x80,msr:0x10 tsc=offset:0x100000000000`;
@@ -58,7 +65,9 @@ LINUX OPTIONS (run, build, bench; --kernel, --initrd and --append imply --guest 
                          `vigil-linux: initramfs up`, uname -a, the start of /proc/cpuinfo,
                          free, the clocksource and dmesg's TSC/clocksource lines, then
                          `vigil-linux: done`, and powers off. The packages are downloaded
-                         once (apt-get download) into target/linux-cache/.
+                         once (apt-get download) into target/linux-cache/. A Linux run
+                         ends normally when Bochs exits after that line (and, under
+                         Vigil, `run ended: ok`).
     --kernel PATH        Boot this bzImage instead of Debian's kernel
     --initrd PATH        Use this initrd (gzip'd cpio) instead of the busybox initramfs
     --append \"ARGS\"      Words added to the kernel command line
@@ -113,6 +122,8 @@ pub struct RunArgs {
     pub no_build: bool,
     /// `--kernel`, `--initrd`, `--append` (Linux guests).
     pub linux: crate::linux::LinuxArgs,
+    /// `--gdb PORT`, `--gdb-wait`, `--debug-vigil`.
+    pub debug: crate::gdb::DebugArgs,
 }
 
 impl RunArgs {
@@ -121,11 +132,13 @@ impl RunArgs {
         if self.bare {
             return None;
         }
-        Some(match (&self.vigil_options, &self.guest) {
+        let mut options = match (&self.vigil_options, &self.guest) {
             (Some(options), _) => options.clone(),
             (None, Guest::Kit("demo")) => DEMO_VIGIL_OPTIONS.to_string(),
             (None, _) => String::new(),
-        })
+        };
+        self.debug.add_vigil_options(&mut options);
+        Some(options)
     }
 }
 
@@ -198,6 +211,7 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
         vigil_options: None,
         no_build: false,
         linux: Default::default(),
+        debug: Default::default(),
     };
     let (mut guest_given, mut timeout_given) = (false, false);
     let mut args = Args { items: rest.iter() };
@@ -239,6 +253,9 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
                 }
             }
             "--no-build" => run.no_build = true,
+            "--gdb" => run.debug.gdb_port = Some(number(flag, args.value(flag, inline)?)?),
+            "--gdb-wait" => run.debug.gdb_wait = true,
+            "--debug-vigil" => run.debug.debug_vigil = true,
             "--kernel" => run.linux.kernel = Some(args.value(flag, inline)?.into()),
             "--initrd" => run.linux.initrd = Some(args.value(flag, inline)?.into()),
             "--append" => run.linux.append = args.value(flag, inline)?.to_string(),
