@@ -377,6 +377,52 @@ pub fn debug_vigil_commands(symbols: &Path, entry: u64) -> String {
     )
 }
 
+/// `cargo xtask run --debug-vigil`: Bochs in the foreground with its debugger on this terminal,
+/// Vigil's symbols loaded and a breakpoint at Vigil's entry point.
+pub fn debug_vigil(
+    layout: &crate::layout::Layout,
+    args: &crate::cli::RunArgs,
+    dir: &crate::layout::RunDir,
+) -> Result<bool, String> {
+    let vigil = layout.bare_bin(crate::build::VIGIL);
+    let (symbols, entry) = debug_vigil_files(&vigil, &dir.path)?;
+    let machine = crate::bochs::Machine {
+        megs: args.megs,
+        cpu_model: args.cpu_model.clone(),
+    };
+    let rc = dir.file("bochsrc");
+    crate::iso::write(
+        &rc,
+        &crate::bochs::bochsrc(&machine, &dir.file("vigil.iso"), &dir.path),
+    )?;
+    let cmds = dir.file("bochs.cmds");
+    crate::iso::write(&cmds, &debug_vigil_commands(&symbols, entry))?;
+    crate::step(&format!(
+        "Bochs debugger: Vigil's symbols from {}, stopping at Vigil's entry {entry:#x}",
+        symbols.display()
+    ));
+    crate::step(
+        "then: `vmexitbp` stops at every VM exit, `lb ADDR` / `lb SYMBOL` sets a breakpoint, \
+         `r`, `sreg`, `x /4gx ADDR`, `info symbol`, `c` continues, `q` quits",
+    );
+    crate::step(&format!(
+        "serial output goes to {} and {}",
+        dir.file("com1.txt").display(),
+        dir.file("com2.txt").display()
+    ));
+    let status = std::process::Command::new("bochs")
+        .arg("-q")
+        .arg("-f")
+        .arg(&rc)
+        .arg("-rc")
+        .arg(&cmds)
+        .current_dir(&dir.path)
+        .status()
+        .map_err(|e| format!("cannot start bochs: {e}"))?;
+    // Bochs exits with 1 after the guest's shutdown port, which is normal.
+    Ok(status.success() || status.code() == Some(1))
+}
+
 #[cfg(test)]
 #[path = "gdb_relay_tests.rs"]
 mod tests;

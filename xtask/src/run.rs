@@ -89,6 +89,24 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
     let total = Instant::now();
     let (dir, iso) = prepare(layout, args)?;
     let mode = if args.bare { Mode::Bare } else { Mode::Vigil };
+    if args.debug.debug_vigil {
+        return crate::gdb::debug_vigil(layout, args, &dir);
+    }
+    let mut timeout = args.timeout;
+    if mode == Mode::Vigil && (args.debug.gdb_port.is_some() || args.debug.gdb_wait) {
+        let listen = args.debug.gdb_port.unwrap_or(0);
+        crate::gdb::register(
+            &dir.path,
+            crate::gdb::GdbHookup {
+                listen,
+                script: None,
+            },
+        );
+        // A person at gdb needs more than the default two minutes.
+        if timeout == crate::cli::DEFAULT_TIMEOUT {
+            timeout = std::time::Duration::from_secs(3600);
+        }
+    }
     let spec = RunSpec {
         dir: &dir,
         iso,
@@ -97,7 +115,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
             cpu_model: args.cpu_model.clone(),
         },
         mode,
-        timeout: args.timeout,
+        timeout,
         echo: Echo::Live,
     };
     let outcome = bochs::run(&spec)?;
