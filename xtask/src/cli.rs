@@ -65,7 +65,9 @@ LINUX OPTIONS (run, build, bench; --kernel, --initrd and --append imply --guest 
                          `vigil-linux: initramfs up`, uname -a, the start of /proc/cpuinfo,
                          free, the clocksource and dmesg's TSC/clocksource lines, then
                          `vigil-linux: done`, and powers off. The packages are downloaded
-                         once (apt-get download) into target/linux-cache/.
+                         once (apt-get download) into target/linux-cache/. A Linux run
+                         ends normally when Bochs exits after that line (and, under
+                         Vigil, `run ended: ok`).
     --kernel PATH        Boot this bzImage instead of Debian's kernel
     --initrd PATH        Use this initrd (gzip'd cpio) instead of the busybox initramfs
     --append \"ARGS\"      Words added to the kernel command line
