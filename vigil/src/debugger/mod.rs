@@ -64,6 +64,8 @@ pub enum Info {
     Stats,
     /// GVA → GPA (the guest's page tables) → HPA (the EPT), with each walk's details.
     Translate(u64),
+    /// Make Vigil panic on purpose, to check its panic report (debugging the debugger).
+    Panic,
 }
 
 /// Hardware debug-register slot use (SDM Vol. 3B 18.2.4: DR7 R/W and LEN fields).

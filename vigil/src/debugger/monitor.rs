@@ -15,6 +15,7 @@ monitor commands:
   phys ADDR [LEN]        hex dump of guest-physical memory (LEN up to 256, default 64)
   phys-write ADDR HEX    write bytes (hex digits) to guest-physical memory
   status                 breakpoints, watchpoints, single-step mechanism, time mode
+  vigil-panic            make Vigil panic (checks its symbolized panic report; ends the run)
   help                   this list
 ";
 
@@ -39,6 +40,7 @@ pub fn run<C: GuestCpu>(t: &mut DebugTarget<C>, cmd: &[u8], out: &mut dyn Write)
         "cr" => t.cpu.info(Info::ControlRegs, out),
         "vmcs" => t.cpu.info(Info::Vmcs, out),
         "stats" => t.cpu.info(Info::Stats, out),
+        "vigil-panic" => t.cpu.info(Info::Panic, out),
         "msr" => match number(a).filter(|&n| n <= u32::MAX as u64) {
             Some(n) => t.cpu.info(Info::Msr(n as u32), out),
             None => writeln!(out, "error: usage: msr N"),

@@ -161,6 +161,7 @@ impl GuestCpu for VcpuCpu {
             Info::Vmcs => vmx::vmcs::dump(&v.vmcs, out),
             Info::Stats => v.stats.write_table(out, &crate::vmm::reason_name),
             Info::Translate(gva) => describe_translation(v, gva, out),
+            Info::Panic => panic!("monitor vigil-panic: a panic on request"),
         }
     }
 }
