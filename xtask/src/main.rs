@@ -20,6 +20,7 @@ mod scenarios;
 mod scenarios_entry;
 mod scenarios_hostile;
 mod scenarios_time;
+mod scenarios_traps;
 mod stream;
 mod suite;
 mod symbolize;

@@ -156,6 +156,7 @@ pub fn all() -> Vec<Scenario> {
     .chain(crate::scenarios_entry::all())
     .chain(crate::scenarios_time::all())
     .chain(crate::scenarios_hostile::all())
+    .chain(crate::scenarios_traps::all())
     .chain(crate::gdb_tests::all())
     .collect()
 }

@@ -22,6 +22,7 @@ static CASES: &[Case] = &[
     Case::new("msr-tsc", msr_tsc),
     Case::new("hlt-wakes", hlt_wakes),
     Case::new("io-scratch", io_scratch),
+    Case::new("io-string", io_string),
     Case::new("multiboot-mmap", multiboot_mmap),
     Case::new("vmcall-ud", vmcall_ud),
     Case::new("tsc-offset", tsc_offset),
@@ -200,6 +201,74 @@ fn io_scratch() -> Outcome {
         cpu::outb(port, original);
     }
     pass!("port={:#x} patterns=4", port)
+}
+
+/// REP OUTSB and REP INSB through COM1's scratch register (SDM Vol. 2B OUTS/INS): the register
+/// keeps the last byte written, so after `rep outsb` of a buffer it holds the buffer's last
+/// byte, and `rep insb` of it fills memory with that byte. Also run backwards (DF = 1), where
+/// RSI/RDI walk down. RSI, RDI and RCX must end where the instructions leave them.
+fn io_string() -> Outcome {
+    let port = COM1 + SCRATCH;
+    let out: [u8; 5] = [0x11, 0x22, 0x33, 0x44, 0x5A];
+    let mut back = [0u8; 8];
+    let (rsi, rdi, rcx_out, rcx_in): (u64, u64, u64, u64);
+    // SAFETY: the buffers are this function's; the port is COM1's scratch register.
+    unsafe {
+        let original = cpu::inb(port);
+        core::arch::asm!(
+            "cld",
+            "rep outsb",
+            "mov {rcx_out}, rcx",
+            "mov rcx, 8",
+            "rep insb",
+            rcx_out = out(reg) rcx_out,
+            inout("rsi") out.as_ptr() => rsi,
+            inout("rdi") back.as_mut_ptr() => rdi,
+            inout("rcx") out.len() => rcx_in,
+            in("dx") port,
+            options(nostack)
+        );
+        cpu::outb(port, original);
+    }
+    let ends_ok = rsi == out.as_ptr() as u64 + 5 && rdi == back.as_ptr() as u64 + 8;
+    if !ends_ok || rcx_out != 0 || rcx_in != 0 || back != [0x5A; 8] {
+        return fail!(
+            "string-io rsi_off={} rdi_off={} rcx={}/{} back={:02x?}",
+            rsi.wrapping_sub(out.as_ptr() as u64),
+            rdi.wrapping_sub(back.as_ptr() as u64),
+            rcx_out,
+            rcx_in,
+            back
+        );
+    }
+    // Backwards: OUTSB from the last element down leaves the first element in the register.
+    let mut back2 = [0u8; 3];
+    let (rsi2, rdi2): (u64, u64);
+    // SAFETY: as above; DF is cleared again before the block ends.
+    unsafe {
+        let original = cpu::inb(port);
+        core::arch::asm!(
+            "std",
+            "mov rcx, 5",
+            "rep outsb",
+            "mov rcx, 3",
+            "rep insb",
+            "cld",
+            inout("rsi") out.as_ptr().add(4) => rsi2,
+            inout("rdi") back2.as_mut_ptr().add(2) => rdi2,
+            out("rcx") _,
+            in("dx") port,
+            options(nostack)
+        );
+        cpu::outb(port, original);
+    }
+    if back2 != [0x11; 3]
+        || rsi2 != (out.as_ptr() as u64).wrapping_sub(1)
+        || rdi2 != (back2.as_ptr() as u64).wrapping_sub(1)
+    {
+        return fail!("string-io-backwards back={:02x?}", back2);
+    }
+    pass!("port={:#x} out=5 in=8 backwards=3", port)
 }
 
 unsafe extern "C" {

@@ -7,6 +7,9 @@
 //!   statistics and turns the machine off itself.
 //! - Ports the user asked to trap: executed on the guest's behalf (and logged on request), so
 //!   the device behaves as if the guest had touched it directly.
+//!
+//! IN/OUT are completed here; INS/OUTS go through the same port logic one element at a time
+//! (`io_string.rs`).
 
 use super::{Action, Stop};
 use crate::arch::port::{inb, inl, inw, outb, outl, outw};
@@ -18,63 +21,74 @@ pub const SHUTDOWN_PORT: u16 = 0x8900;
 const SHUTDOWN_MAGIC: &[u8] = b"Shutdown";
 const SLP_EN: u32 = 1 << 13;
 
-pub fn handle(vcpu: &mut Vcpu, q: IoQualification) -> Action {
-    if q.string {
-        crate::report::exit_report(vcpu, "string I/O to a port Vigil traps is not emulated");
-        return Action::Stop(Stop::Failed("string I/O to a trapped port"));
-    }
-    let mask: u64 = match q.size {
+/// Bits of an access of `size` bytes.
+pub fn size_mask(size: u8) -> u64 {
+    match size {
         1 => 0xFF,
         2 => 0xFFFF,
         _ => 0xFFFF_FFFF,
-    };
-    let value = vcpu.regs.rax & mask;
+    }
+}
+
+/// One port access on the guest's behalf: `Ok(Some(value))` for a read, `Ok(None)` for a write,
+/// `Err` when the write ends the guest.
+pub fn port_access(
+    vcpu: &mut Vcpu,
+    port: u16,
+    size: u8,
+    write: Option<u64>,
+) -> Result<Option<u64>, Stop> {
+    let mask = size_mask(size);
     if vcpu.config.log_exits {
-        if q.input {
-            log::info!(
-                "in{} port {:#x} (rip {:#x})",
-                q.size * 8,
-                q.port,
+        match write {
+            None => log::info!("in{} port {port:#x} (rip {:#x})", size * 8, vcpu.rip()),
+            Some(v) => log::info!(
+                "out{} port {port:#x} <- {v:#x} (rip {:#x})",
+                size * 8,
                 vcpu.rip()
-            );
-        } else {
-            log::info!(
-                "out{} port {:#x} <- {value:#x} (rip {:#x})",
-                q.size * 8,
-                q.port,
-                vcpu.rip()
-            );
+            ),
         }
     }
-    if COM2_PORTS.contains(&q.port) {
-        if q.input {
-            complete_in(vcpu, q.size, mask);
-        }
-        return Action::Advance;
+    if COM2_PORTS.contains(&port) {
+        return Ok(write.is_none().then_some(mask));
     }
-    if !q.input && q.port == SHUTDOWN_PORT && q.size == 1 {
-        return shutdown_byte(vcpu, value as u8);
-    }
-    if !q.input && Some(q.port) == vcpu.pm1a_control && (value as u32) & SLP_EN != 0 {
-        log::info!("guest requested ACPI sleep (PM1a_CNT <- {value:#x}): powering off");
-        return Action::Stop(Stop::PowerOff);
-    }
-    // Pass-through on the guest's behalf.
-    if q.input {
-        let v = match q.size {
-            1 => inb(q.port) as u64,
-            2 => inw(q.port) as u64,
-            _ => inl(q.port) as u64,
+    let Some(value) = write else {
+        let v = match size {
+            1 => inb(port) as u64,
+            2 => inw(port) as u64,
+            _ => inl(port) as u64,
         };
-        complete_in(vcpu, q.size, v);
-    } else {
-        match q.size {
-            1 => outb(q.port, value as u8),
-            2 => outw(q.port, value as u16),
-            _ => outl(q.port, value as u32),
-        }
+        return Ok(Some(v));
+    };
+    let value = value & mask;
+    if port == SHUTDOWN_PORT && size == 1 {
+        return shutdown_byte(vcpu, value as u8).map(|()| None);
     }
-    Action::Advance
+    if Some(port) == vcpu.pm1a_control && (value as u32) & SLP_EN != 0 {
+        log::info!("guest requested ACPI sleep (PM1a_CNT <- {value:#x}): powering off");
+        return Err(Stop::PowerOff);
+    }
+    match size {
+        1 => outb(port, value as u8),
+        2 => outw(port, value as u16),
+        _ => outl(port, value as u32),
+    }
+    Ok(None)
+}
+
+pub fn handle(vcpu: &mut Vcpu, q: IoQualification) -> Action {
+    if q.string {
+        return super::io_string::handle(vcpu, q);
+    }
+    let write = (!q.input).then_some(vcpu.regs.rax);
+    match port_access(vcpu, q.port, q.size, write) {
+        Ok(Some(v)) => {
+            complete_in(vcpu, q.size, v);
+            Action::Advance
+        }
+        Ok(None) => Action::Advance,
+        Err(stop) => Action::Stop(stop),
+    }
 }
 
 /// IN writes AL/AX and keeps the rest of RAX, while a 32-bit IN zero-extends into RAX
@@ -88,7 +102,7 @@ fn complete_in(vcpu: &mut Vcpu, size: u8, value: u64) {
     };
 }
 
-fn shutdown_byte(vcpu: &mut Vcpu, byte: u8) -> Action {
+fn shutdown_byte(vcpu: &mut Vcpu, byte: u8) -> Result<(), Stop> {
     if SHUTDOWN_MAGIC.get(vcpu.shutdown_progress) == Some(&byte) {
         vcpu.shutdown_progress += 1;
     } else {
@@ -96,7 +110,7 @@ fn shutdown_byte(vcpu: &mut Vcpu, byte: u8) -> Action {
     }
     if vcpu.shutdown_progress == SHUTDOWN_MAGIC.len() {
         log::info!("guest wrote the shutdown sequence to port {SHUTDOWN_PORT:#x}: powering off");
-        return Action::Stop(Stop::PowerOff);
+        return Err(Stop::PowerOff);
     }
-    Action::Advance
+    Ok(())
 }

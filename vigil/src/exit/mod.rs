@@ -14,6 +14,7 @@ mod init_signal;
 mod invd;
 mod invlpg;
 mod io;
+mod io_string;
 mod mov_dr;
 mod msr;
 mod rdpmc;

@@ -40,6 +40,16 @@ pub fn read(gpa: u64, buf: &mut [u8]) -> bool {
     true
 }
 
+/// Copies `bytes` into guest RAM; false (and nothing written) if any byte is not guest RAM.
+pub fn write(gpa: u64, bytes: &[u8]) -> bool {
+    if !is_ram(gpa, bytes.len() as u64) {
+        return false;
+    }
+    // SAFETY: the range is guest RAM, identity-mapped in Vigil's page tables, and not Vigil's.
+    unsafe { core::ptr::copy(bytes.as_ptr(), gpa as *mut u8, bytes.len()) };
+    true
+}
+
 /// Guest memory for the loaders.
 pub struct Loader;
 

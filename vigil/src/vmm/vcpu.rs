@@ -244,6 +244,38 @@ impl Vcpu {
         }
     }
 
+    /// The registers a guest page walk depends on, as the guest sees them.
+    pub fn paging_regs(&self) -> vmx::paging::PagingRegs {
+        vmx::paging::PagingRegs {
+            cr0: self.guest_cr0(),
+            cr3: self.guest_cr3(),
+            cr4: self.guest_cr4(),
+            efer: self.efer(),
+            phys_addr_width: self.max_phys_bits() as u8,
+        }
+    }
+
+    /// Guest-linear to guest-physical, as the guest's own access would translate
+    /// (`vmx::paging`), reading its page tables through checked guest-physical reads.
+    pub fn translate(
+        &self,
+        linear: u64,
+        access: vmx::paging::Access,
+    ) -> Result<vmx::paging::GuestTranslation, vmx::paging::PageFault> {
+        vmx::paging::translate(
+            &super::guest_mem::read_u64,
+            &self.paging_regs(),
+            linear,
+            access,
+        )
+    }
+
+    /// Sets the guest's CR2, which VMX does not switch: the host register is the guest's.
+    pub fn set_cr2(&mut self, value: u64) {
+        // SAFETY: Vigil does not use CR2 for anything but reporting its own faults.
+        unsafe { core::arch::asm!("mov cr2, {}", in(reg) value, options(nostack, nomem)) };
+    }
+
     /// Physical-address width (CPUID.80000008H:EAX[7:0]).
     pub fn max_phys_bits(&self) -> u32 {
         crate::arch::regs::cpuid(0x8000_0008, 0)[0] & 0xFF
