@@ -67,7 +67,7 @@ fn number(c: &CaseLine, key: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("case {} has no numeric `{key}=`", c.name))
 }
 
-fn baseline<'a>(c: &'a Check) -> Result<Vec<CaseLine>, String> {
+fn baseline(c: &Check) -> Result<Vec<CaseLine>, String> {
     let b = c.baseline.ok_or("the bare baseline did not run")?;
     passed_cases(b).map_err(|e| format!("bare baseline: {e}"))
 }
