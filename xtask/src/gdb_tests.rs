@@ -86,7 +86,7 @@ break debuggee_checkpoint
 break *debuggee_regs_here
 break *debuggee_marker
 break *debuggee_step_here
-break *debuggee_tsc_stop
+hbreak *debuggee_tsc_stop
 continue
 echo ==checkpoint\\n
 info symbol $pc
@@ -118,6 +118,7 @@ stepi
 p/x $pc
 continue
 echo ==tsc\\n
+info symbol $pc
 shell date +%s.%N
 shell sleep 2.5
 shell date +%s.%N
@@ -272,6 +273,14 @@ fn session(c: &Check) -> Result<(), String> {
                 "stepi: $pc before and after are {v:x?}, expected +5"
             ))
         }
+    }
+    // A hardware breakpoint (DR0-DR3) stopped the guest at debuggee_tsc_stop.
+    if !gdb.contains("Hardware assisted breakpoint 5")
+        || !section(&gdb, "tsc")
+            .iter()
+            .any(|l| l.contains("debuggee_tsc_stop"))
+    {
+        return fail("the hardware breakpoint on debuggee_tsc_stop did not stop the guest".into());
     }
     // Time stands still while gdb holds the guest for more than 2 s.
     let stamps: Vec<f64> = section(&gdb, "tsc")

@@ -433,7 +433,13 @@ mod tests {
         assert!(!host);
         assert_eq!(
             names(&bare),
-            vec!["demo-bare", "cases-bare", "linux-bare", "hostile-bare"]
+            vec![
+                "demo-bare",
+                "cases-bare",
+                "linux-bare",
+                "hostile-bare",
+                "gdb-debuggee-bare"
+            ]
         );
         // cases-vigil brings its baseline along, which runs first.
         let (_, cv) = select(&all, Some("cases-vigil")).unwrap();
