@@ -22,8 +22,7 @@ pub fn handle(vcpu: &mut Vcpu, vector: u8, error_code: Option<u32>) -> Action {
         }
     );
     match vector {
-        // SAFETY: CR2 is not switched by VMX, so the host register is the guest's.
-        14 => unsafe { core::arch::asm!("mov cr2, {}", in(reg) qualification, options(nostack)) },
+        14 => vcpu.set_cr2(qualification),
         1 => {
             // DR6 bits B0-B3, BD and BS come in the qualification (SDM Vol. 3C 28.2.1);
             // DR6 is not switched by VMX either.
