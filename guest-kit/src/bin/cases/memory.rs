@@ -1,0 +1,171 @@
+//! Memory isolation: all of the guest's RAM is readable, none of Vigil's memory is.
+
+use super::*;
+
+const PAGE: u64 = 4096;
+/// The kit's page tables identity-map the first 4 GiB (see `guest_kit::boot`).
+const MAPPED_END: u64 = 1 << 32;
+
+pub(super) fn page_down(address: u64) -> u64 {
+    address & !(PAGE - 1)
+}
+
+pub(super) fn page_up(address: u64) -> u64 {
+    page_down(address.saturating_add(PAGE - 1))
+}
+
+/// Vigil's memory is out of the guest's reach (docs/architecture.md, "Memory"):
+/// (a) every page of every available region of the memory map below 4 GiB can be read;
+/// (b) Vigil only: every page of its image and pool raises #GP on a read and on a write, and
+/// the checksum of Vigil's protected memory is the same after all that as before.
+///
+/// The write is a locked add of 0 ([`fault::try_write_probe_u64`]): it needs write permission
+/// like a store, but if isolation were broken it would leave Vigil's memory as it was, so the
+/// failure is reported by this case rather than by whatever a corrupted Vigil does next.
+pub(super) fn isolation() -> Outcome {
+    let Some(boot) = guest_kit::boot_info() else {
+        return fail!("no-boot-info");
+    };
+    let Some(map) = boot.memory_map() else {
+        return fail!("no-memory-map flags={:#x}", boot.flags);
+    };
+
+    let mut vigil = [(0u64, 0u64); 2];
+    let present = hypercall::vigil_present();
+    if present {
+        for (slot, range) in vigil.iter_mut().zip(VigilRange::ALL) {
+            *slot = match hypercall::vigil_range(range) {
+                Ok(r) if r.0 < r.1 => r,
+                Ok(r) => {
+                    return fail!(
+                        "empty-vigil-range range={} vigil={:#x}-{:#x}",
+                        range.name(),
+                        r.0,
+                        r.1
+                    )
+                }
+                Err(e) => return fail!("vigil-range-hypercall range={} error={}", range.name(), e),
+            };
+        }
+        // The memory map must not offer Vigil's memory as RAM.
+        for region in boot.memory_map().into_iter().flatten() {
+            if !region.available() {
+                continue;
+            }
+            for (&(start, end), range) in vigil.iter().zip(VigilRange::ALL) {
+                if region.base < end && start < region.end() {
+                    return fail!(
+                        "vigil-memory-offered-as-ram range={} vigil={:#x}-{:#x} region={:#x}-{:#x}",
+                        range.name(),
+                        start,
+                        end,
+                        region.base,
+                        region.end()
+                    );
+                }
+            }
+        }
+    }
+
+    // (a) RAM: nothing may fault.
+    let mut ram_pages = 0u64;
+    for region in map.filter(|r| r.available()) {
+        let start = page_up(region.base);
+        let end = page_down(region.end().min(MAPPED_END));
+        let mut page = start;
+        while page < end {
+            if let Err(c) = fault::try_read_u64(page) {
+                return fail!(
+                    "ram-read-faulted address={:#x} vector={} error={:#x}",
+                    page,
+                    c.vector,
+                    c.error
+                );
+            }
+            ram_pages += 1;
+            page += PAGE;
+        }
+    }
+    if ram_pages == 0 {
+        return fail!("no-available-ram-below-4gib");
+    }
+    if !present {
+        return pass!("ram_pages={} vigil_pages=0 gp=0 checksum=none", ram_pages);
+    }
+
+    // (b) Vigil's memory: every read and write is #GP.
+    let before = match hypercall::vigil_checksum() {
+        Ok(c) => c,
+        Err(e) => return fail!("vigil-checksum-hypercall error={}", e),
+    };
+    let (mut vigil_pages, mut gp) = (0u64, 0u64);
+    for (&(start, end), range) in vigil.iter().zip(VigilRange::ALL) {
+        // One probe per 4 KiB page (the EPT's smallest unit): the range's start, then each page
+        // boundary after it. Beyond 4 GiB the kit's own page tables would fault first, which
+        // says nothing about Vigil (the architecture keeps its memory below 4 GiB anyway).
+        let mut address = start;
+        while address < end.min(MAPPED_END) {
+            vigil_pages += 1;
+            match fault::try_read_u64(address) {
+                Ok(value) => {
+                    return fail!(
+                        "vigil-read-succeeded range={} address={:#x} value={:#x}",
+                        range.name(),
+                        address,
+                        value
+                    )
+                }
+                Err(c) if c.vector == fault::GP => gp += 1,
+                Err(c) => {
+                    return fail!(
+                        "vigil-read-wrong-vector range={} address={:#x} vector={} error={:#x}",
+                        range.name(),
+                        address,
+                        c.vector,
+                        c.error
+                    )
+                }
+            }
+            match fault::try_write_probe_u64(address) {
+                Ok(value) => {
+                    return fail!(
+                        "vigil-write-succeeded range={} address={:#x} value={:#x}",
+                        range.name(),
+                        address,
+                        value
+                    )
+                }
+                Err(c) if c.vector == fault::GP => gp += 1,
+                Err(c) => {
+                    return fail!(
+                        "vigil-write-wrong-vector range={} address={:#x} vector={} error={:#x}",
+                        range.name(),
+                        address,
+                        c.vector,
+                        c.error
+                    )
+                }
+            }
+            address = page_down(address) + PAGE;
+        }
+    }
+    let after = match hypercall::vigil_checksum() {
+        Ok(c) => c,
+        Err(e) => return fail!("vigil-checksum-hypercall error={}", e),
+    };
+    if after != before {
+        return fail!(
+            "vigil-memory-changed checksum_before={:#x} checksum_after={:#x} vigil_pages={}",
+            before,
+            after,
+            vigil_pages
+        );
+    }
+    pass!(
+        "ram_pages={} vigil_pages={} gp={} checksum={:#x}",
+        ram_pages,
+        vigil_pages,
+        gp,
+        before
+    )
+}

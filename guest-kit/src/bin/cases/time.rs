@@ -1,0 +1,392 @@
+//! Time cases: the TSC never goes backwards, reads agree, and each of Vigil's time modes keeps
+//! its promise as far as a guest can tell (offset exactness, holds, rate, pafish).
+
+use super::*;
+
+/// 1000 consecutive RDTSCs never go backwards (SDM Vol. 3B, "Time-Stamp Counter": the TSC
+/// only increments, and a hypervisor's offset or emulation must keep it so).
+pub(super) fn tsc_monotonic() -> Outcome {
+    const READS: u32 = 1000;
+    let first = cpu::rdtsc();
+    let mut previous = first;
+    for i in 1..READS {
+        let now = cpu::rdtsc();
+        if now < previous {
+            return fail!(
+                "went-backwards read={} previous={:#x} now={:#x}",
+                i,
+                previous,
+                now
+            );
+        }
+        previous = now;
+    }
+    pass!("reads={} span={}", READS, previous - first)
+}
+
+/// RDTSCP returns IA32_TSC_AUX in ECX (SDM Vol. 2B, RDTSCP), both as found and after writing a
+/// new value.
+pub(super) fn rdtscp_aux() -> Outcome {
+    if !cpu::has_rdtscp() {
+        return skip!("no-rdtscp");
+    }
+    let original = match fault::try_rdmsr(IA32_TSC_AUX) {
+        Ok(v) => v,
+        Err(c) => return fail!("rdmsr-tsc-aux-faulted vector={}", c.vector),
+    };
+    let (_, aux) = cpu::rdtscp();
+    if u64::from(aux) != original {
+        return fail!("aux-mismatch rdtscp_ecx={:#x} msr={:#x}", aux, original);
+    }
+    // IA32_TSC_AUX bits 63:32 are reserved (SDM Vol. 4, table 2-2): write a 32-bit pattern.
+    const PATTERN: u64 = 0x00C0_FFEE;
+    if let Err(c) = unsafe { fault::try_wrmsr(IA32_TSC_AUX, PATTERN) } {
+        return fail!("wrmsr-tsc-aux-faulted vector={}", c.vector);
+    }
+    let (_, written_aux) = cpu::rdtscp();
+    let written_msr = fault::try_rdmsr(IA32_TSC_AUX);
+    let restored = unsafe { fault::try_wrmsr(IA32_TSC_AUX, original) };
+    if u64::from(written_aux) != PATTERN || written_msr != Ok(PATTERN) {
+        return fail!(
+            "aux-write-not-seen wrote={:#x} rdtscp_ecx={:#x} msr={:?}",
+            PATTERN,
+            written_aux,
+            written_msr.ok()
+        );
+    }
+    if restored.is_err() {
+        return fail!("aux-restore-faulted");
+    }
+    pass!("aux={:#x} written={:#x}", original, PATTERN)
+}
+
+/// RDMSR(IA32_TSC) lies between two RDTSCs: the MSR and the instruction read one counter (SDM
+/// Vol. 3B, "Time-Stamp Counter"; with TSC offsetting both are offset, SDM Vol. 3C, "Time-Stamp
+/// Counter Offset and Multiplier").
+pub(super) fn msr_tsc() -> Outcome {
+    let before = cpu::rdtsc();
+    let msr = match fault::try_rdmsr(IA32_TSC) {
+        Ok(v) => v,
+        Err(c) => return fail!("rdmsr-faulted vector={}", c.vector),
+    };
+    let after = cpu::rdtsc();
+    if !(before <= msr && msr <= after) {
+        return fail!(
+            "out-of-order before={:#x} msr={:#x} after={:#x}",
+            before,
+            msr,
+            after
+        );
+    }
+    pass!("before={:#x} msr={:#x} after={:#x}", before, msr, after)
+}
+
+/// Vigil only: with a TSC offset configured, the guest's RDTSC value is at least the offset and
+/// Vigil confirms it returned exactly that value.
+///
+/// The "at least" holds only for a configured offset that is positive: a negative one (two's
+/// complement) wraps, and in modes hide, frozen and scale the offset is Vigil's running
+/// correction, normally negative. Confirmation applies whenever Vigil intercepts RDTSC.
+pub(super) fn tsc_offset() -> Outcome {
+    let observed = cpu::rdtsc();
+    if !hypercall::vigil_present() {
+        return skip!("no-hypervisor");
+    }
+    let info = match hypercall::tsc_info() {
+        Ok(info) => info,
+        Err(e) => return fail!("tsc-offset-hypercall error={}", e),
+    };
+    let (offset, mode) = (info.offset, info.mode);
+    let configured = matches!(mode, TscMode::Native | TscMode::Offset);
+    if configured && offset == 0 {
+        return skip!("no-tsc-offset");
+    }
+    if configured && (offset as i64) >= 0 && observed < offset {
+        return fail!(
+            "below-offset observed={:#x} offset={:#x} mode={}",
+            observed,
+            offset,
+            mode
+        );
+    }
+    if !info.intercepted {
+        // The processor applies the offset (VMCS TSC offsetting): nothing to confirm.
+        return pass!(
+            "observed={:#x} offset={:#x} intercepted=no mode={}",
+            observed,
+            offset,
+            mode
+        );
+    }
+    match hypercall::confirm_tsc(observed) {
+        Ok(true) => pass!(
+            "observed={:#x} offset={:#x} intercepted=yes mode={}",
+            observed,
+            offset,
+            mode
+        ),
+        Ok(false) => fail!(
+            "not-confirmed observed={:#x} offset={:#x} mode={}",
+            observed,
+            offset,
+            mode
+        ),
+        Err(e) => fail!("confirm-tsc-hypercall error={} observed={:#x}", e, observed),
+    }
+}
+
+/// RDTSC, CPUID (which always exits under VMX, SDM Vol. 3C, "Instructions That Cause VM Exits
+/// Unconditionally"), RDTSC, RDMSR(IA32_TSC), 200 times: the TSC never goes backwards across VM
+/// exits, and the MSR reads the same counter as RDTSC (SDM Vol. 3B, "Time-Stamp Counter"; with
+/// TSC offsetting both are offset, SDM Vol. 3C, "Time-Stamp Counter Offset and Multiplier").
+pub(super) fn tsc_monotonic_exits() -> Outcome {
+    const ITERATIONS: u32 = 200;
+    let first = cpu::rdtsc();
+    let mut previous = first;
+    let mut max_cpuid = 0;
+    for i in 0..ITERATIONS {
+        let before = cpu::rdtsc();
+        let _ = cpu::cpuid(0, 0);
+        let after = cpu::rdtsc();
+        // IA32_TSC exists on every processor with a TSC (SDM Vol. 4, table 2-2).
+        let msr = unsafe { cpu::rdmsr(IA32_TSC) };
+        if !(previous <= before && before <= after && after <= msr) {
+            return fail!(
+                "went-backwards iteration={} previous={:#x} rdtsc={:#x} after_cpuid={:#x} msr={:#x}",
+                i,
+                previous,
+                before,
+                after,
+                msr
+            );
+        }
+        max_cpuid = max_cpuid.max(after - before);
+        previous = msr;
+    }
+    pass!(
+        "iterations={} span={} max_cpuid={}",
+        ITERATIONS,
+        previous - first,
+        max_cpuid
+    )
+}
+
+/// `rdtsc; cpuid; rdtsc` (EAX = 0), TSC ticks between the two reads.
+pub(super) fn rdtsc_cpuid_rdtsc() -> u64 {
+    let (start, end): (u64, u64);
+    unsafe {
+        asm!(
+            // LLVM reserves RBX, which CPUID writes.
+            "mov {saved_rbx}, rbx",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov {start}, rax",
+            "xor eax, eax",
+            "cpuid",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov rbx, {saved_rbx}",
+            saved_rbx = out(reg) _,
+            start = out(reg) start,
+            out("rax") end,
+            out("rcx") _,
+            out("rdx") _,
+            options(nostack)
+        );
+    }
+    end.wrapping_sub(start)
+}
+
+/// `rdtsc; rdtsc`, TSC ticks between the two reads.
+pub(super) fn rdtsc_rdtsc() -> u64 {
+    let (start, end): (u64, u64);
+    unsafe {
+        asm!(
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov {start}, rax",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            start = out(reg) start,
+            out("rax") end,
+            out("rdx") _,
+            options(nomem, nostack)
+        );
+    }
+    end.wrapping_sub(start)
+}
+
+/// pafish's "RDTSC forcing a VM exit" check: CPUID exits unconditionally under VMX, so a
+/// hypervisor that does not hide its exit time makes `rdtsc; cpuid; rdtsc` slow. pafish calls an
+/// average of 1000 ticks or more a VM; so does this case.
+pub(super) fn pafish() -> Outcome {
+    const ROUNDS: u64 = 100;
+    const VM_THRESHOLD: u64 = 1000;
+    let (mut sum_cpuid, mut min_cpuid, mut max_cpuid) = (0u64, u64::MAX, 0u64);
+    for _ in 0..ROUNDS {
+        let d = rdtsc_cpuid_rdtsc();
+        sum_cpuid = sum_cpuid.saturating_add(d);
+        min_cpuid = min_cpuid.min(d);
+        max_cpuid = max_cpuid.max(d);
+    }
+    let sum_rdtsc = (0..ROUNDS).fold(0u64, |sum, _| sum.saturating_add(rdtsc_rdtsc()));
+    let (avg_cpuid, avg_rdtsc) = (sum_cpuid / ROUNDS, sum_rdtsc / ROUNDS);
+    if avg_cpuid >= VM_THRESHOLD {
+        return fail!(
+            "looks-virtualized avg_cpuid={} avg_rdtsc={} min_cpuid={} max_cpuid={}",
+            avg_cpuid,
+            avg_rdtsc,
+            min_cpuid,
+            max_cpuid
+        );
+    }
+    pass!(
+        "avg_cpuid={} avg_rdtsc={} min_cpuid={} max_cpuid={}",
+        avg_cpuid,
+        avg_rdtsc,
+        min_cpuid,
+        max_cpuid
+    )
+}
+
+/// TSC ticks per PIT input clock, measured twice over 20 ms of PIT channel 2; the two must agree
+/// within 1 %. Polling PIT channel 2 takes no VM exit (Vigil leaves the PIT to the guest), so
+/// this runs the same bare and virtualized. In Bochs with `clock: sync=none` both the PIT and
+/// the TSC follow emulated instructions, so the rate is ips / 1193182.
+pub(super) fn tsc_rate() -> Outcome {
+    // 20 periods of 1 ms (1193 input clocks each).
+    const PIT_TICKS: u16 = 20 * 1193;
+    // About 100 times the polls 20 ms need in Bochs; only a PIT that never counts reaches it.
+    const MAX_POLLS: u64 = 20_000_000;
+    let mut rates = [0u64; 2];
+    let mut total_delta = 0u64;
+    for rate in rates.iter_mut() {
+        let Some(t) = timer::time_channel2(PIT_TICKS, MAX_POLLS) else {
+            return fail!("pit-channel2-out-stays-low polls={}", MAX_POLLS);
+        };
+        *rate = t.tsc_delta * 1000 / u64::from(PIT_TICKS);
+        total_delta += t.tsc_delta;
+    }
+    let [first, second] = rates;
+    let rate = total_delta * 1000 / (2 * u64::from(PIT_TICKS));
+    if first == 0 || second == 0 {
+        return fail!(
+            "tsc-not-advancing first_x1000={} second_x1000={}",
+            first,
+            second
+        );
+    }
+    // |first - second| <= 1 % of the larger.
+    if first.abs_diff(second) * 100 > first.max(second) {
+        return fail!(
+            "rate-unstable first_x1000={} second_x1000={} pit_ticks={}",
+            first,
+            second,
+            PIT_TICKS
+        );
+    }
+    pass!(
+        "tsc_per_pit_x1000={} pit_ticks={} tsc_delta={} first_x1000={} second_x1000={}",
+        rate,
+        2 * u64::from(PIT_TICKS),
+        total_delta,
+        first,
+        second
+    )
+}
+
+/// The guest TSC delta across a `hold` hypercall of `ticks`.
+pub(super) fn held_delta(ticks: u32) -> Result<u64, hypercall::Error> {
+    let start = cpu::rdtsc();
+    let held = hypercall::hold(ticks);
+    let end = cpu::rdtsc();
+    held.map(|()| end.wrapping_sub(start))
+}
+
+/// Vigil only: does a hold (Vigil keeping the guest stopped, as a debugger would) show in the
+/// guest's TSC? In modes hide and frozen it must not: a hold of 2^24 ticks reads like a hold of
+/// 0. In native and offset mode the guest TSC is the host's plus a constant, so the hold shows.
+/// Scale mode only reports the deltas.
+pub(super) fn tsc_hold() -> Outcome {
+    const HOLD: u32 = 1 << 24;
+    // Identical instruction streams make equal deltas in Bochs; allow for a different rounding.
+    const SLACK: u64 = 2;
+    if !hypercall::vigil_present() {
+        return skip!("no-hypervisor");
+    }
+    let mode = match hypercall::tsc_info() {
+        Ok(info) => info.mode,
+        Err(e) => return fail!("tsc-offset-hypercall error={}", e),
+    };
+    // One hold first, so the measured ones both find Vigil's path warm.
+    let deltas = held_delta(0).and_then(|_| Ok((held_delta(0)?, held_delta(HOLD)?)));
+    let (d0, d1) = match deltas {
+        Ok(d) => d,
+        Err(e) => return fail!("hold-hypercall error={}", e),
+    };
+    match mode {
+        TscMode::Hide | TscMode::Frozen if d1.abs_diff(d0) > SLACK => fail!(
+            "hold-visible mode={} d0={} d1={} hold={}",
+            mode,
+            d0,
+            d1,
+            HOLD
+        ),
+        TscMode::Native | TscMode::Offset if d1 <= d0 + u64::from(HOLD / 2) => fail!(
+            "hold-not-visible mode={} d0={} d1={} hold={}",
+            mode,
+            d0,
+            d1,
+            HOLD
+        ),
+        TscMode::Unknown(_) => fail!("unknown-tsc-mode mode={} d0={} d1={}", mode, d0, d1),
+        _ => pass!("mode={} d0={} d1={} hold={}", mode, d0, d1, HOLD),
+    }
+}
+
+/// Vigil only, modes native and offset: the guest TSC is the host TSC plus the offset, exactly
+/// (SDM Vol. 3C, "Time-Stamp Counter Offset and Multiplier"). The host TSC Vigil read at the
+/// VMCALL's exit, plus the offset, lies between the guest's RDTSCs around the VMCALL.
+pub(super) fn tsc_offset_exact() -> Outcome {
+    if !hypercall::vigil_present() {
+        return skip!("no-hypervisor");
+    }
+    let info = match hypercall::tsc_info() {
+        Ok(info) => info,
+        Err(e) => return fail!("tsc-offset-hypercall error={}", e),
+    };
+    if !matches!(info.mode, TscMode::Native | TscMode::Offset) {
+        return skip!("tsc-mode-{}", info.mode);
+    }
+    let before = cpu::rdtsc();
+    let host = hypercall::host_tsc();
+    let after = cpu::rdtsc();
+    let host = match host {
+        Ok(h) => h,
+        Err(e) => return fail!("host-tsc-hypercall error={}", e),
+    };
+    let guest = host.wrapping_add(info.offset);
+    // before <= guest <= after, in wrapping arithmetic: the offset may be "negative".
+    if guest.wrapping_sub(before) > after.wrapping_sub(before) {
+        return fail!(
+            "outside before={:#x} host={:#x} offset={:#x} host_plus_offset={:#x} after={:#x}",
+            before,
+            host,
+            info.offset,
+            guest,
+            after
+        );
+    }
+    pass!(
+        "mode={} before={:#x} host={:#x} offset={:#x} after={:#x}",
+        info.mode,
+        before,
+        host,
+        info.offset,
+        after
+    )
+}
