@@ -126,6 +126,8 @@ pub fn init(vcpu: &mut Vcpu, layout: Layout) {
     let mut session = Session::new(VcpuCpu(vcpu), layout, Com2);
     session.target.step_mechanism = if mtf {
         "monitor trap flag"
+    } else if caps.has_mtf() {
+        "RFLAGS.TF (the monitor trap flag is reported but did not trap)"
     } else {
         "RFLAGS.TF (this processor has no monitor trap flag)"
     };
