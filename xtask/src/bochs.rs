@@ -122,9 +122,13 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     let (mut child, start) = start(&rc, &cmds, dir, &log, &out)?;
     let pgid = child.id();
     let mut gdb = match (&hookup, &relay) {
-        (Some(GdbHookupScript { script: Some(script), .. }), Some(r)) => {
-            Some(crate::gdb::spawn_gdb(script, r.gdb_port, &dir.path)?)
-        }
+        (
+            Some(GdbHookupScript {
+                script: Some(script),
+                ..
+            }),
+            Some(r),
+        ) => Some(crate::gdb::spawn_gdb(script, r.gdb_port, &dir.path)?),
         _ => None,
     };
 
