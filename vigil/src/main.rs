@@ -87,6 +87,11 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         *slot = m;
     }
     mem::init(&mut map, &avoid).map_err(String::from)?;
+    let ram_end = map.ram_end();
+    let mapped = arch::boot::extend_identity_map(ram_end, || mem::alloc_frames(1));
+    if mapped < ram_end {
+        log::warn!("RAM above {mapped:#x} is beyond Vigil's own address space: the guest gets it, Vigil cannot touch it for the guest");
+    }
 
     let config: &'static Config = Box::leak(Box::new(
         Config::parse(cmdline).map_err(|e| format!("{e}\noptions:\n{}", vigil::config::HELP))?,
@@ -109,7 +114,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     for r in map.regions() {
         log::debug!("memory {r}");
     }
-    vmm::guest_mem::init(map.clone());
+    vmm::guest_mem::init(map.clone(), mapped);
 
     let caps = vmm::capabilities()?;
     let setup = guest::load(&modules, &map, rsdt, xsdt, &caps)?;

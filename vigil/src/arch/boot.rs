@@ -112,6 +112,7 @@ boot_gdt_ptr:
     .balign 4096
 boot_pml4:
     .skip 4096
+    .global boot_pdpt
 boot_pdpt:
     .skip 4096
 boot_pd:
@@ -125,3 +126,37 @@ boot_stack_top:
     stack_size = const BOOT_STACK_SIZE,
     options(att_syntax)
 );
+
+extern "C" {
+    static mut boot_pdpt: [u64; 512];
+}
+
+/// Extends Vigil's identity map (the trampoline maps 4 GiB) up to `end`, so that guest RAM above
+/// 4 GiB can be reached when Vigil works on the guest's behalf. Uses 1 GiB pages where the
+/// processor has them (CPUID.80000001H:EDX[26]), else 2 MiB pages in tables from `alloc_frame`.
+/// Covers the first 512 GiB (one PML4 entry); returns the end actually mapped.
+pub fn extend_identity_map(end: u64, mut alloc_frame: impl FnMut() -> Option<u64>) -> u64 {
+    const GIB: u64 = 1 << 30;
+    let huge = super::regs::cpuid(0x8000_0001, 0)[3] & (1 << 26) != 0;
+    let end = end.min(512 * GIB);
+    let mut at = 4 * GIB;
+    while at < end {
+        let index = (at / GIB) as usize;
+        let entry = if huge {
+            at | 0x83 // present, writable, 1 GiB page
+        } else {
+            let Some(pd) = alloc_frame() else { break };
+            // SAFETY: a fresh zeroed frame from Vigil's pool, identity-mapped.
+            let table = unsafe { &mut *(pd as *mut [u64; 512]) };
+            for (i, e) in table.iter_mut().enumerate() {
+                *e = (at + ((i as u64) << 21)) | 0x83;
+            }
+            pd | 0x3
+        };
+        // SAFETY: only the boot CPU runs; the entry was not present (the trampoline fills
+        // entries 0-3), so no live translation changes.
+        unsafe { (*core::ptr::addr_of_mut!(boot_pdpt))[index] = entry };
+        at += GIB;
+    }
+    at.min(end).max(4 * GIB)
+}

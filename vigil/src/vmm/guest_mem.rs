@@ -8,10 +8,14 @@ use vigil::loader::{GuestMemory, LoadError};
 use vigil::memmap::MemoryMap;
 
 static GUEST_RAM: Once<MemoryMap> = Once::new();
+/// The end of Vigil's own identity map: guest RAM above it cannot be touched by Vigil.
+static REACHABLE_END: Once<u64> = Once::new();
 
-/// Records the guest's memory map (machine map minus Vigil), once.
-pub fn init(map: MemoryMap) {
+/// Records the guest's memory map (machine map minus Vigil), and how far Vigil's own page
+/// tables reach, once.
+pub fn init(map: MemoryMap, reachable_end: u64) {
     GUEST_RAM.call_once(|| map);
+    REACHABLE_END.call_once(|| reachable_end);
 }
 
 pub fn map() -> &'static MemoryMap {
@@ -21,8 +25,9 @@ pub fn map() -> &'static MemoryMap {
 }
 
 fn is_ram(gpa: u64, len: u64) -> bool {
+    let reachable = REACHABLE_END.get().copied().unwrap_or(0);
     gpa.checked_add(len)
-        .is_some_and(|end| map().is_ram(gpa, end))
+        .is_some_and(|end| end <= reachable && map().is_ram(gpa, end))
 }
 
 pub fn read_u64(gpa: u64) -> Option<u64> {
