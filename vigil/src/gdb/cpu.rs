@@ -8,7 +8,7 @@ use core::fmt::{self, Write};
 use vigil::debugger::{AccessError, CpuRegs, GuestCpu, HwSlot, Info};
 use vigil::loader::GuestMemory;
 use vmx::ept::EptPerms;
-use vmx::paging::{translate, Access, PagingRegs};
+use vmx::paging::Access;
 use vmx::vmcs::{Field, VmcsAccess};
 
 /// A handle on the vCPU the exit loop is handling. The debugger only runs inside the exit loop,
@@ -37,20 +37,6 @@ const SELECTORS: [Field; 6] = [
     Field::GuestFsSelector,
     Field::GuestGsSelector,
 ];
-
-pub fn paging_regs(v: &Vcpu) -> PagingRegs {
-    PagingRegs {
-        cr0: v.guest_cr0(),
-        cr3: v.guest_cr3(),
-        cr4: v.guest_cr4(),
-        efer: v.efer(),
-        phys_addr_width: v.max_phys_bits() as u8,
-    }
-}
-
-fn read_guest_u64(gpa: u64) -> Option<u64> {
-    guest_mem::read_u64(gpa)
-}
 
 impl GuestCpu for VcpuCpu {
     fn regs(&self) -> CpuRegs {
@@ -86,8 +72,9 @@ impl GuestCpu for VcpuCpu {
     }
 
     fn translate(&self, gva: u64) -> Result<u64, AccessError> {
-        let regs = paging_regs(self.v());
-        let gpa = translate(&read_guest_u64, &regs, gva, Access::READ)
+        let gpa = self
+            .v()
+            .translate(gva, Access::READ)
             .map_err(|_| AccessError::Unmapped)?
             .gpa;
         if guest_mem::map().is_ram(gpa, gpa + 1) {
@@ -185,14 +172,14 @@ fn guest_msr(v: &Vcpu, msr: u32) -> Option<u64> {
 }
 
 fn describe_translation(v: &Vcpu, gva: u64, out: &mut dyn Write) -> fmt::Result {
-    let regs = paging_regs(v);
+    let regs = v.paging_regs();
     writeln!(
         out,
         "gva {gva:#x} ({:?} paging, cr3 {:#x})",
         regs.mode(),
         regs.cr3
     )?;
-    let gpa = match translate(&read_guest_u64, &regs, gva, Access::READ) {
+    let gpa = match v.translate(gva, Access::READ) {
         Ok(t) => {
             writeln!(out, "  guest page tables: {t}")?;
             t.gpa
