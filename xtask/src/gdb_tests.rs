@@ -326,6 +326,54 @@ fn debuggee_alone(c: &Check) -> Result<(), String> {
     Ok(())
 }
 
+/// `monitor vigil-panic`: Vigil's panic report (message, backtrace, guest state and VMCS) comes
+/// out on COM2 and xtask symbolizes the backtrace into Vigil's own functions.
+pub fn panic_scenario() -> Scenario {
+    Scenario {
+        name: "gdb-vigil-panic",
+        guest: "debuggee",
+        guest_args: "",
+        mode: Mode::Vigil,
+        vigil_options: "gdb=com2 gdb-wait=on",
+        cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
+        timeout_secs: 90,
+        baseline: None,
+        check: vigil_panic,
+    }
+}
+
+pub const PANIC_SCRIPT: &str = "set pagination off
+target remote localhost:{PORT}
+monitor vigil-panic
+";
+
+fn vigil_panic(c: &Check) -> Result<(), String> {
+    let com2 = c.outcome.capture.com2();
+    let has = |s: &str| com2.iter().any(|l| l.contains(s));
+    for want in [
+        "==== Vigil panic: panicked at vigil/src/gdb/cpu.rs",
+        "backtrace:",
+        "guest state (current VMCS):",
+        "run ended: failed: Vigil panic",
+    ] {
+        if !has(want) {
+            return Err(format!("COM2 lacks {want:?}"));
+        }
+    }
+    let vigil = crate::layout::Layout::discover().bare_bin(crate::build::VIGIL);
+    let frames = crate::symbolize::vigil_backtrace(&com2, &vigil)
+        .ok_or("no backtrace addresses on COM2")??;
+    let text = frames.join("\n");
+    for want in ["vigil::gdb::", "vigil::exit::"] {
+        if !text.contains(want) {
+            return Err(format!(
+                "the symbolized backtrace has no {want} frame:\n{text}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,52 +421,4 @@ $4 = 0x100f25
         assert!(s.contains("target remote localhost:{PORT}\n"));
         assert!(s.contains("set var {unsigned long}((char *)&DEBUGGEE_VARS + 8) = 0xfeedfacecafe"));
     }
-}
-
-/// `monitor vigil-panic`: Vigil's panic report (message, backtrace, guest state and VMCS) comes
-/// out on COM2 and xtask symbolizes the backtrace into Vigil's own functions.
-pub fn panic_scenario() -> Scenario {
-    Scenario {
-        name: "gdb-vigil-panic",
-        guest: "debuggee",
-        guest_args: "",
-        mode: Mode::Vigil,
-        vigil_options: "gdb=com2 gdb-wait=on",
-        cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
-        timeout_secs: 90,
-        baseline: None,
-        check: vigil_panic,
-    }
-}
-
-pub const PANIC_SCRIPT: &str = "set pagination off
-target remote localhost:{PORT}
-monitor vigil-panic
-";
-
-fn vigil_panic(c: &Check) -> Result<(), String> {
-    let com2 = c.outcome.capture.com2();
-    let has = |s: &str| com2.iter().any(|l| l.contains(s));
-    for want in [
-        "==== Vigil panic: panicked at vigil/src/gdb/cpu.rs",
-        "backtrace:",
-        "guest state (current VMCS):",
-        "run ended: failed: Vigil panic",
-    ] {
-        if !has(want) {
-            return Err(format!("COM2 lacks {want:?}"));
-        }
-    }
-    let vigil = crate::layout::Layout::discover().bare_bin(crate::build::VIGIL);
-    let frames = crate::symbolize::vigil_backtrace(&com2, &vigil)
-        .ok_or("no backtrace addresses on COM2")??;
-    let text = frames.join("\n");
-    for want in ["vigil::gdb::", "vigil::exit::"] {
-        if !text.contains(want) {
-            return Err(format!(
-                "the symbolized backtrace has no {want} frame:\n{text}"
-            ));
-        }
-    }
-    Ok(())
 }
