@@ -106,45 +106,11 @@ pub(super) fn isolation() -> Outcome {
         let mut address = start;
         while address < end.min(MAPPED_END) {
             vigil_pages += 1;
-            match fault::try_read_u64(address) {
-                Ok(value) => {
-                    return fail!(
-                        "vigil-read-succeeded range={} address={:#x} value={:#x}",
-                        range.name(),
-                        address,
-                        value
-                    )
+            for (access, probe) in VIGIL_PROBES {
+                if let Some(failed) = unless_gp(access, probe, range, address) {
+                    return failed;
                 }
-                Err(c) if c.vector == fault::GP => gp += 1,
-                Err(c) => {
-                    return fail!(
-                        "vigil-read-wrong-vector range={} address={:#x} vector={} error={:#x}",
-                        range.name(),
-                        address,
-                        c.vector,
-                        c.error
-                    )
-                }
-            }
-            match fault::try_write_probe_u64(address) {
-                Ok(value) => {
-                    return fail!(
-                        "vigil-write-succeeded range={} address={:#x} value={:#x}",
-                        range.name(),
-                        address,
-                        value
-                    )
-                }
-                Err(c) if c.vector == fault::GP => gp += 1,
-                Err(c) => {
-                    return fail!(
-                        "vigil-write-wrong-vector range={} address={:#x} vector={} error={:#x}",
-                        range.name(),
-                        address,
-                        c.vector,
-                        c.error
-                    )
-                }
+                gp += 1;
             }
             address = page_down(address) + PAGE;
         }
@@ -168,4 +134,37 @@ pub(super) fn isolation() -> Outcome {
         gp,
         before
     )
+}
+
+/// A probe of one address: the value it read, or the exception it raised.
+type Probe = fn(u64) -> Result<u64, Caught>;
+
+/// The two accesses tried on every page of Vigil's memory, by name (`vigil-read-…`,
+/// `vigil-write-…`), in the order they are tried.
+const VIGIL_PROBES: [(&str, Probe); 2] = [
+    ("read", fault::try_read_u64),
+    ("write", fault::try_write_probe_u64),
+];
+
+/// One `access` of Vigil's memory at `address` must raise #GP: `None` if it did, else the
+/// case's failure.
+fn unless_gp(access: &str, probe: Probe, range: VigilRange, address: u64) -> Option<Outcome> {
+    match probe(address) {
+        Ok(value) => Some(fail!(
+            "vigil-{}-succeeded range={} address={:#x} value={:#x}",
+            access,
+            range.name(),
+            address,
+            value
+        )),
+        Err(c) if c.vector == fault::GP => None,
+        Err(c) => Some(fail!(
+            "vigil-{}-wrong-vector range={} address={:#x} vector={} error={:#x}",
+            access,
+            range.name(),
+            address,
+            c.vector,
+            c.error
+        )),
+    }
 }
