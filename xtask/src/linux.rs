@@ -19,7 +19,6 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::bochs::{self, Machine, RunSpec};
 use crate::build::VIGIL;
 use crate::initramfs::{self, BANNER, DONE, MARKER};
 use crate::iso::{self, grub_quote};
@@ -27,7 +26,7 @@ use crate::layout::{Layout, RunDir};
 use crate::outcome::{Mode, Outcome};
 use crate::report;
 use crate::scenarios::{Check, Scenario};
-use crate::stream::{Echo, Port};
+use crate::stream::Port;
 
 /// `--guest linux`, and the `guest` of the Linux scenarios.
 pub const GUEST: &str = "linux";
@@ -424,27 +423,9 @@ pub fn run_scenario(layout: &Layout, s: &Scenario, verbose: bool) -> Result<Outc
     };
     let material = material(layout, &args)?;
     let vigil = vigil_bin(layout, s.mode)?;
-    let dir = RunDir::claim(layout, s.name).map_err(|e| format!("run directory: {e}"))?;
-    let (iso, _) = make_iso(
-        &dir,
-        &material,
-        vigil.as_deref().map(|b| (b, s.vigil_options)),
-    )?;
-    crate::step(&format!("started {}", s.name));
-    bochs::run(&RunSpec {
-        dir: &dir,
-        iso,
-        machine: Machine {
-            cpu_model: s.cpu_model.to_string(),
-            ..Machine::default()
-        },
-        mode: s.mode,
-        timeout: Duration::from_secs(s.timeout_secs),
-        echo: if verbose {
-            Echo::Labelled(s.name.to_string())
-        } else {
-            Echo::Quiet
-        },
+    crate::suite::boot(layout, s, verbose, |dir| {
+        let with_vigil = vigil.as_deref().map(|b| (b, s.vigil_options));
+        Ok(make_iso(dir, &material, with_vigil)?.0)
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::thread;
@@ -334,13 +335,25 @@ fn run_one(
         }
         Mode::Bare => None,
     };
-    let dir = RunDir::claim(layout, s.name).map_err(|e| format!("run directory: {e}"))?;
     let spec = IsoSpec {
         guest,
         guest_args: s.guest_args.to_string(),
         vigil,
     };
-    let (iso, _) = iso::make(&dir, &spec)?;
+    boot(layout, s, verbose, |dir| Ok(iso::make(dir, &spec)?.0))
+}
+
+/// Boot one scenario in Bochs: claim its run directory, have `make_iso` stage and make the ISO
+/// in it, hook up gdb if the scenario has a session, and run Bochs on the scenario's machine
+/// (echoing the serial lines under the scenario's name with `-v`).
+pub fn boot(
+    layout: &Layout,
+    s: &Scenario,
+    verbose: bool,
+    make_iso: impl FnOnce(&RunDir) -> Result<PathBuf, String>,
+) -> Result<Outcome, String> {
+    let dir = RunDir::claim(layout, s.name).map_err(|e| format!("run directory: {e}"))?;
+    let iso = make_iso(&dir)?;
     crate::step(&format!("started {}", s.name));
     crate::gdb_tests::register(&dir.path, s.name, &layout.bare_bin(s.guest));
     bochs::run(&RunSpec {
