@@ -19,28 +19,26 @@ pub struct IsoSpec {
     pub vigil: Option<(PathBuf, String)>,
 }
 
-/// The grub.cfg for a run: no menu delay, one entry.
+/// The grub.cfg for a run.
 pub fn grub_cfg(vigil_options: Option<&str>, guest_args: &str) -> String {
-    let mut cfg = String::from("set timeout=0\nset default=0\n\n");
     match vigil_options {
-        Some(options) => {
-            cfg.push_str("menuentry \"vigil\" {\n");
-            cfg.push_str(&format!(
-                "    multiboot2 {}\n",
-                command("/boot/vigil", options)
-            ));
-            cfg.push_str(&format!(
-                "    module2 {}\n",
-                command("/boot/guest.elf guest", guest_args)
-            ));
-        }
-        None => {
-            cfg.push_str("menuentry \"bare\" {\n");
-            cfg.push_str(&format!(
-                "    multiboot {}\n",
-                command("/boot/guest.elf", guest_args)
-            ));
-        }
+        Some(options) => grub_entry(
+            "vigil",
+            &[
+                ("multiboot2 /boot/vigil", options),
+                ("module2 /boot/guest.elf guest", guest_args),
+            ],
+        ),
+        None => grub_entry("bare", &[("multiboot /boot/guest.elf", guest_args)]),
+    }
+}
+
+/// A grub.cfg with no menu delay and one entry, `title`, that runs `commands` and boots. Each
+/// command is a head, written as it is, and arguments, whose words are quoted for GRUB.
+pub fn grub_entry(title: &str, commands: &[(&str, &str)]) -> String {
+    let mut cfg = format!("set timeout=0\nset default=0\n\nmenuentry \"{title}\" {{\n");
+    for (head, args) in commands {
+        cfg.push_str(&format!("    {}\n", command(head, args)));
     }
     cfg.push_str("    boot\n}\n");
     cfg
@@ -58,7 +56,7 @@ fn command(head: &str, args: &str) -> String {
 
 /// Quote one word for grub.cfg: plain words stay as they are; anything else goes in single
 /// quotes (inside which GRUB takes every character literally, except `'` itself).
-pub fn grub_quote(word: &str) -> String {
+fn grub_quote(word: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "_-.,:=/+@%^~".contains(c);
     if !word.is_empty() && word.chars().all(plain) {
         word.to_string()

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::build::VIGIL;
 use crate::initramfs::{self, BANNER, DONE, MARKER};
-use crate::iso::{self, grub_quote};
+use crate::iso;
 use crate::layout::{Layout, RunDir};
 use crate::outcome::{Mode, Outcome};
 use crate::report;
@@ -314,37 +314,24 @@ fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
 
 /// The grub.cfg of a Linux run (Vigil's options, or `None` for bare).
 pub fn grub_cfg(vigil_options: Option<&str>, cmdline: &str) -> String {
-    let words = |head: &str, args: &str| {
-        let mut line = head.to_string();
-        for word in args.split_whitespace() {
-            line.push(' ');
-            line.push_str(&grub_quote(word));
-        }
-        line
-    };
-    let mut cfg = String::from("set timeout=0\nset default=0\n\n");
     match vigil_options {
-        Some(options) => {
-            cfg.push_str("menuentry \"vigil linux\" {\n");
-            cfg.push_str(&format!(
-                "    multiboot2 {}\n",
-                words("/boot/vigil", options)
-            ));
-            cfg.push_str(&format!(
-                "    module2 {}\n",
-                words("/boot/vmlinuz guest", cmdline)
-            ));
-            // --nounzip: GRUB would otherwise hand over the gunzipped archive.
-            cfg.push_str("    module2 --nounzip /boot/initrd.gz initrd\n");
-        }
-        None => {
-            cfg.push_str("menuentry \"linux\" {\n");
-            cfg.push_str(&format!("    linux {}\n", words("/boot/vmlinuz", cmdline)));
-            cfg.push_str("    initrd /boot/initrd.gz\n");
-        }
+        Some(options) => iso::grub_entry(
+            "vigil linux",
+            &[
+                ("multiboot2 /boot/vigil", options),
+                ("module2 /boot/vmlinuz guest", cmdline),
+                // --nounzip: GRUB would otherwise hand over the gunzipped archive.
+                ("module2 --nounzip /boot/initrd.gz initrd", ""),
+            ],
+        ),
+        None => iso::grub_entry(
+            "linux",
+            &[
+                ("linux /boot/vmlinuz", cmdline),
+                ("initrd /boot/initrd.gz", ""),
+            ],
+        ),
     }
-    cfg.push_str("    boot\n}\n");
-    cfg
 }
 
 /// Stage `<run dir>/iso` (vmlinuz, initrd.gz, Vigil when given, grub.cfg) and make the ISO.
