@@ -30,10 +30,10 @@ use crate::bochs::{self, Machine, RunSpec, IPS};
 use crate::build::{self, VIGIL};
 use crate::cli::RunArgs;
 use crate::layout::{Layout, RunDir};
-use crate::linux;
 use crate::outcome::{Mode, Outcome};
 use crate::report::{self, ExitStats};
 use crate::stream::{Echo, Port};
+use crate::{linux, linux_checks, linux_material};
 
 /// The bound on the Vigil / bare ratio with the default policy, and its goal.
 pub const RATIO_TARGET: f64 = 1.10;
@@ -59,7 +59,7 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
     if !args.no_build {
         build::build(layout, VIGIL)?;
     }
-    let material = linux::material(layout, &args.linux)?;
+    let material = linux_material::material(layout, &args.linux)?;
     let vigil = linux::vigil_bin(layout, Mode::Vigil)?.expect("under Vigil");
     let options = args.effective_vigil_options().unwrap_or_default();
     let machine = Machine {
@@ -98,7 +98,7 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
                         timeout: args.timeout,
                         echo: Echo::Quiet,
                     })?;
-                    let verdict = linux::verdict(&outcome, our_initrd);
+                    let verdict = linux_checks::verdict(&outcome, our_initrd);
                     let log = std::fs::read(dir.file("bochs.log")).unwrap_or_default();
                     let log = String::from_utf8_lossy(&log);
                     let (ticks, entry_tick) = (end_tick(&log), kernel_entry_tick(&log));

@@ -1,8 +1,12 @@
-//! Tests of the Linux guest's pieces, with output from real runs (trimmed).
+//! Tests of the Linux guest's pieces (`linux`, `linux_material`, `linux_checks`), with output
+//! from real runs (trimmed).
 
 use super::*;
+use crate::linux_checks::*;
+use crate::linux_material::{parse_depends, user_file};
 use crate::outcome::End;
-use crate::stream::Capture;
+use crate::scenarios::Check;
+use crate::stream::{Capture, Port};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 

@@ -12,6 +12,8 @@ mod initramfs;
 mod iso;
 mod layout;
 mod linux;
+mod linux_checks;
+mod linux_material;
 mod outcome;
 mod prereqs;
 mod report;

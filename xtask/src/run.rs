@@ -137,7 +137,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         return Ok(false);
     }
     let verdict = match args.guest {
-        Guest::Linux => crate::linux::verdict(&outcome, args.linux.our_initrd()),
+        Guest::Linux => crate::linux_checks::verdict(&outcome, args.linux.our_initrd()),
         _ => outcome.normal_end(),
     };
     match verdict {

@@ -105,7 +105,7 @@ pub fn all() -> Vec<Scenario> {
             cpu_model: SKYLAKE,
             timeout_secs: 600,
             baseline: None,
-            check: crate::linux::check_bare,
+            check: crate::linux_checks::check_bare,
         },
         Scenario {
             name: "linux-vigil",
@@ -116,7 +116,7 @@ pub fn all() -> Vec<Scenario> {
             cpu_model: SKYLAKE,
             timeout_secs: 600,
             baseline: Some("linux-bare"),
-            check: crate::linux::check_vigil,
+            check: crate::linux_checks::check_vigil,
         },
         Scenario {
             name: "linux-hide",
@@ -127,7 +127,7 @@ pub fn all() -> Vec<Scenario> {
             cpu_model: SKYLAKE,
             timeout_secs: 900,
             baseline: Some("linux-bare"),
-            check: crate::linux::check_time,
+            check: crate::linux_checks::check_time,
         },
         Scenario {
             name: "linux-offset",
@@ -138,7 +138,7 @@ pub fn all() -> Vec<Scenario> {
             cpu_model: SKYLAKE,
             timeout_secs: 600,
             baseline: Some("linux-bare"),
-            check: crate::linux::check_time,
+            check: crate::linux_checks::check_time,
         },
         Scenario {
             name: "hostile-triple-fault",

@@ -1,0 +1,297 @@
+//! The verdict on a Linux run and the checks of the Linux scenarios, from what our initramfs's
+//! `/init` printed (its sections, see [`crate::initramfs`]), the kernel's console and Vigil's
+//! exit statistics.
+
+use std::collections::BTreeMap;
+
+use crate::initramfs::{self, BANNER, DONE, MARKER};
+use crate::outcome::{Mode, Outcome};
+use crate::report;
+use crate::scenarios::Check;
+use crate::stream::Port;
+
+/// The verdict on a Linux run: Bochs exited by itself; under Vigil its last line is
+/// `run ended: ok`; with our initramfs, `/init` got to its last line. `Ok` carries the deciding
+/// line.
+pub fn verdict(outcome: &Outcome, our_initrd: bool) -> Result<String, String> {
+    let line = match outcome.mode {
+        Mode::Vigil => outcome.normal_end()?,
+        Mode::Bare if outcome.exited_by_itself() => "Bochs exited".to_string(),
+        Mode::Bare => return Err(outcome.end_phrase()),
+    };
+    if !our_initrd {
+        return Ok(line);
+    }
+    let init = InitReport::parse(outcome.capture.port(Port::Guest));
+    if !init.banner {
+        return Err(format!("the initramfs never started: no `{BANNER}` line"));
+    }
+    if !init.done {
+        return Err(format!("/init did not get to its last line `{DONE}`"));
+    }
+    Ok(format!("{DONE}; {line}"))
+}
+
+/// What our `/init` printed: the banner, the sections by name, the last line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InitReport {
+    pub banner: bool,
+    pub done: bool,
+    pub sections: BTreeMap<String, Vec<String>>,
+}
+
+impl InitReport {
+    pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> InitReport {
+        let mut report = InitReport::default();
+        let mut open: Option<String> = None;
+        for line in lines {
+            let trimmed = line.trim();
+            if let Some(rest) = trimmed.strip_prefix(MARKER) {
+                let rest = rest.trim();
+                if let Some(name) = rest.strip_prefix("begin ") {
+                    report.sections.insert(name.to_string(), Vec::new());
+                    open = Some(name.to_string());
+                } else if rest.starts_with("end ") {
+                    open = None;
+                } else if trimmed == BANNER {
+                    report.banner = true;
+                } else if trimmed == DONE {
+                    report.done = true;
+                }
+                continue;
+            }
+            if let Some(name) = &open {
+                if let Some(section) = report.sections.get_mut(name) {
+                    section.push(line.to_string());
+                }
+            }
+        }
+        report
+    }
+
+    pub fn section(&self, name: &str) -> Result<&[String], String> {
+        self.sections
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| format!("/init printed no `{name}` section"))
+    }
+
+    /// `uname -a` → (kernel name, release, machine).
+    pub fn uname(&self) -> Result<(String, String, String), String> {
+        let line = self
+            .section("uname")?
+            .first()
+            .ok_or("the uname section is empty")?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.len() < 4 {
+            return Err(format!("uname -a printed {line:?}"));
+        }
+        let machine = words
+            .iter()
+            .rev()
+            .find(|w| w.starts_with("x86_64") || w.starts_with("i686"))
+            .ok_or(format!("uname -a names no machine: {line:?}"))?;
+        Ok((words[0].into(), words[2].into(), machine.to_string()))
+    }
+
+    /// A `key : value` line of the cpuinfo section.
+    pub fn cpuinfo(&self, key: &str) -> Result<String, String> {
+        self.section("cpuinfo")?
+            .iter()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+            .ok_or_else(|| format!("/proc/cpuinfo has no `{key}` line"))
+    }
+
+    /// The total of `free`'s `Mem:` line, in KiB.
+    pub fn mem_total_kib(&self) -> Result<u64, String> {
+        let line = self
+            .section("free")?
+            .iter()
+            .find(|l| l.trim_start().starts_with("Mem:"))
+            .ok_or("free printed no `Mem:` line")?;
+        line.split_whitespace()
+            .nth(1)
+            .and_then(report::parse_u64)
+            .ok_or_else(|| format!("cannot read the total of {line:?}"))
+    }
+
+    /// (current clocksource, available clocksources).
+    pub fn clocksource(&self) -> Result<(String, Vec<String>), String> {
+        let lines = self.section("clocksource")?;
+        let current = lines
+            .first()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .ok_or("the clocksource section is empty")?;
+        let available = lines
+            .get(1)
+            .map(|l| l.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        Ok((current, available))
+    }
+}
+
+/// Every clocksource the kernel switched to (`clocksource: Switched to clocksource X`), in order.
+pub fn clocksource_switches<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    lines
+        .into_iter()
+        .filter_map(|l| l.split("Switched to clocksource ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(String::from)
+        .collect()
+}
+
+/// Lines that report the TSC as unreliable.
+pub fn tsc_trouble<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    lines
+        .into_iter()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            // "Marking clocksource 'tsc' as unstable", "Marking TSC unstable due to …",
+            // "TSC found unstable after boot".
+            l.contains("unstable")
+        })
+        .map(String::from)
+        .collect()
+}
+
+fn tsc_family(clocksource: &str) -> bool {
+    clocksource == "tsc" || clocksource == "tsc-early"
+}
+
+// ---- checks of the Linux scenarios ----
+
+/// Both modes: Bochs exited by itself after our `/init` ran every section; `uname -a` says
+/// Linux on x86_64, cpuinfo names Intel's vendor, `free` reports a plausible total.
+fn common(c: &Check) -> Result<InitReport, String> {
+    verdict(c.outcome, true)?;
+    let init = InitReport::parse(c.outcome.capture.port(Port::Guest));
+    for name in initramfs::SECTIONS {
+        if init.section(name)?.is_empty() {
+            return Err(format!("/init's `{name}` section is empty"));
+        }
+    }
+    let (kernel, release, machine) = init.uname()?;
+    if kernel != "Linux" {
+        return Err(format!("uname -a names the kernel {kernel:?}, not Linux"));
+    }
+    if !release.starts_with(|ch: char| ch.is_ascii_digit()) {
+        return Err(format!("uname -a: release {release:?} is not a version"));
+    }
+    if machine != "x86_64" {
+        return Err(format!("uname -a: machine {machine:?}, not x86_64"));
+    }
+    let vendor = init.cpuinfo("vendor_id")?;
+    if vendor != "GenuineIntel" {
+        return Err(format!("cpuinfo vendor_id is {vendor:?}, not GenuineIntel"));
+    }
+    let megs = crate::bochs::DEFAULT_MEGS as u64;
+    let total = init.mem_total_kib()?;
+    if total < megs * 1024 / 2 || total > megs * 1024 {
+        return Err(format!(
+            "free: Mem total {total} KiB is not between half and all of the machine's {megs} MiB"
+        ));
+    }
+    let (current, _) = init.clocksource()?;
+    if current.is_empty() {
+        return Err("no current clocksource".into());
+    }
+    let dmesg = init.section("dmesg-time")?;
+    if !dmesg.iter().any(|l| l.contains("tsc:")) {
+        return Err("dmesg has no `tsc:` line".into());
+    }
+    Ok(init)
+}
+
+/// `linux-bare`: the reference the Vigil scenarios compare with.
+pub fn check_bare(c: &Check) -> Result<(), String> {
+    common(c)?;
+    if let Some(line) = c.outcome.capture.com2().first() {
+        return Err(format!("COM2 should be silent bare, it printed {line:?}"));
+    }
+    Ok(())
+}
+
+/// Under Vigil: everything of [`common`], `run ended: ok`, an exit table with CPUID exits whose
+/// rows add up, and (against bare) the guest has less memory by at least Vigil's pool.
+pub fn check_vigil(c: &Check) -> Result<(), String> {
+    let init = common(c)?;
+    let stats = report::exit_stats(&c.outcome.capture.com2())?;
+    if stats.total.count == 0 {
+        return Err("the exit table counts no exits".into());
+    }
+    if stats.count("CPUID") == 0 {
+        let rows: Vec<String> = stats
+            .rows
+            .iter()
+            .map(|(r, row)| format!("{r}={}", row.count))
+            .collect();
+        return Err(format!("no CPUID exits (rows: {})", rows.join(", ")));
+    }
+    let sum: u64 = stats.rows.values().map(|r| r.count).sum();
+    if sum != stats.total.count {
+        return Err(format!(
+            "the exit rows add up to {sum}, the total row says {}",
+            stats.total.count
+        ));
+    }
+    if let Some(bare) = c.baseline {
+        let bare = InitReport::parse(bare.capture.port(Port::Guest));
+        if let (Ok(mine), Ok(theirs)) = (init.mem_total_kib(), bare.mem_total_kib()) {
+            // Vigil's 16 MiB pool and its image are not the guest's.
+            if mine + 16 * 1024 > theirs {
+                return Err(format!(
+                    "the guest has {mine} KiB under Vigil, {theirs} KiB bare: Vigil's 16 MiB \
+                     pool should be missing from it"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Under a `tsc=` policy: [`check_vigil`], and the kernel's time keeping is as bare: dmesg
+/// printed its TSC and clocksource lines, nothing calls the TSC unstable, and the clocksource
+/// (and every switch) is the one bare Linux uses, or both are TSC clocksources (`tsc-early`
+/// becomes `tsc` once its calibration is refined, which depends on how long the boot took).
+pub fn check_time(c: &Check) -> Result<(), String> {
+    check_vigil(c)?;
+    let com1 = c.outcome.capture.com1();
+    let init = InitReport::parse(com1.iter().copied());
+    let dmesg = init.section("dmesg-time")?;
+    if !dmesg.iter().any(|l| l.contains("clocksource:")) {
+        return Err("dmesg has no `clocksource:` line".into());
+    }
+    if let Some(line) = tsc_trouble(com1.iter().copied()).first() {
+        return Err(format!("the TSC is in trouble: {line}"));
+    }
+    let bare = c
+        .baseline
+        .ok_or("the linux-bare outcome this check compares with is missing")?;
+    let bare = InitReport::parse(bare.capture.port(Port::Guest));
+    let (current, _) = init.clocksource()?;
+    let (bare_current, _) = bare.clocksource()?;
+    let same = |a: &str, b: &str| a == b || (tsc_family(a) && tsc_family(b));
+    if !same(&current, &bare_current) {
+        return Err(format!(
+            "the clocksource is {current}, bare Linux uses {bare_current}"
+        ));
+    }
+    let bare_switches =
+        clocksource_switches(bare.section("dmesg-time")?.iter().map(String::as_str));
+    for to in clocksource_switches(dmesg.iter().map(String::as_str)) {
+        if !bare_switches.iter().any(|b| same(&to, b)) {
+            return Err(format!(
+                "Linux switched to clocksource {to}; bare it switched to {}",
+                if bare_switches.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    bare_switches.join(", ")
+                }
+            ));
+        }
+    }
+    Ok(())
+}
