@@ -47,7 +47,71 @@ pub fn all() -> Vec<Scenario> {
             check: debuggee_alone,
         },
         panic_scenario(),
+        Scenario {
+            name: "gdb-attach-running",
+            guest: "debuggee",
+            guest_args: "case=attach,checkpoint",
+            mode: Mode::Vigil,
+            vigil_options: "gdb=com2 tsc=frozen",
+            cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
+            timeout_secs: 150,
+            baseline: None,
+            check: attach_running,
+        },
     ]
+}
+
+/// gdb attaches only once the guest is spinning in the `attach` case: Vigil must notice gdb's
+/// packets on its own (the preemption timer polls COM2), stop the guest wherever it is, and let
+/// gdb release it.
+pub fn attach_script(debuggee: &std::path::Path) -> String {
+    format!(
+        "set pagination off
+set confirm off
+set remotetimeout 30
+file {elf}
+shell sleep 6
+target remote localhost:{{PORT}}
+echo ==stopped\\n
+p/x $pc
+info symbol $pc
+set var DEBUGGEE_RELEASE = 0x600d
+detach
+",
+        elf = debuggee.display()
+    )
+}
+
+fn attach_running(c: &Check) -> Result<(), String> {
+    let o = c.outcome;
+    o.normal_end()?;
+    let cases = report::cases(o.capture.port(Port::Guest));
+    let attach = cases
+        .iter()
+        .find(|l| l.name == "attach")
+        .ok_or("no attach case line")?;
+    if attach.status != Status::Pass || attach.field("released") != Some("0x600d") {
+        return Err(format!(
+            "the guest was not released by gdb: {:?} {} {:?}",
+            attach.status, attach.why, attach.fields
+        ));
+    }
+    let gdb = std::fs::read_to_string(c.outcome.dir.join("gdb.out"))
+        .map_err(|e| format!("gdb.out: {e}"))?;
+    let stopped = section(&gdb, "stopped");
+    let pc = printed_values(&stopped);
+    if pc.is_empty() || pc[0] == 0 {
+        return Err(format!(
+            "gdb did not show where the guest stopped: {stopped:?}"
+        ));
+    }
+    // The break-in lands wherever the guest was: in the spin loop of the `attach` case.
+    if !stopped.iter().any(|l| l.contains("attach")) {
+        return Err(format!(
+            "the guest did not stop in the attach case: {stopped:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// The gdb hookup of a scenario that has one (registered for its run directory).
@@ -58,6 +122,15 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             crate::gdb::GdbHookup {
                 listen: 0,
                 script: Some(PANIC_SCRIPT.into()),
+            },
+        );
+    }
+    if scenario == "gdb-attach-running" {
+        crate::gdb::register(
+            dir,
+            crate::gdb::GdbHookup {
+                listen: 0,
+                script: Some(attach_script(debuggee)),
             },
         );
     }

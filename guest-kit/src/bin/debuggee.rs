@@ -12,6 +12,7 @@
 //! | `watch` | stores 0x1234 to `DEBUGGEE_WATCHED` (alone on its page) | `watch` stops at `debuggee_after_store` |
 //! | `stepi` | calls `debuggee_step_here` (`mov eax, 1` is 5 bytes) | `stepi` from its first instruction |
 //! | `tsc-stop` | RDTSC, call `debuggee_tsc_stop`, RDTSC: `delta=` | holds the guest there ≥ 2 s |
+//! | `attach` (only when named) | spins until `DEBUGGEE_RELEASE` is set, at most ~2^31 ticks; SKIP if no one did | attaches while the guest runs (break-in), sets the variable, detaches |
 
 #![no_std]
 #![no_main]
@@ -29,7 +30,12 @@ static CASES: &[Case] = &[
     Case::new("watch", watch),
     Case::new("stepi", stepi),
     Case::new("tsc-stop", tsc_stop),
+    Case::explicit("attach", attach),
 ];
+
+/// Set by a debugger that attached while the guest ran (the `attach` case waits for it).
+#[unsafe(no_mangle)]
+pub static mut DEBUGGEE_RELEASE: u64 = 0;
 
 fn main(boot: &'static BootInfo) -> ! {
     harness::run(CASES, boot)
@@ -169,6 +175,24 @@ fn stepi() -> Outcome {
         return fail!("wrong-result eax={r}");
     }
     pass!("eax={r}")
+}
+
+/// Spins until a debugger that broke in sets `DEBUGGEE_RELEASE`. Without a debugger the bound
+/// runs out and the case skips, so it passes bare and under Vigil alone too.
+fn attach() -> Outcome {
+    let start = cpu::rdtsc();
+    let mut spins = 0u64;
+    loop {
+        let released = unsafe { core::ptr::addr_of!(DEBUGGEE_RELEASE).read_volatile() };
+        if released != 0 {
+            return pass!("released={released:#x} spins={spins}");
+        }
+        if cpu::rdtsc().wrapping_sub(start) > 1 << 31 {
+            return guest_kit::skip!("no-debugger spins={spins}");
+        }
+        spins += 1;
+        core::hint::spin_loop();
+    }
 }
 
 fn tsc_stop() -> Outcome {
