@@ -72,6 +72,7 @@ set remotetimeout 30
 file {elf}
 shell sleep 6
 target remote localhost:{{PORT}}
+set language c
 echo ==stopped\\n
 p/x $pc
 info symbol $pc
