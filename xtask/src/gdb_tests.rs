@@ -76,7 +76,7 @@ set language c
 echo ==stopped\\n
 p/x $pc
 info symbol $pc
-set var DEBUGGEE_RELEASE = 0x600d
+set var {{unsigned long}}((char *)&DEBUGGEE_RELEASE) = 0x600d
 detach
 ",
         elf = debuggee.display()
