@@ -71,8 +71,9 @@ pub fn vigil_exception(f: &TrapFrame) -> ! {
             .get(f.vector as usize)
             .copied()
             .unwrap_or("?");
+        let cpu = crate::percpu::current().map_or(u32::MAX, |c| c.id);
         eprintln!(
-            "==== Vigil fault: exception {} ({name}), error code {:#x}",
+            "==== Vigil fault on CPU {cpu}: exception {} ({name}), error code {:#x}",
             f.vector, f.error_code
         );
         eprintln!(

@@ -14,6 +14,7 @@ mod fault;
 mod gdb;
 mod guest;
 mod mem;
+mod percpu;
 mod power;
 mod report;
 mod serial;
@@ -22,16 +23,12 @@ mod vmm;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
-use arch::gdt::CpuTables;
 use core::sync::atomic::Ordering;
 use power::{end_run, Outcome};
 use vigil::config::{Config, LogLevel};
 use vigil::memmap::{Kind, MemoryMap};
 
 const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
-
-/// Per-CPU descriptor tables; only the boot CPU runs for now.
-static mut BSP_TABLES: CpuTables = CpuTables::new();
 
 #[no_mangle]
 extern "C" fn vigil_main(magic: u32, info: u32) -> ! {
@@ -40,8 +37,7 @@ extern "C" fn vigil_main(magic: u32, info: u32) -> ! {
         "Vigil {} — Intel VT-x hypervisor",
         env!("CARGO_PKG_VERSION")
     );
-    // SAFETY: the boot CPU takes the tables once, before anything else uses them.
-    unsafe { (*core::ptr::addr_of_mut!(BSP_TABLES)).load() };
+    percpu::init(0);
     arch::idt::init();
     if magic != MULTIBOOT2_MAGIC {
         end_run(Outcome::Failed("not started by a multiboot2 boot loader"));
@@ -126,9 +122,8 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         caps.cr4_fixed0, caps.cr4_fixed1
     );
     vmm::vmxon(&caps)?;
-    // SAFETY: only the boot CPU exists; its tables were loaded above and live forever.
-    let tables = unsafe { &*core::ptr::addr_of!(BSP_TABLES) };
-    let mut vcpu = vmm::setup::create_vcpu(caps, config, &setup, 0, tables)?;
+    let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
+    let mut vcpu = vmm::setup::create_vcpu(caps, config, &setup, cpu)?;
     fault::VMCS_LOADED.store(true, Ordering::Relaxed);
     if config.check_entry && checks::report_violations(&vcpu) > 0 {
         return Ok(Outcome::Failed(

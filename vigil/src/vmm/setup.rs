@@ -220,8 +220,7 @@ pub fn create_vcpu(
     caps: VmxCaps,
     config: &'static Config,
     guest: &GuestSetup,
-    id: u32,
-    cpu_tables: &gdt::CpuTables,
+    cpu: &crate::percpu::PerCpu,
 ) -> Result<Vcpu, String> {
     let [pin, primary, secondary, exit, entry] = controls(&caps, config)?;
     let vmcs_phys = alloc_frames(1).ok_or("out of memory for the VMCS")?;
@@ -256,7 +255,7 @@ pub fn create_vcpu(
     w(&mut v, Field::IoBitmapB, io + 4096)?;
     w(&mut v, Field::EptPointer, guest.eptp)?;
     let vpid = if secondary & SecondaryProcBased::ENABLE_VPID.bits() != 0 {
-        1 + id as u16
+        1 + cpu.id as u16
     } else {
         0
     };
@@ -310,8 +309,9 @@ pub fn create_vcpu(
     w(&mut v, Field::HostGsSelector, 0)?;
     w(&mut v, Field::HostTrSelector, gdt::TSS_SEL as u64)?;
     w(&mut v, Field::HostFsBase, 0)?;
-    w(&mut v, Field::HostGsBase, 0)?;
-    w(&mut v, Field::HostTrBase, cpu_tables.tss_base())?;
+    // GS base is how Vigil finds the running CPU's state (percpu.rs).
+    w(&mut v, Field::HostGsBase, cpu.address())?;
+    w(&mut v, Field::HostTrBase, cpu.tables.tss_base())?;
     w(&mut v, Field::HostGdtrBase, regs::sgdt().0)?;
     w(&mut v, Field::HostIdtrBase, regs::sidt().0)?;
     w(&mut v, Field::HostIa32SysenterCs, 0)?;
@@ -404,7 +404,7 @@ pub fn create_vcpu(
     w(&mut v, GuestCr3, 0)?;
 
     let mut vcpu = Vcpu {
-        id,
+        id: cpu.id,
         regs: Default::default(),
         vmcs: v,
         caps,
