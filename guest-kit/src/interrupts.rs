@@ -261,6 +261,13 @@ pub fn init() {
     }
 }
 
+/// Points `vector` at `handler`, an assembly routine that ends in IRETQ (for vectors the common
+/// stubs do not cover).
+pub fn set_handler(vector: u8, handler: u64) {
+    // SAFETY: the kit runs on one CPU with interrupts off while it changes a gate.
+    unsafe { (*IDT.0.get())[vector as usize] = Gate::interrupt(handler) };
+}
+
 /// LIDT with an arbitrary base and limit. A zero limit makes every vector a #GP — and the #GP
 /// itself, then the #DF — so the next exception shuts the processor down (SDM Vol. 3A,
 /// "Interrupt 8 — Double Fault Exception (#DF)": a fault while delivering #DF is a triple fault).

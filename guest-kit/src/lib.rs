@@ -17,6 +17,7 @@ pub mod fault;
 pub mod harness;
 pub mod hypercall;
 pub mod interrupts;
+pub mod lapic;
 pub mod multiboot;
 pub mod serial;
 pub mod timer;

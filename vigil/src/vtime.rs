@@ -96,7 +96,12 @@ impl VirtualTsc {
 
     /// The earliest host time at which the guest's TSC reaches `guest` (for the deadline).
     pub fn host_for(&self, guest: u64) -> u64 {
-        let scaled = guest.wrapping_sub(self.offset);
+        self.host_for_offset(guest, self.offset)
+    }
+
+    /// The same under another offset (the one the next VM entry will set).
+    pub fn host_for_offset(&self, guest: u64, offset: u64) -> u64 {
+        let scaled = guest.wrapping_sub(offset);
         if self.multiplier == UNITY {
             scaled
         } else {

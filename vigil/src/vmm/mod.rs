@@ -99,7 +99,7 @@ impl Vcpu {
             switch::RunResult::Exit => {
                 if self.regs.hide != 0 {
                     // The switch moved the offset (hidden exit time).
-                    self.tsc.v.offset = self.regs.tsc_offset;
+                    self.after_hidden_exit();
                 }
                 let raw = self.vmcs.read(Field::VmExitReason) as u32;
                 if raw & (1 << 31) != 0 {

@@ -414,6 +414,7 @@ pub fn create_vcpu(
         tsc: TscState {
             v: vtsc,
             last_emulated: None,
+            deadline_host: 0,
         },
         shutdown_progress: 0,
         pm1a_control: guest.pm1a_control,

@@ -47,6 +47,13 @@ pub struct GuestRegs {
     pub credit: u64,
     /// The guest's TSC offset, updated by `vmx_run` when `hide` is set.
     pub tsc_offset: u64,
+    /// With `hide` set: the guest's TSC deadline (0: none). The exit stub disarms the timer
+    /// first thing, so it cannot fire during the exit's hidden time, and `vmx_run` re-arms it
+    /// for the new offset as its last step, so it fires when the guest's TSC reaches it.
+    pub deadline: u64,
+    /// Host TSC just after the exit stub disarmed the deadline timer: a timer that fired before
+    /// this moment has fired for the guest.
+    pub disarm_tsc: u64,
 }
 
 impl GuestRegs {
@@ -104,6 +111,8 @@ const _: () = {
     assert!(core::mem::offset_of!(GuestRegs, hide) == 144);
     assert!(core::mem::offset_of!(GuestRegs, credit) == 152);
     assert!(core::mem::offset_of!(GuestRegs, tsc_offset) == 160);
+    assert!(core::mem::offset_of!(GuestRegs, deadline) == 168);
+    assert!(core::mem::offset_of!(GuestRegs, disarm_tsc) == 176);
 };
 
 /// What `vmx_run` came back with.
@@ -171,6 +180,17 @@ vmx_run:
     mov [rcx + 160], rdx
     mov rax, {tsc_offset}
     vmwrite rax, rdx
+    mov rax, [rcx + 168]            /* the guest's deadline, if armed */
+    test rax, rax
+    jz vmx_run_time_done
+    sub rax, rdx                    /* in host time: deadline - offset */
+    jnz vmx_run_deadline_nonzero
+    inc rax                         /* 0 would disarm: fire now instead */
+vmx_run_deadline_nonzero:
+    mov rdx, rax
+    shr rdx, 32
+    mov ecx, {tsc_deadline}
+    wrmsr
 vmx_run_time_done:
     mov rax, rdi
     mov rbx, [rax + 8]
@@ -238,9 +258,23 @@ vmx_exit_stub:
     or rax, rdx
     mov [rbx + 120], rax
     mov qword ptr [rbx + 128], 1
+    cmp qword ptr [rbx + 144], 0    /* hidden exit time: stop the guest's deadline timer */
+    je vmx_exit_timer_done
+    cmp qword ptr [rbx + 168], 0
+    je vmx_exit_timer_done
+    mov ecx, {tsc_deadline}
+    xor eax, eax
+    xor edx, edx
+    wrmsr
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov [rbx + 176], rax
+vmx_exit_timer_done:
     xor eax, eax
     jmp vmx_run_out
 "#,
     host_rsp = const Field::HostRsp as u32,
     tsc_offset = const Field::TscOffset as u32,
+    tsc_deadline = const 0x6E0u32,
 );

@@ -133,10 +133,11 @@ impl Vcpu {
 
     /// Sets up the world switch's time bookkeeping for the entry after `last` (none before
     /// the first entry): in `hide` and `frozen` the switch takes the exit's host time out of the
-    /// offset itself, as late as it can.
+    /// offset itself, as late as it can, and re-arms the guest's TSC deadline for that offset.
     pub fn prepare_time(&mut self, last: Option<&Exit>) {
         let hide = self.tsc.v.hides_exits() && last.is_some();
         self.regs.hide = u64::from(hide);
+        self.regs.deadline = 0;
         if !hide {
             return;
         }
@@ -147,27 +148,44 @@ impl Vcpu {
         };
         self.regs.credit = self.tsc.v.credit(cost);
         self.regs.tsc_offset = self.tsc.v.offset;
-        if self.tsc.v.deadline != 0 && self.deadline_pending() {
-            // Close enough: the switch moves the offset a little more before the entry, so the
-            // timer may fire early by the handler's time, never late.
-            let host = self.tsc.v.host_for(self.tsc.v.deadline).max(1);
-            wrmsr_safe(IA32_TSC_DEADLINE, host);
+        self.regs.deadline = self.tsc.v.deadline;
+    }
+
+    /// After an exit from a hidden-time entry: take over the offset the switch computed, and
+    /// retire the guest's deadline if the timer fired before the stub stopped it.
+    pub fn after_hidden_exit(&mut self) {
+        self.tsc.v.offset = self.regs.tsc_offset;
+        let d = self.tsc.v.deadline;
+        if d != 0 && self.regs.deadline != 0 && self.tsc.v.guest_at(self.regs.disarm_tsc) >= d {
+            self.tsc.v.deadline = 0;
         }
     }
 
     /// Writes the offset to the VMCS and moves an armed TSC deadline with it, so the guest's
-    /// timer fires when *its* TSC reaches the deadline.
+    /// timer fires when *its* TSC reaches the deadline. (In `hide` and `frozen` the switch
+    /// re-arms the deadline at every entry instead.)
     pub fn sync_tsc(&mut self) {
         self.vmcs.write(Field::TscOffset, self.tsc.v.offset);
-        if self.tsc.v.deadline != 0 && self.deadline_pending() {
-            let host = self.tsc.v.host_for(self.tsc.v.deadline).max(1);
-            wrmsr_safe(IA32_TSC_DEADLINE, host);
+        if !self.tsc.v.hides_exits() && self.deadline_pending() {
+            self.program_deadline();
         }
     }
 
-    /// The host deadline reads 0 once it fired (SDM Vol. 3A 12.5.4.1).
+    /// Arms the host timer for the guest's deadline under the current offset.
+    fn program_deadline(&mut self) {
+        let host = self.tsc.v.host_for(self.tsc.v.deadline).max(1);
+        self.tsc.deadline_host = host;
+        wrmsr_safe(IA32_TSC_DEADLINE, host);
+    }
+
+    /// Whether the guest's deadline is armed and has not fired: the timer fires once the TSC
+    /// reaches the programmed value (SDM Vol. 3A, "TSC-Deadline Mode"). Decided from time, not
+    /// by reading the MSR back, which not every implementation clears.
     fn deadline_pending(&self) -> bool {
-        crate::arch::safe::rdmsr_safe(IA32_TSC_DEADLINE).is_some_and(|v| v != 0)
+        if self.tsc.v.hides_exits() {
+            return self.tsc.v.deadline != 0;
+        }
+        self.tsc.v.deadline != 0 && rdtsc() < self.tsc.deadline_host
     }
 
     /// RDMSR of one of the TSC MSRs Vigil owns in a virtual-time mode.
@@ -191,12 +209,15 @@ impl Vcpu {
             IA32_TSC_ADJUST => self.tsc.v.write_adjust(value),
             IA32_TSC_DEADLINE => {
                 self.tsc.v.deadline = value;
-                let host = if value == 0 {
-                    0
-                } else {
-                    self.tsc.v.host_for(value).max(1)
-                };
-                return wrmsr_safe(IA32_TSC_DEADLINE, host);
+                if value == 0 {
+                    self.tsc.deadline_host = 0;
+                    return wrmsr_safe(IA32_TSC_DEADLINE, 0);
+                }
+                // In hide and frozen the switch arms it at the entry, for the offset it sets.
+                if !self.tsc.v.hides_exits() {
+                    self.program_deadline();
+                }
+                return true;
             }
             _ => return false,
         }

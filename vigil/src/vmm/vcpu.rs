@@ -17,6 +17,8 @@ pub struct TscState {
     pub v: VirtualTsc,
     /// The last value Vigil's RDTSC/RDTSCP emulation returned (for the confirm-tsc hypercall).
     pub last_emulated: Option<u64>,
+    /// The host TSC value the guest's deadline was last programmed for (0: none).
+    pub deadline_host: u64,
 }
 
 pub struct Vcpu {

@@ -37,6 +37,8 @@ static CASES: &[Case] = &[
     Case::new("tsc-rate", tsc_rate),
     Case::new("tsc-hold", tsc_hold),
     Case::new("tsc-offset-exact", tsc_offset_exact),
+    Case::new("tsc-deadline", tsc_deadline),
+    Case::new("tsc-adjust", tsc_adjust),
     Case::new("isolation", isolation),
 ];
 
