@@ -19,6 +19,8 @@ pub const PACKAGES: &[&str] = &[
     "mtools",
     // The Linux guest's initramfs (`cpio -o -H newc`).
     "cpio",
+    // The debugger scenarios drive a real gdb against Vigil's stub.
+    "gdb",
 ];
 
 pub fn ensure(layout: &Layout) -> Result<(), String> {
