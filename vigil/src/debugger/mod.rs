@@ -10,12 +10,14 @@
 //!   and `monitor` commands, in terms of [`GuestCpu`].
 //! - [`state`] keeps the breakpoints and watchpoints and decides the EPT permissions of each
 //!   page they live on (docs/debugging.md explains the design).
+//! - [`insn`] tells a read-modify-write instruction from a plain store, for read watchpoints.
 //! - [`arch`] describes the guest's registers to gdb, as x86-64 or as i386.
 //! - [`console`] turns Vigil's log lines into `O` (console output) packets while gdb listens.
 
 pub mod arch;
 pub mod console;
 pub mod framing;
+pub mod insn;
 pub mod monitor;
 pub mod session;
 pub mod state;
@@ -40,6 +42,8 @@ pub struct CpuRegs {
     pub seg: [u16; 6],
     pub fs_base: u64,
     pub gs_base: u64,
+    /// CS's base: outside 64-bit mode the instruction at RIP is at CS.base + EIP.
+    pub cs_base: u64,
 }
 
 /// Why a guest-virtual address could not be used.

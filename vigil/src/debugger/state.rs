@@ -16,8 +16,11 @@
 //! open, and afterwards the access is matched against the exact watched range: an access whose
 //! first byte is in the range, or a write that changed a byte of it. Only a match stops the
 //! guest, with RIP after the writing instruction, as an x86 data breakpoint would (a trap).
+//! A read-modify-write instruction (`add [x], 1`) reads as well as writes, but its EPT
+//! violation need not say so (SDM Vol. 3C 28.2.1): on a page with a read or access watchpoint
+//! a write is decoded ([`super::insn`]) to find out.
 
-use super::{AccessError, GuestCpu, HwSlot};
+use super::{insn, AccessError, GuestCpu, HwSlot};
 use alloc::vec::Vec;
 use gdbstub::target::ext::breakpoints::WatchKind;
 use vmx::ept::EptPerms;
@@ -313,6 +316,7 @@ impl DebugState {
         write: bool,
     ) -> StepOver {
         let page = page_of(gpa);
+        let read = read || (write && self.watches_reads(page) && self.rmw_at_rip(cpu));
         if read || write {
             for b in self.sw.iter().filter(|b| page_of(b.gpa) == page) {
                 cpu.write_phys(b.gpa, &[b.original]);
@@ -355,8 +359,9 @@ impl DebugState {
             let changed = now[..w.len as usize] != snap[..w.len as usize];
             let wants_write = matches!(w.kind, WatchKind::Write | WatchKind::ReadWrite);
             let wants_read = matches!(w.kind, WatchKind::Read | WatchKind::ReadWrite);
+            // A read-modify-write instruction is both: it hits a read watchpoint too.
             if (s.write && wants_write && (starts_inside || changed))
-                || (s.read && !s.write && wants_read && starts_inside)
+                || (s.read && wants_read && starts_inside)
             {
                 hit = Some(WatchHit {
                     kind: w.kind,
@@ -366,6 +371,39 @@ impl DebugState {
         }
         self.rearm(cpu, s.page);
         hit
+    }
+
+    /// Whether a read or access watchpoint lies on `page`.
+    fn watches_reads(&self, page: u64) -> bool {
+        self.watches
+            .iter()
+            .any(|w| page_of(w.gpa) == page && w.kind != WatchKind::Write)
+    }
+
+    /// Whether the instruction at the guest's RIP reads the memory it writes. Its bytes are read
+    /// as the debugger reads memory (original bytes under breakpoints), up to the first byte
+    /// that is not mapped.
+    fn rmw_at_rip(&self, cpu: &dyn GuestCpu) -> bool {
+        let r = cpu.regs();
+        let long = cpu.long_mode();
+        // Outside 64-bit mode the linear address is CS.base + EIP, 32 bits (SDM Vol. 3A 3.4).
+        let at = if long {
+            r.rip
+        } else {
+            r.cs_base.wrapping_add(r.rip) & 0xFFFF_FFFF
+        };
+        let mut bytes = [0u8; insn::MAX_LEN];
+        let first = ((PAGE - (at & (PAGE - 1))) as usize).min(bytes.len());
+        if self.read_virt(cpu, at, &mut bytes[..first]).is_err() {
+            return false;
+        }
+        let next = at.wrapping_add(first as u64) & if long { u64::MAX } else { 0xFFFF_FFFF };
+        let len = if first < bytes.len() && self.read_virt(cpu, next, &mut bytes[first..]).is_ok() {
+            bytes.len()
+        } else {
+            first
+        };
+        insn::reads_destination(&bytes[..len], long)
     }
 
     /// Whether a #BP at `gva` (the INT3's address) is one of the debugger's.

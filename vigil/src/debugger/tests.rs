@@ -184,6 +184,41 @@ fn watchpoints_protect_the_page_and_match_the_exact_range() {
     assert!(r[0].is_empty() || r[0].starts_with('E'), "{r:?}");
 }
 
+#[test]
+fn read_watchpoints_see_read_modify_write_instructions() {
+    let (mut s, port) = attached();
+    let (_, r) = send(&mut s, &port, "Z3,6000,8");
+    assert_eq!(r, ["OK"]);
+    let t = &mut s.target;
+    // One write-only EPT violation at the watched word, as Bochs reports every store; what the
+    // instruction at RIP is decides whether it also read.
+    let write_at = |t: &mut super::target::DebugTarget<FakeCpu>, code: &[u8]| {
+        t.cpu.mem[0x2000..0x2000 + code.len()].copy_from_slice(code);
+        t.cpu.regs.rip = 0x2000;
+        let so = t.state.begin_step_over(&mut t.cpu, 0x6000, false, true);
+        t.cpu.mem[0x6000] = t.cpu.mem[0x6000].wrapping_add(1);
+        t.state.finish_step_over(&mut t.cpu, &so)
+    };
+    // mov [rip+disp], rax: a plain store is no read.
+    assert_eq!(write_at(t, &[0x48, 0x89, 0x05, 0, 0, 0, 0]), None);
+    // add qword [rip+disp], 1: read, then written.
+    let hit = write_at(t, &[0x48, 0x83, 0x05, 0, 0, 0, 0, 1]).unwrap();
+    assert_eq!((hit.kind, hit.gva), (WatchKind::Read, 0x6000));
+    assert!(!t.cpu.perms_of(0x6000).read, "the page is closed again");
+    // A processor that sets both bits for the same instruction: a read whatever the bytes.
+    let so = t.state.begin_step_over(&mut t.cpu, 0x6000, true, true);
+    assert!(t.state.finish_step_over(&mut t.cpu, &so).is_some());
+    // Outside 64-bit mode the instruction is at CS.base + EIP, and 0x48 is `dec eax`.
+    t.cpu.long_mode = false;
+    t.cpu.regs.cs_base = 0x1000;
+    t.cpu.mem[0x3000..0x3002].copy_from_slice(&[0x01, 0x05]); // add [disp32], eax
+    t.cpu.regs.rip = 0x2000;
+    let so = t.state.begin_step_over(&mut t.cpu, 0x6000, false, true);
+    assert!(t.state.finish_step_over(&mut t.cpu, &so).is_some());
+    t.cpu.regs.cs_base = 0;
+    assert_eq!(write_at(t, &[0x48, 0x01, 0x05]), None);
+}
+
 trait OrExec {
     fn or_exec(self) -> EptPerms;
 }

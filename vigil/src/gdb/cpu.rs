@@ -52,6 +52,7 @@ impl GuestCpu for VcpuCpu {
         }
         r.fs_base = v.vmcs.read(Field::GuestFsBase);
         r.gs_base = v.vmcs.read(Field::GuestGsBase);
+        r.cs_base = v.vmcs.read(Field::GuestCsBase);
         r
     }
 
