@@ -46,6 +46,29 @@ pub fn all() -> Vec<Scenario> {
             baseline: None,
             check: debuggee_alone,
         },
+        Scenario {
+            name: "gdb-debuggee32-bare",
+            guest: "debuggee32",
+            guest_args: "",
+            mode: Mode::Bare,
+            vigil_options: "",
+            cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
+            timeout_secs: 90,
+            baseline: None,
+            check: debuggee32_alone,
+        },
+        Scenario {
+            name: "gdb-session-i386",
+            guest: "debuggee32",
+            guest_args: "",
+            mode: Mode::Vigil,
+            // The guest is an ELF64 container, so `auto` would pick x86-64: say i386.
+            vigil_options: "gdb=com2 gdb-wait=on gdb-arch=i386 tsc=frozen",
+            cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
+            timeout_secs: 150,
+            baseline: None,
+            check: session_i386,
+        },
         panic_scenario(),
         Scenario {
             name: "gdb-attach-running",
@@ -135,7 +158,15 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             },
         );
     }
-    if scenario.starts_with("gdb-session") {
+    if scenario == "gdb-session-i386" {
+        crate::gdb::register(
+            dir,
+            crate::gdb::GdbHookup {
+                listen: 0,
+                script: Some(script_i386(debuggee)),
+            },
+        );
+    } else if scenario.starts_with("gdb-session") {
         crate::gdb::register(
             dir,
             crate::gdb::GdbHookup {
@@ -144,6 +175,53 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             },
         );
     }
+}
+
+/// The i386 session on `debuggee32`. The ELF is a 64-bit container, so gdb is told the
+/// architecture before it connects; the stub's target description then matches it.
+pub fn script_i386(debuggee32: &std::path::Path) -> String {
+    format!(
+        "set pagination off
+set confirm off
+set width 0
+set remotetimeout 30
+file {elf}
+set architecture i386
+target remote localhost:{{PORT}}
+set language c
+break *debuggee32_regs_here
+break *debuggee32_vars_written
+break *debuggee32_step_here
+continue
+echo ==registers\\n
+info registers
+p/x &debuggee32_stack_top
+echo ==monitor\\n
+monitor status
+watch {{unsigned int}}((unsigned int)&DEBUGGEE32_VARS)
+echo ==watch-stop\\n
+continue
+echo ==watch\\n
+p/x $pc
+p/x &debuggee32_after_store
+delete 4
+continue
+echo ==vars\\n
+x/2wx &DEBUGGEE32_VARS
+set var {{unsigned int}}((unsigned int)&DEBUGGEE32_VARS + 4) = 0x600d600d
+echo ==vars-after\\n
+x/2wx &DEBUGGEE32_VARS
+continue
+echo ==stepi\\n
+p/x $pc
+stepi
+p/x $pc
+p/x $eax
+detach
+echo ==detached\\n
+",
+        elf = debuggee32.display()
+    )
 }
 
 /// The gdb session. `echo ==name` lines mark the sections the check reads.
@@ -185,6 +263,30 @@ echo ==watch\\n
 p/x $pc
 p/x &debuggee_after_store
 delete 6
+rwatch *(unsigned long *)&DEBUGGEE_READ
+echo ==rwatch-stop\\n
+continue
+echo ==rwatch\\n
+p/x $pc
+p/x &debuggee_after_load
+echo ==rwatch-add-stop\\n
+continue
+echo ==rwatch-add\\n
+p/x $pc
+p/x &debuggee_after_add
+delete 7
+awatch *(unsigned long *)&DEBUGGEE_ACCESSED
+echo ==awatch-read-stop\\n
+continue
+echo ==awatch-read\\n
+p/x $pc
+p/x &debuggee_after_access_load
+echo ==awatch-write-stop\\n
+continue
+echo ==awatch-write\\n
+p/x $pc
+p/x &debuggee_after_access_store
+delete 8
 continue
 echo ==stepi\\n
 p/x $pc
@@ -252,6 +354,29 @@ fn guest_field(c: &Check, case: &str, key: &str) -> Result<String, String> {
     line.field(key)
         .map(String::from)
         .ok_or(format!("{case} has no {key}="))
+}
+
+/// A guest case's hexadecimal `key=` value.
+fn guest_hex(c: &Check, case: &str, key: &str) -> Result<u64, String> {
+    let v = guest_field(c, case, key)?;
+    report::parse_hex(&v).ok_or(format!("{case} {key}={v} is not hexadecimal"))
+}
+
+/// The decimal number after `prefix` in a watchpoint report (`Value = 30464`).
+fn gdb_value(lines: &[&str], prefix: &str) -> Option<u64> {
+    lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The section printed `p/x $pc` and `p/x &label`, and they are equal: the guest stopped right
+/// after the accessing instruction, as an x86 data breakpoint would.
+fn stopped_after(gdb: &str, name: &str, label: &str) -> Result<(), String> {
+    match printed_values(&section(gdb, name))[..] {
+        [pc, at] if pc == at => Ok(()),
+        ref v => Err(format!("{name} stop: $pc and &{label} are {v:x?}")),
+    }
 }
 
 fn session(c: &Check) -> Result<(), String> {
@@ -339,6 +464,54 @@ fn session(c: &Check) -> Result<(), String> {
             ))
         }
     }
+    // rwatch stops right after the watched load, then right after `add [x], 1` (which reads
+    // before it writes); not at the neighbour's load and store or the plain store between.
+    let read_value = guest_hex(c, "rwatch", "value")?;
+    let read_after = guest_hex(c, "rwatch", "after")?;
+    for (stop, at, label, value) in [
+        ("rwatch-stop", "rwatch", "debuggee_after_load", read_value),
+        (
+            "rwatch-add-stop",
+            "rwatch-add",
+            "debuggee_after_add",
+            read_after,
+        ),
+    ] {
+        let lines = section(&gdb, stop);
+        if !lines
+            .iter()
+            .any(|l| l.contains("Hardware read watchpoint 7"))
+        {
+            return fail(format!("no read watchpoint stop in {stop}: {lines:?}"));
+        }
+        if gdb_value(&lines, "Value = ") != Some(value) {
+            return fail(format!(
+                "{stop}: gdb's value is not the {value:#x} the guest read: {lines:?}"
+            ));
+        }
+        stopped_after(&gdb, at, label).or_else(fail)?;
+    }
+    // awatch stops after the load (the value), then after the store (old and new value).
+    let old = guest_hex(c, "awatch", "old")?;
+    let new = guest_hex(c, "awatch", "new")?;
+    let load = section(&gdb, "awatch-read-stop");
+    let store = section(&gdb, "awatch-write-stop");
+    let access = "Hardware access (read/write) watchpoint 8";
+    if !load.iter().any(|l| l.contains(access)) || gdb_value(&load, "Value = ") != Some(old) {
+        return fail(format!(
+            "awatch: the load of {old:#x} was not reported: {load:?}"
+        ));
+    }
+    if !store.iter().any(|l| l.contains(access))
+        || gdb_value(&store, "Old value = ") != Some(old)
+        || gdb_value(&store, "New value = ") != Some(new)
+    {
+        return fail(format!(
+            "awatch: the store of {new:#x} over {old:#x} was not reported: {store:?}"
+        ));
+    }
+    stopped_after(&gdb, "awatch-read", "debuggee_after_access_load").or_else(fail)?;
+    stopped_after(&gdb, "awatch-write", "debuggee_after_access_store").or_else(fail)?;
     // stepi advances exactly one instruction (mov eax, 1: 5 bytes).
     match printed_values(&section(&gdb, "stepi"))[..] {
         [a, b] if b == a + 5 => {}
@@ -383,7 +556,7 @@ fn session(c: &Check) -> Result<(), String> {
     }
     let summary =
         report::summary(c.outcome.capture.port(Port::Guest)).ok_or("no guest-kit summary")?;
-    if summary.failed != 0 || summary.passed != 7 {
+    if summary.failed != 0 || summary.passed != 9 {
         return Err(format!("after detach: {}", summary.line));
     }
     c.outcome.normal_end().map(|_| ())
@@ -394,8 +567,119 @@ fn debuggee_alone(c: &Check) -> Result<(), String> {
     c.outcome.normal_end()?;
     let summary =
         report::summary(c.outcome.capture.port(Port::Guest)).ok_or("no guest-kit summary")?;
-    if summary.passed != 7 {
-        return Err(format!("expected 7 passed: {}", summary.line));
+    if summary.passed != 9 {
+        return Err(format!("expected 9 passed: {}", summary.line));
+    }
+    Ok(())
+}
+
+/// What `debuggee32` loads at `debuggee32_regs_here`, in gdb's i386 names.
+const I386_REGS: [(&str, u64); 7] = [
+    ("eax", 0xa0a0_0001),
+    ("ebx", 0xb0b0_0002),
+    ("ecx", 0xc0c0_0003),
+    ("edx", 0xd0d0_0004),
+    ("esi", 0x5151_0005),
+    ("edi", 0xd1d1_0006),
+    ("ebp", 0xbbbb_0007),
+];
+
+fn session_i386(c: &Check) -> Result<(), String> {
+    let path = c.outcome.dir.join("gdb.out");
+    let gdb = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let gdb = String::from_utf8_lossy(&gdb).into_owned();
+    let fail = |why: String| -> Result<(), String> {
+        let tail: Vec<&str> = gdb.lines().rev().take(12).collect();
+        Err(format!(
+            "{why}\n    gdb.out ends: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
+    };
+    // gdb broke at the label, and info registers shows the i386 set with the guest's values.
+    if !gdb.contains("Breakpoint 1, ") {
+        return fail("gdb did not stop at breakpoint 1 (debuggee32_regs_here)".into());
+    }
+    let regs = section(&gdb, "registers");
+    for (name, want) in I386_REGS {
+        if register_value(&regs, name) != Some(want) {
+            return fail(format!(
+                "info registers: {name} is {:x?}, the guest set {want:#x}",
+                register_value(&regs, name)
+            ));
+        }
+    }
+    if register_value(&regs, "rax").is_some() || register_value(&regs, "r8").is_some() {
+        return fail("info registers shows 64-bit registers, not the i386 set".into());
+    }
+    let stack_top = printed_values(&regs);
+    if stack_top.len() != 1 || register_value(&regs, "esp") != Some(stack_top[0]) {
+        return fail(format!(
+            "esp is {:x?}, the guest's stack top is {stack_top:x?}",
+            register_value(&regs, "esp")
+        ));
+    }
+    if !regs
+        .iter()
+        .any(|l| l.starts_with("eip") && l.contains("<debuggee32_regs_here>"))
+    {
+        return fail("eip is not at debuggee32_regs_here".into());
+    }
+    if !section(&gdb, "monitor")
+        .iter()
+        .any(|l| l.contains("registers: i386"))
+    {
+        return fail("monitor status does not say the registers are i386".into());
+    }
+    // A write watchpoint in 32-bit protected mode (paging off) stops after the store.
+    let watch = section(&gdb, "watch-stop");
+    if !watch.iter().any(|l| l.contains("Hardware watchpoint 4"))
+        || gdb_value(&watch, "Old value = ") != Some(0x1111_0000)
+        || gdb_value(&watch, "New value = ") != Some(0xcafe_0001)
+    {
+        return fail(format!(
+            "watch did not report the store of 0xcafe0001: {watch:?}"
+        ));
+    }
+    stopped_after(&gdb, "watch", "debuggee32_after_store").or_else(fail)?;
+    // x/2wx reads what the guest wrote; set var changes a word and the guest reads it back.
+    let before = examined(&section(&gdb, "vars"));
+    let after = examined(&section(&gdb, "vars-after"));
+    if before != [0xcafe_0001, 0xcafe_0002] || after != [0xcafe_0001, 0x600d_600d] {
+        return fail(format!(
+            "x/2wx DEBUGGEE32_VARS showed {before:x?}, then {after:x?} after set var"
+        ));
+    }
+    if guest_hex(c, "variable", "vars1")? != 0x600d_600d {
+        return Err("the guest did not read the 0x600d600d gdb wrote".into());
+    }
+    // stepi runs exactly `mov eax, 1` (5 bytes).
+    match printed_values(&section(&gdb, "stepi"))[..] {
+        [a, b, 1] if b == a + 5 => {}
+        ref v => {
+            return fail(format!(
+                "stepi: $pc before, after and $eax are {v:x?}, expected +5 and 1"
+            ))
+        }
+    }
+    // After detach the guest finished its three cases.
+    if !gdb.contains("==detached") {
+        return fail("gdb did not get to detach".into());
+    }
+    let summary =
+        report::summary(c.outcome.capture.port(Port::Guest)).ok_or("no guest-kit summary")?;
+    if summary.failed != 0 || summary.passed != 3 {
+        return Err(format!("after detach: {}", summary.line));
+    }
+    c.outcome.normal_end().map(|_| ())
+}
+
+/// The 32-bit debuggee alone passes its three cases.
+fn debuggee32_alone(c: &Check) -> Result<(), String> {
+    c.outcome.normal_end()?;
+    let summary =
+        report::summary(c.outcome.capture.port(Port::Guest)).ok_or("no guest-kit summary")?;
+    if summary.passed != 3 || summary.failed != 0 {
+        return Err(format!("expected 3 passed: {}", summary.line));
     }
     Ok(())
 }
@@ -486,6 +770,47 @@ $4 = 0x100f25
         );
         assert_eq!(section(OUT, "tsc").len(), 2);
         assert!(section(OUT, "checkpoint")[0].contains("debuggee_checkpoint"));
+    }
+
+    const WATCH_OUT: &str = "==rwatch-stop
+
+Hardware read watchpoint 7: *(unsigned long *)&DEBUGGEE_READ
+
+Value = 1592590337
+0x00000000001001ce in debuggee_after_load ()
+==rwatch
+$3 = 0x1001ce
+$4 = 0x1001ce
+==awatch-write-stop
+
+Hardware access (read/write) watchpoint 8: *(unsigned long *)&DEBUGGEE_ACCESSED
+
+Old value = 30464
+New value = 30481
+==awatch-write
+$9 = 0x1001f0
+$10 = 0x1001f1
+";
+
+    #[test]
+    fn watchpoint_reports() {
+        let read = section(WATCH_OUT, "rwatch-stop");
+        assert_eq!(gdb_value(&read, "Value = "), Some(0x5eed_0001));
+        let write = section(WATCH_OUT, "awatch-write-stop");
+        assert_eq!(gdb_value(&write, "Old value = "), Some(0x7700));
+        assert_eq!(gdb_value(&write, "New value = "), Some(0x7711));
+        assert_eq!(gdb_value(&write, "Value = "), None);
+        assert!(stopped_after(WATCH_OUT, "rwatch", "debuggee_after_load").is_ok());
+        assert!(stopped_after(WATCH_OUT, "awatch-write", "debuggee_after_access_store").is_err());
+    }
+
+    #[test]
+    fn i386_script_sets_the_architecture_before_connecting() {
+        let s = script_i386(std::path::Path::new("/t/debuggee32"));
+        let arch = s.find("set architecture i386\n").unwrap();
+        let connect = s.find("target remote localhost:{PORT}\n").unwrap();
+        assert!(arch < connect);
+        assert!(s.contains("x/2wx &DEBUGGEE32_VARS\n"));
     }
 
     #[test]

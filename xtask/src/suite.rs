@@ -451,7 +451,8 @@ mod tests {
                 "cases-bare",
                 "linux-bare",
                 "hostile-bare",
-                "gdb-debuggee-bare"
+                "gdb-debuggee-bare",
+                "gdb-debuggee32-bare"
             ]
         );
         // cases-vigil brings its baseline along, which runs first.

@@ -10,6 +10,8 @@
 //! | `variable` | reads `DEBUGGEE_VARS` (`vars1=` is what gdb wrote, if it did) | – |
 //! | `code-bytes` | reads the 8 code bytes of `debuggee_marker` (which has a breakpoint), then calls it; FAIL `int3-visible` if they differ from the assembled ones | breaks at the marker |
 //! | `watch` | stores 0x1234 to `DEBUGGEE_WATCHED` (alone on its page) | `watch` stops at `debuggee_after_store` |
+//! | `rwatch` | loads and stores a neighbour on `DEBUGGEE_READ`'s page, loads `DEBUGGEE_READ` (`value=`), stores it back, adds 1 to it in memory (`after=`) | `rwatch` stops at `debuggee_after_load` and `debuggee_after_add` only |
+//! | `awatch` | loads `DEBUGGEE_ACCESSED`, stores it plus 0x11 (`old=`, `new=`) | `awatch` stops at `debuggee_after_access_load`, then at `debuggee_after_access_store` |
 //! | `stepi` | calls `debuggee_step_here` (`mov eax, 1` is 5 bytes) | `stepi` from its first instruction |
 //! | `tsc-stop` | RDTSC, call `debuggee_tsc_stop`, RDTSC: `delta=` | holds the guest there ≥ 2 s |
 //! | `attach` (only when named) | spins until `DEBUGGEE_RELEASE` is set, at most ~2^31 ticks; SKIP if no one did | attaches while the guest runs (break-in), sets the variable, detaches |
@@ -28,6 +30,8 @@ static CASES: &[Case] = &[
     Case::new("variable", variable),
     Case::new("code-bytes", code_bytes),
     Case::new("watch", watch),
+    Case::new("rwatch", rwatch),
+    Case::new("awatch", awatch),
     Case::new("stepi", stepi),
     Case::new("tsc-stop", tsc_stop),
     Case::explicit("attach", attach),
@@ -62,6 +66,24 @@ pub static mut DEBUGGEE_WATCHED: WatchPage = WatchPage {
     value: 0,
     rest: [0; 511],
 };
+
+/// What the `rwatch` case reads; its page holds nothing else the guest touches but the
+/// neighbour word the case reads first (a read the watchpoint's range must filter out).
+#[unsafe(no_mangle)]
+pub static mut DEBUGGEE_READ: WatchPage = WatchPage {
+    value: READ_VALUE,
+    rest: [0x0dec_0de0_0000_0099; 511],
+};
+const READ_VALUE: u64 = 0x5eed_0001;
+
+/// What the `awatch` case reads and then writes, alone on its page.
+#[unsafe(no_mangle)]
+pub static mut DEBUGGEE_ACCESSED: WatchPage = WatchPage {
+    value: ACCESSED_INITIAL,
+    rest: [0; 511],
+};
+const ACCESSED_INITIAL: u64 = 0x7700;
+const ACCESSED_ADDEND: u64 = 0x11;
 
 /// The assembled bytes of `debuggee_marker`: nop; nop; mov eax, 0x1234; ret.
 const MARKER_BYTES: [u8; 8] = [0x90, 0x90, 0xB8, 0x34, 0x12, 0x00, 0x00, 0xC3];
@@ -99,6 +121,35 @@ debuggee_write_watched:
 debuggee_after_store:
     ret
 
+    # rwatch: a load and a store next to DEBUGGEE_READ (same page, outside the watched range),
+    # the watched load, a plain store of the value back (a write, not a read), and an ADD to
+    # memory, which reads the value before it writes. A read watchpoint stops after the load and
+    # after the ADD, nowhere else. Returns the value loaded.
+    .global debuggee_read_watched
+debuggee_read_watched:
+    mov rdx, qword ptr [rip + DEBUGGEE_READ + 8]
+    mov qword ptr [rip + DEBUGGEE_READ + 16], rdx
+    mov rax, qword ptr [rip + DEBUGGEE_READ]
+    .global debuggee_after_load
+debuggee_after_load:
+    mov qword ptr [rip + DEBUGGEE_READ], rax
+    add qword ptr [rip + DEBUGGEE_READ], 1
+    .global debuggee_after_add
+debuggee_after_add:
+    ret
+
+    # awatch: a load and a store as two instructions, so an access watchpoint stops twice.
+    .global debuggee_update_accessed
+debuggee_update_accessed:
+    mov rax, qword ptr [rip + DEBUGGEE_ACCESSED]
+    .global debuggee_after_access_load
+debuggee_after_access_load:
+    lea rdx, [rax + rdi]
+    mov qword ptr [rip + DEBUGGEE_ACCESSED], rdx
+    .global debuggee_after_access_store
+debuggee_after_access_store:
+    ret
+
     .global debuggee_step_here
 debuggee_step_here:
     mov eax, 1
@@ -116,6 +167,9 @@ unsafe extern "C" {
     fn debuggee_set_regs();
     fn debuggee_marker() -> u32;
     fn debuggee_write_watched(value: u64);
+    fn debuggee_read_watched() -> u64;
+    /// Adds `addend` to `DEBUGGEE_ACCESSED`; returns the value before.
+    fn debuggee_update_accessed(addend: u64) -> u64;
     fn debuggee_step_here() -> u32;
     fn debuggee_tsc_stop();
 }
@@ -167,6 +221,24 @@ fn watch() -> Outcome {
         return fail!("store-lost value={v:#x}");
     }
     pass!("value={v:#x}")
+}
+
+fn rwatch() -> Outcome {
+    let v = unsafe { debuggee_read_watched() };
+    let after = unsafe { core::ptr::addr_of!(DEBUGGEE_READ.value).read_volatile() };
+    if v != READ_VALUE || after != READ_VALUE + 1 {
+        return fail!("wrong-value value={v:#x} after={after:#x}");
+    }
+    pass!("value={v:#x} after={after:#x}")
+}
+
+fn awatch() -> Outcome {
+    let old = unsafe { debuggee_update_accessed(ACCESSED_ADDEND) };
+    let new = unsafe { core::ptr::addr_of!(DEBUGGEE_ACCESSED.value).read_volatile() };
+    if old != ACCESSED_INITIAL || new != ACCESSED_INITIAL + ACCESSED_ADDEND {
+        return fail!("wrong-value old={old:#x} new={new:#x}");
+    }
+    pass!("old={old:#x} new={new:#x}")
 }
 
 fn stepi() -> Outcome {
