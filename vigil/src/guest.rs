@@ -88,6 +88,13 @@ pub fn load(
     let guest = modules
         .guest
         .ok_or("no guest module: GRUB must load one with `module2 PATH guest [ARGS]`")?;
+    // The command line lives in GRUB's boot information, which is guest RAM like any other and
+    // may lie where the guest loads: keep a copy before writing a byte of guest memory.
+    let args = String::from(guest.args);
+    let guest = Module {
+        args: &args,
+        ..guest
+    };
     let mut memory = vmm::guest_mem::Loader;
     // Flat 32-bit code (0x10) and data (0x18) descriptors: the selectors both boot protocols
     // start with (multiboot spec 3.2; Linux boot.rst, __BOOT_CS and __BOOT_DS).
