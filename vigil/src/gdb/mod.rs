@@ -206,6 +206,9 @@ pub fn intercept(vcpu: &mut Vcpu, exit: &Exit) -> Option<Action> {
                 .state
                 .begin_step_over(cpu, gpa, read || fetch, write);
             g.over = Some(so);
+            // The access may have been part of delivering an event (a frame pushed onto a
+            // watched stack page): deliver it again, or it is lost.
+            vcpu.reinject_idt_vectoring();
             arm_step(g, vcpu);
             Some(Action::Resume)
         }

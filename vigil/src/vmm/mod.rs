@@ -172,6 +172,30 @@ impl Vcpu {
         );
     }
 
+    /// Re-delivers the event whose delivery this exit interrupted (IDT-vectoring information,
+    /// SDM Vol. 3C 28.2.4), as VMMs must when they resume a guest after such an exit: without
+    /// it an external interrupt or NMI would be lost (SDM Vol. 3C 28.2.4, "Information for VM
+    /// Exits During Event Delivery", and 27.6.1 for injection). Returns whether there was one.
+    pub fn reinject_idt_vectoring(&mut self) -> bool {
+        let info = InterruptionInfo(self.vmcs.read(Field::IdtVectoringInfo) as u32);
+        if !info.valid() {
+            return false;
+        }
+        if info.has_error_code() {
+            let code = self.vmcs.read(Field::IdtVectoringErrorCode);
+            self.vmcs.write(Field::VmEntryExceptionErrorCode, code);
+        }
+        if info.kind().needs_instruction_length() {
+            let len = self.instruction_length();
+            self.vmcs.write(Field::VmEntryInstructionLength, len);
+        }
+        self.vmcs.write(
+            Field::VmEntryInterruptionInfo,
+            info.for_reinjection().0 as u64,
+        );
+        true
+    }
+
     /// Name of the current exit reason, for reports.
     pub fn exit_reason_name(&self) -> &'static str {
         ExitReason::from_u16(self.exit_reason).name()
