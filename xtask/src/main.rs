@@ -7,6 +7,7 @@ mod build;
 mod cli;
 mod elf;
 mod gdb;
+mod gdb_checks;
 mod gdb_tests;
 mod initramfs;
 mod iso;
