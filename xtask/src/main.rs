@@ -49,6 +49,10 @@ fn main() -> ExitCode {
     match &command {
         Command::Help => {
             print!("{}", cli::HELP);
+            print!("\nVIGIL OPTIONS (after `--`; Vigil's own list):\n");
+            for line in vigil::config::HELP.lines() {
+                println!("    {line}");
+            }
             return ExitCode::SUCCESS;
         }
         Command::Test(t) if t.list => {
