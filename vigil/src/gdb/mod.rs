@@ -67,6 +67,13 @@ struct Gdb {
 unsafe impl Send for Gdb {}
 
 static GDB: Mutex<Option<Gdb>> = Mutex::new(None);
+/// Set once the stub exists, so that without a debugger the exit path does not even take the
+/// lock.
+static ACTIVE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn active() -> bool {
+    ACTIVE.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// Where a log line goes: plain text, an `O` packet (gdb waits for a stop), or a buffer
 /// (gdb is attached and the guest stopped: console output is not allowed then).
@@ -146,6 +153,7 @@ pub fn init(vcpu: &mut Vcpu, layout: Layout) {
             "no: breakpoints visible to guest reads"
         }
     );
+    ACTIVE.store(true, core::sync::atomic::Ordering::Relaxed);
     *GDB.lock() = Some(Gdb {
         session,
         mtf,
@@ -172,6 +180,9 @@ pub fn wait_for_attach(vcpu: &mut Vcpu) -> Option<Stop> {
 /// Before an exit's own handler: the debugger's exits (MTF, preemption timer, its #BP/#DB,
 /// EPT violations on its pages). `None` lets the normal handler run.
 pub fn intercept(vcpu: &mut Vcpu, exit: &Exit) -> Option<Action> {
+    if !active() {
+        return None;
+    }
     let mut guard = GDB.lock();
     let g = guard.as_mut()?;
     g.session.target.cpu = VcpuCpu(vcpu);
@@ -219,6 +230,9 @@ pub fn intercept(vcpu: &mut Vcpu, exit: &Exit) -> Option<Action> {
 /// After an exit's handler: a step whose instruction was emulated is complete; and COM2 is
 /// polled once per period.
 pub fn after(vcpu: &mut Vcpu, action: Action) -> Action {
+    if !active() {
+        return action;
+    }
     let mut guard = GDB.lock();
     let Some(g) = guard.as_mut() else {
         return action;
