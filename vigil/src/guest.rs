@@ -171,7 +171,9 @@ fn load_multiboot(
     map: &MemoryMap,
     memory: &mut vmm::guest_mem::Loader,
 ) -> Result<EntryState, String> {
-    let err = |e: LoadError| format!("guest image: {e}");
+    let err = |e: LoadError| {
+        format!("guest image (not a Linux bzImage, so read as a multiboot kernel): {e}")
+    };
     let image = guest.bytes();
     // GRUB may have put the module where the image loads: then load from a copy.
     let (start, end) = multiboot1::extent(image).map_err(err)?;

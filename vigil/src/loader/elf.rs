@@ -34,7 +34,9 @@ impl ElfImage {
             });
         }
         if image[..4] != *b"\x7fELF" {
-            return Err(LoadError::BadMagic { what: "ELF" });
+            return Err(LoadError::BadMagic {
+                what: "ELF header (\\x7fELF)",
+            });
         }
         let is_64 = match image[4] {
             1 => false,
@@ -226,7 +228,9 @@ pub(crate) mod tests {
         bad[0] = b'X';
         assert_eq!(
             ElfImage::parse(&bad),
-            Err(LoadError::BadMagic { what: "ELF" })
+            Err(LoadError::BadMagic {
+                what: "ELF header (\\x7fELF)"
+            })
         );
         let cut = &good[..good.len() - 2];
         assert!(matches!(

@@ -60,7 +60,7 @@ impl fmt::Display for LoadError {
                     "image truncated: {what} needs {need} bytes, the image has {have}"
                 )
             }
-            LoadError::BadMagic { what } => write!(f, "not a valid image: wrong {what} magic"),
+            LoadError::BadMagic { what } => write!(f, "not a valid image: wrong or missing {what}"),
             LoadError::Unsupported(what) => write!(f, "unsupported image: {what}"),
             LoadError::NotGuestRam { what, start, end } => {
                 write!(f, "{what} [{start:#x}-{end:#x}) is not in the guest's RAM")
