@@ -92,13 +92,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     let config: &'static Config = Box::leak(Box::new(
         Config::parse(cmdline).map_err(|e| format!("{e}\noptions:\n{}", vigil::config::HELP))?,
     ));
-    log::set_max_level(match config.log {
-        LogLevel::Error => log::LevelFilter::Error,
-        LogLevel::Warn => log::LevelFilter::Warn,
-        LogLevel::Info => log::LevelFilter::Info,
-        LogLevel::Debug => log::LevelFilter::Debug,
-        LogLevel::Trace => log::LevelFilter::Trace,
-    });
+    log::set_max_level(level_filter(config.log));
     let (image, pool) = (mem::image_range(), mem::pool_range());
     log::info!(
         "vigil memory: image [{:#x}-{:#x}), pool [{:#x}-{:#x}) — absent from the guest",
@@ -114,13 +108,6 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
 
     let caps = vmm::capabilities()?;
     let setup = guest::load(&modules, &map, rsdt, xsdt, &caps)?;
-    log::debug!(
-        "vmx capabilities: basic={:#x} pin={:#x}/{:#x} proc={:#x}/{:#x} proc2={:#x}/{:#x} exit={:#x}/{:#x} entry={:#x}/{:#x} misc={:#x} ept_vpid={:#x} cr0={:#x}/{:#x} cr4={:#x}/{:#x}",
-        caps.basic, caps.pinbased.allowed0, caps.pinbased.allowed1, caps.procbased.allowed0, caps.procbased.allowed1,
-        caps.procbased2.allowed0, caps.procbased2.allowed1, caps.exit.allowed0, caps.exit.allowed1,
-        caps.entry.allowed0, caps.entry.allowed1, caps.misc, caps.ept_vpid, caps.cr0_fixed0, caps.cr0_fixed1,
-        caps.cr4_fixed0, caps.cr4_fixed1
-    );
     vmm::vmxon(&caps)?;
     let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
     let mut vcpu = vmm::setup::create_vcpu(caps, config, &setup, cpu)?;
@@ -130,18 +117,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             "the VMCS breaks VM-entry rules (see above)",
         ));
     }
-    for &(encoding, value) in &config.test_vmwrites {
-        use vmx::vmcs::{Field, VmcsAccess};
-        let field = Field::from_encoding(encoding)
-            .ok_or_else(|| format!("test-vmwrite: no VMCS field has encoding {encoding:#x}"))?;
-        log::warn!(
-            "test-vmwrite: {} ({encoding:#06x}) <- {value:#x}",
-            field.name()
-        );
-        vcpu.vmcs
-            .try_write(field, value)
-            .map_err(|e| format!("test-vmwrite {}: {e}", field.name()))?;
-    }
+    apply_test_vmwrites(&mut vcpu, config)?;
     if vcpu.tsc.v.hides_exits() {
         // The scratch bytes are in the boot data page, after the GDT and before the multiboot
         // information.
@@ -177,4 +153,32 @@ fn print_statistics(vcpu: &vmm::Vcpu) {
     let mut table = String::new();
     let _ = vcpu.stats.write_table(&mut table, &vmm::reason_name);
     print!("{table}");
+}
+
+fn level_filter(level: LogLevel) -> log::LevelFilter {
+    match level {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    }
+}
+
+/// `test-vmwrite=`: break the VMCS on purpose just before the first entry, to exercise the
+/// VM-entry failure report.
+fn apply_test_vmwrites(vcpu: &mut vmm::Vcpu, config: &Config) -> Result<(), String> {
+    use vmx::vmcs::{Field, VmcsAccess};
+    for &(encoding, value) in &config.test_vmwrites {
+        let field = Field::from_encoding(encoding)
+            .ok_or_else(|| format!("test-vmwrite: no VMCS field has encoding {encoding:#x}"))?;
+        log::warn!(
+            "test-vmwrite: {} ({encoding:#06x}) <- {value:#x}",
+            field.name()
+        );
+        vcpu.vmcs
+            .try_write(field, value)
+            .map_err(|e| format!("test-vmwrite {}: {e}", field.name()))?;
+    }
+    Ok(())
 }
