@@ -23,7 +23,41 @@ pub fn all() -> Vec<Scenario> {
     vec![
         run("hostile-bare", Mode::Bare, None),
         run("hostile-vigil", Mode::Vigil, Some("hostile-bare")),
+        Scenario {
+            guest_args: "case=triple-fault",
+            // #GP and #DF in the exception bitmap: Vigil sees every step of the escalation and
+            // must combine them itself (double-fault rules) instead of re-delivering forever.
+            vigil_options: "trap=exc:13,exc:8",
+            check: check_escalation,
+            ..run("hostile-triple-fault-trapped", Mode::Vigil, None)
+        },
     ]
+}
+
+/// int3 with an empty IDT: #GP (serial after the software exception), #GP while delivering it
+/// (a double fault), #GP while delivering the #DF (shutdown). Three exception exits, then a clean
+/// stop as a triple fault.
+fn check_escalation(c: &Check) -> Result<(), String> {
+    let o = c.outcome;
+    if !o.exited_by_itself() {
+        return Err(format!(
+            "{}: Bochs should have exited by itself",
+            o.end_phrase()
+        ));
+    }
+    let stats = report::exit_stats(&o.capture.com2())?;
+    if stats.count("exception or NMI") != 3 {
+        return Err(format!(
+            "expected 3 exception exits (#GP, #GP during #GP, #GP during #DF), got {}",
+            stats.count("exception or NMI")
+        ));
+    }
+    match o.capture.last_line(crate::stream::Port::Vigil) {
+        Some("run ended: failed: guest triple fault") => Ok(()),
+        other => Err(format!(
+            "expected `run ended: failed: guest triple fault` last, got {other:?}"
+        )),
+    }
 }
 
 fn check_hostile(c: &Check) -> Result<(), String> {

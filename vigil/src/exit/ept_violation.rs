@@ -5,7 +5,8 @@
 //! always — reads, writes and instruction fetches alike — and Vigil logs the address. No byte of
 //! Vigil's memory is ever read or written on the guest's behalf. If the access happened while
 //! the processor was delivering an event (say, an IDT placed in a hole), the #GP escalates the
-//! way exception delivery does: to #DF, and from #DF to a triple fault, which stops the guest
+//! way exception delivery does (double-fault rules, `super::deliver_nested`): to #DF after a
+//! contributory exception or page fault, and from #DF to a triple fault, which stops the guest
 //! (SDM Vol. 3A 7.15, interrupt 8; Vol. 3C 28.2.4 for IDT-vectoring information).
 
 use super::{Action, Fault, Stop};
@@ -46,22 +47,7 @@ pub fn handle(
             None => alloc::string::String::new(),
         }
     );
-    match during_delivery {
-        None => Action::Inject(Fault::GP0),
-        Some(8) => {
-            crate::report::exit_report(
-                vcpu,
-                "double fault while delivering to memory outside the guest",
-            );
-            Action::Stop(Stop::Failed(
-                "guest triple fault (event delivery outside its memory)",
-            ))
-        }
-        Some(_) => Action::Inject(Fault {
-            vector: 8,
-            error_code: Some(0),
-        }),
-    }
+    super::deliver_nested(vcpu, 13, |_| Action::Inject(Fault::GP0))
 }
 
 pub fn misconfig(vcpu: &mut Vcpu, gpa: u64) -> Action {

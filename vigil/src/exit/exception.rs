@@ -2,7 +2,8 @@
 //! delivers each one to the guest unchanged, so the guest's own handler runs as on bare metal.
 //! The state a real delivery would have changed on the way must be set by hand, because the
 //! exit happened before delivery (SDM Vol. 3C 28.1): CR2 for a page fault, DR6 for a debug
-//! exception.
+//! exception. An exception that arose while another event was being delivered is first combined
+//! with it by the double-fault rules (`super::deliver_nested`).
 
 use super::Action;
 use crate::vmm::Vcpu;
@@ -21,6 +22,11 @@ pub fn handle(vcpu: &mut Vcpu, vector: u8, error_code: Option<u32>) -> Action {
             alloc::string::String::new()
         }
     );
+    super::deliver_nested(vcpu, vector, |vcpu| deliver(vcpu, vector, qualification))
+}
+
+/// Delivers the exception as it was.
+fn deliver(vcpu: &mut Vcpu, vector: u8, qualification: u64) -> Action {
     match vector {
         14 => vcpu.set_cr2(qualification),
         1 => {

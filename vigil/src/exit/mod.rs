@@ -115,6 +115,27 @@ pub enum Action {
     Stop(Stop),
 }
 
+/// An exception `vector` that arose while the processor delivered another event: combined with
+/// it as the double-fault rules say (`vmx::exit::nest`, SDM Vol. 3A 7.15) — delivered as
+/// `serial` would, turned into #DF, or a shutdown that stops the guest like a triple fault.
+fn deliver_nested(vcpu: &mut Vcpu, vector: u8, serial: impl FnOnce(&mut Vcpu) -> Action) -> Action {
+    use vmx::exit::Nested;
+    match vmx::exit::nest(vcpu.idt_vectoring(), vector) {
+        Nested::Serial => serial(vcpu),
+        Nested::DoubleFault => Action::Inject(Fault {
+            vector: 8,
+            error_code: Some(0),
+        }),
+        Nested::Shutdown => {
+            crate::report::exit_report(
+                vcpu,
+                "an exception while delivering a double fault (shutdown)",
+            );
+            Action::Stop(Stop::Failed("guest triple fault"))
+        }
+    }
+}
+
 /// Routes one exit to its handler.
 pub fn dispatch(vcpu: &mut Vcpu, exit: Exit) -> Action {
     // The debugger's own exits, and the #BP/#DB/EPT violations it caused, come first.
