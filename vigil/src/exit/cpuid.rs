@@ -21,9 +21,9 @@ pub fn handle(vcpu: &mut Vcpu) -> Action {
     let leaf = vcpu.regs.rax as u32;
     let subleaf = vcpu.regs.rcx as u32;
     let mut r = cpuid(leaf, subleaf);
-    let cr4 = vcpu.guest_cr4();
     match leaf {
         1 => {
+            let cr4 = vcpu.guest_cr4();
             r[2] &= !LEAF1_ECX_VMX;
             r[2] = (r[2] & !LEAF1_ECX_OSXSAVE)
                 | if cr4 & CR4_OSXSAVE != 0 {
@@ -45,6 +45,7 @@ pub fn handle(vcpu: &mut Vcpu) -> Action {
             };
         }
         7 if subleaf == 0 => {
+            let cr4 = vcpu.guest_cr4();
             r[2] = (r[2] & !LEAF7_ECX_OSPKE)
                 | if cr4 & CR4_PKE != 0 {
                     LEAF7_ECX_OSPKE

@@ -6,8 +6,8 @@ use crate::exit::Exit;
 use vmx::exit::{CrAccess, DrAccess, EptViolation, ExitReason, InterruptionInfo, IoQualification};
 use vmx::vmcs::{Field, VmcsAccess};
 
-pub fn decode(vcpu: &mut Vcpu) -> Exit {
-    let raw = vcpu.vmcs.read(Field::VmExitReason) as u32;
+/// `raw` is the exit-reason field, already read by the caller.
+pub fn decode(vcpu: &mut Vcpu, raw: u32) -> Exit {
     let basic = raw as u16;
     let q = vcpu.vmcs.read(Field::ExitQualification);
     vcpu.exit_reason = basic;

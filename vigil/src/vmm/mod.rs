@@ -109,7 +109,7 @@ impl Vcpu {
                         qualification,
                     });
                 }
-                Ok(decode::decode(self))
+                Ok(decode::decode(self, raw))
             }
         }
     }
@@ -119,12 +119,15 @@ impl Vcpu {
         match action {
             Action::Resume | Action::Stop(_) => {}
             Action::Advance => {
-                let rip = self.rip().wrapping_add(self.instruction_length());
-                self.set_rip(if self.long_mode_64() {
-                    rip
-                } else {
-                    rip & 0xFFFF_FFFF
-                });
+                // Outside 64-bit mode RIP wraps at 4 GiB. Asking which mode the guest is in costs
+                // two VMREADs, so only when it matters: a RIP above 4 GiB is 64-bit code already,
+                // and below it only a sum that crosses 4 GiB can wrap.
+                let old = self.rip();
+                let mut rip = old.wrapping_add(self.instruction_length());
+                if old <= 0xFFFF_FFFF && rip > 0xFFFF_FFFF && !self.long_mode_64() {
+                    rip &= 0xFFFF_FFFF;
+                }
+                self.set_rip(rip);
                 // The emulated instruction retired, so blocking by STI or MOV SS ends with it
                 // (SDM Vol. 3C 25.4.2, interruptibility state bits 0-1).
                 let blocking = self.vmcs.read(Field::GuestInterruptibilityState);
