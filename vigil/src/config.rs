@@ -89,8 +89,8 @@ pub struct Config {
     pub log: LogLevel,
     pub trap: TrapPolicy,
     pub tsc: TscMode,
-    /// Whether the Vigil hypercall interface answers; when off, every VMCALL gets #UD as on
-    /// bare metal.
+    /// Whether the Vigil hypercall interface answers. Off by default: every VMCALL then gets
+    /// #UD as on bare metal, and no guest can detect Vigil or learn where its memory is.
     pub hypercalls: bool,
     /// Run the VM-entry checks before the first VM entry.
     pub check_entry: bool,
@@ -183,7 +183,7 @@ impl Default for Config {
             log: LogLevel::Info,
             trap: TrapPolicy::default(),
             tsc: TscMode::Native,
-            hypercalls: true,
+            hypercalls: false,
             check_entry: cfg!(debug_assertions),
             log_exits: false,
             test_vmwrites: Vec::new(),
@@ -207,7 +207,8 @@ tsc=native|offset:N|hide|frozen|scale:P/Q
                                   the guest's TSC: the host's; + N (two's complement, N may be
                                   negative); with every exit's host time hidden (RDTSC traps);
                                   standing still while Vigil holds the guest; at P/Q the rate
-hypercall=on|off                  answer Vigil's VMCALL interface (off: every VMCALL gets #UD)
+hypercall=on|off                  answer Vigil's VMCALL interface (default off: every VMCALL
+                                  gets #UD, as on bare metal, and the guest cannot find Vigil)
 check-entry=on|off                run the VM-entry checks before the first VM entry
 log-exits=on|off                  print each trapped event
 gdb=com2|off                      a GDB remote-protocol stub on COM2 (docs/debugging.md)

@@ -9,7 +9,7 @@ use crate::build::GUEST_KIT_BINS;
 
 /// Vigil's options for the `demo` guest when none are given after `--`.
 pub const DEMO_VIGIL_OPTIONS: &str =
-    "trap=rdtsc,rdtscp,hlt,io:0x80,msr:0x10 tsc=offset:0x100000000000";
+    "trap=rdtsc,rdtscp,hlt,io:0x80,msr:0x10 tsc=offset:0x100000000000 hypercall=on";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub const HELP: &str = "\

@@ -34,9 +34,9 @@ fn scenario(
 
 pub fn all() -> Vec<Scenario> {
     vec![
-        scenario("time-hide", "tsc=hide", hide),
-        scenario("time-frozen", "tsc=frozen", frozen),
-        scenario("time-scale", "tsc=scale:3/2", scale),
+        scenario("time-hide", "tsc=hide hypercall=on", hide),
+        scenario("time-frozen", "tsc=frozen hypercall=on", frozen),
+        scenario("time-scale", "tsc=scale:3/2 hypercall=on", scale),
         scenario("cases-default-policy", "", default_policy),
     ]
 }

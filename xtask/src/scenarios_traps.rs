@@ -9,7 +9,7 @@ use crate::report::{self, Status};
 use crate::scenarios::{Check, Scenario};
 
 const EVERYTHING: &str = "trap=cpuid,rdtsc,hlt,invlpg,rdpmc,cr3,movdr,cr0:0x10000,cr4:0x80,\
-exc:3,exc:6,exc:13,io:0x3f8-0x3ff,io:0x80,msr:0x10,msr:0x1b log=warn";
+exc:3,exc:6,exc:13,io:0x3f8-0x3ff,io:0x80,msr:0x10,msr:0x1b log=warn hypercall=on";
 
 pub fn all() -> Vec<Scenario> {
     let run = |name, guest, baseline, check| Scenario {
