@@ -7,62 +7,32 @@
 //! does not say whether the instruction read the watched bytes, which a read watchpoint must
 //! know: `add [x], 1` reads `x`, `mov [x], eax` does not. The instruction's opcode says it.
 //!
-//! Only instructions whose memory operand is both read and written are recognised (the SDM
-//! Vol. 2 opcode tables); anything else that wrote memory counts as a plain store, so an
-//! unusual read-modify-write instruction can at worst be missed, as before, never reported
-//! for a plain store.
+//! The decoding and the operand access information come from `iced-x86`: an instruction counts
+//! when one of its memory operands is read and written (or read and conditionally written, as
+//! CMPXCHG does). Anything that does not decode counts as a plain store.
+
+use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory, OpAccess};
 
 /// The longest x86 instruction (SDM Vol. 2A 2.3.11).
 pub const MAX_LEN: usize = 15;
 
 /// Whether the instruction in `bytes` (from its first byte) reads the memory it writes: ALU
 /// operations with a memory destination, INC/DEC, NOT/NEG, shifts and rotates, XCHG, CMPXCHG,
-/// XADD, BTS/BTR/BTC and SHLD/SHRD. `long_mode` decides whether 0x40-0x4F are REX prefixes
-/// (64-bit mode) or INC/DEC of a register.
+/// XADD, BTS/BTR/BTC and the like. `long_mode` picks 64-bit decoding (0x40-0x4F are REX
+/// prefixes) over 32-bit (they are INC/DEC of a register).
 pub fn reads_destination(bytes: &[u8], long_mode: bool) -> bool {
-    let mut i = 0;
-    // Legacy prefixes in any order (SDM Vol. 2A 2.1.1), then REX in 64-bit mode (2.2.1).
-    while let Some(&b) = bytes.get(i) {
-        let prefix = matches!(
-            b,
-            0xF0 | 0xF2 | 0xF3 | 0x2E | 0x36 | 0x3E | 0x26 | 0x64 | 0x65 | 0x66 | 0x67
-        ) || (long_mode && (0x40..=0x4F).contains(&b));
-        if !prefix || i >= MAX_LEN {
-            break;
-        }
-        i += 1;
-    }
-    let Some(&op) = bytes.get(i) else {
+    let bytes = &bytes[..bytes.len().min(MAX_LEN)];
+    let mut decoder = Decoder::new(if long_mode { 64 } else { 32 }, bytes, DecoderOptions::NONE);
+    let instruction = decoder.decode();
+    if instruction.is_invalid() {
         return false;
-    };
-    // ModRM.reg selects the operation in the group opcodes.
-    let reg = |at: usize| bytes.get(at).map(|m| (m >> 3) & 7);
-    match op {
-        // ADD, OR, ADC, SBB, AND, SUB, XOR r/m, r (CMP, 0x38/0x39, does not write).
-        0x00..=0x31 if op & 0x06 == 0 => true,
-        // Group 1: ADD..XOR r/m, imm (/7 is CMP); 0x82 is 0x80 outside 64-bit mode.
-        0x80..=0x83 => reg(i + 1).is_some_and(|r| r != 7),
-        // XCHG r/m, r.
-        0x86 | 0x87 => true,
-        // Group 2: rotates and shifts of r/m.
-        0xC0 | 0xC1 | 0xD0..=0xD3 => true,
-        // Group 3: NOT (/2), NEG (/3).
-        0xF6 | 0xF7 => reg(i + 1).is_some_and(|r| r == 2 || r == 3),
-        // Groups 4 and 5: INC (/0), DEC (/1).
-        0xFE | 0xFF => reg(i + 1).is_some_and(|r| r <= 1),
-        0x0F => match bytes.get(i + 1) {
-            // SHLD, BTS, SHRD, CMPXCHG, BTR, BTC, XADD.
-            Some(0xA4 | 0xA5 | 0xAB | 0xAC | 0xAD | 0xB0 | 0xB1 | 0xB3 | 0xBB | 0xC0 | 0xC1) => {
-                true
-            }
-            // Group 8: BTS (/5), BTR (/6), BTC (/7) r/m, imm8.
-            Some(0xBA) => reg(i + 2).is_some_and(|r| r >= 5),
-            // Group 9: CMPXCHG8B/CMPXCHG16B (/1).
-            Some(0xC7) => reg(i + 2) == Some(1),
-            _ => false,
-        },
-        _ => false,
     }
+    let mut factory = InstructionInfoFactory::new();
+    factory
+        .info(&instruction)
+        .used_memory()
+        .iter()
+        .any(|m| matches!(m.access(), OpAccess::ReadWrite | OpAccess::ReadCondWrite))
 }
 
 #[cfg(test)]
