@@ -96,12 +96,7 @@ impl VirtualTsc {
 
     /// The earliest host time at which the guest's TSC reaches `guest` (for the deadline).
     pub fn host_for(&self, guest: u64) -> u64 {
-        self.host_for_offset(guest, self.offset)
-    }
-
-    /// The same under another offset (the one the next VM entry will set).
-    pub fn host_for_offset(&self, guest: u64, offset: u64) -> u64 {
-        let scaled = guest.wrapping_sub(offset);
+        let scaled = guest.wrapping_sub(self.offset);
         if self.multiplier == UNITY {
             scaled
         } else {

@@ -25,7 +25,8 @@ pub fn handle(
         (_, _, true) => "instruction fetch",
         _ => "read",
     };
-    let during_delivery = vcpu.idt_vectoring_vector();
+    let vectoring = vcpu.idt_vectoring();
+    let during_delivery = vectoring.valid().then(|| vectoring.vector());
     // A guest probing Vigil's memory page by page would otherwise flood the console (and, since
     // the UART's baud rate is modelled, slow itself down): the first few are warnings, the rest
     // are debug lines; the statistics table has the count.

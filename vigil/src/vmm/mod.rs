@@ -17,7 +17,7 @@ use crate::exit::{Action, Exit, Fault};
 use alloc::format;
 use alloc::string::String;
 use vmx::caps::VmxCaps;
-use vmx::exit::{ExitReason, InterruptionInfo, InterruptionType};
+use vmx::exit::{ExitReason, InterruptionInfo};
 use vmx::regs::{CR4_OSXSAVE, CR4_VMXE};
 use vmx::vmcs::{Field, VmcsAccess};
 
@@ -157,21 +157,9 @@ impl Vcpu {
     /// Delivers the event that caused this exit (an exception from the exception bitmap) as it
     /// was, including software exceptions that need the instruction length (SDM Vol. 3C 27.6.1).
     pub fn reinject_exit_event(&mut self) {
-        let info = InterruptionInfo(self.vmcs.read(Field::VmExitInterruptionInfo) as u32);
-        if info.has_error_code() {
-            let code = self.vmcs.read(Field::VmExitInterruptionErrorCode);
-            self.vmcs.write(Field::VmEntryExceptionErrorCode, code);
-        }
-        if matches!(
-            info.kind(),
-            InterruptionType::SoftwareException | InterruptionType::PrivilegedSoftwareException
-        ) {
-            let len = self.instruction_length();
-            self.vmcs.write(Field::VmEntryInstructionLength, len);
-        }
-        self.vmcs.write(
-            Field::VmEntryInterruptionInfo,
-            info.for_reinjection().0 as u64,
+        self.redeliver(
+            Field::VmExitInterruptionInfo,
+            Field::VmExitInterruptionErrorCode,
         );
     }
 
@@ -180,12 +168,19 @@ impl Vcpu {
     /// it an external interrupt or NMI would be lost (SDM Vol. 3C 28.2.4, "Information for VM
     /// Exits During Event Delivery", and 27.6.1 for injection). Returns whether there was one.
     pub fn reinject_idt_vectoring(&mut self) -> bool {
-        let info = InterruptionInfo(self.vmcs.read(Field::IdtVectoringInfo) as u32);
+        self.redeliver(Field::IdtVectoringInfo, Field::IdtVectoringErrorCode)
+    }
+
+    /// Injects, on the next entry, the event described by an information field and its error
+    /// code; events delivered as if by an instruction also need its length (SDM Vol. 3C
+    /// 27.6.1). Returns whether the field described an event.
+    fn redeliver(&mut self, info_field: Field, code_field: Field) -> bool {
+        let info = InterruptionInfo(self.vmcs.read(info_field) as u32);
         if !info.valid() {
             return false;
         }
         if info.has_error_code() {
-            let code = self.vmcs.read(Field::IdtVectoringErrorCode);
+            let code = self.vmcs.read(code_field);
             self.vmcs.write(Field::VmEntryExceptionErrorCode, code);
         }
         if info.kind().needs_instruction_length() {

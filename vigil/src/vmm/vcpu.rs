@@ -285,13 +285,6 @@ impl Vcpu {
 }
 
 impl Vcpu {
-    /// The vector being delivered when this exit happened, if any (IDT-vectoring information,
-    /// SDM Vol. 3C 28.2.4).
-    pub fn idt_vectoring_vector(&self) -> Option<u8> {
-        let info = self.idt_vectoring();
-        info.valid().then(|| info.vector())
-    }
-
     /// The IDT-vectoring information of this exit (not valid when no event was being delivered).
     pub fn idt_vectoring(&self) -> vmx::exit::InterruptionInfo {
         vmx::exit::InterruptionInfo(self.vmcs.read(Field::IdtVectoringInfo) as u32)
