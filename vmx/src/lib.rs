@@ -19,9 +19,10 @@
 //! - [`ept`]: EPT entries and pointer, [`ept::EptBuilder`] (largest pages that fit, splitting
 //!   on partial changes, MTRR-typed mapping), a walker over any EPT hierarchy, INVEPT/INVVPID.
 //! - [`mtrr`]: memory types from MTRR contents, for a single address or a whole range.
-//! - [`paging`]: guest-virtual to guest-physical walks under every paging mode, with the #PF a
-//!   processor would raise.
-//! - [`regs`]: CR0/CR4/EFER/RFLAGS bit names.
+//! - [`guest_paging`]: the guest's paging registers as a VMCS holds them, for the guest
+//!   page-table walker of `x86-arch`.
+//! - [`regs`]: CR0/CR4/EFER/RFLAGS bit names (re-exported from `x86-arch`, where every backend
+//!   finds them).
 //!
 //! Comments cite the Intel SDM by volume and section in its 2023-and-later numbering (VM entry
 //! checks in Vol. 3C chapter 27, VM exits in chapter 28, EPT in chapter 29).
@@ -34,12 +35,12 @@ pub mod caps;
 pub mod checks;
 pub mod ept;
 pub mod exit;
+pub mod guest_paging;
 pub mod mtrr;
-pub mod paging;
-pub mod regs;
 pub mod vmcs;
 
 pub use ept::PhysRead;
+pub use x86_arch::regs;
 
 #[cfg(test)]
 mod testing;

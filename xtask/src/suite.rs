@@ -114,7 +114,16 @@ fn select(all: &[Scenario], filter: Option<&str>) -> Result<(bool, Vec<usize>), 
 /// The host test runs: the pure crates, and the host-tested library inside the hypervisor
 /// crate (its binary is bare-metal, so only `--lib`; `--lib` cannot go with the bin-only xtask).
 pub const HOST_TESTS: &[&[&str]] = &[
-    &["test", "--no-fail-fast", "-p", "vmx", "-p", "xtask"],
+    &[
+        "test",
+        "--no-fail-fast",
+        "-p",
+        "x86-arch",
+        "-p",
+        "vmx",
+        "-p",
+        "xtask",
+    ],
     &["test", "--no-fail-fast", "-p", "vigil", "--lib"],
 ];
 

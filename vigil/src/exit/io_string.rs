@@ -13,8 +13,8 @@ use super::io::{port_access, size_mask};
 use super::{Action, Fault};
 use crate::vmm::{guest_mem, Vcpu};
 use vmx::exit::IoQualification;
-use vmx::paging::Access;
 use vmx::vmcs::{Field, VmcsAccess};
+use x86_arch::paging::Access;
 
 const SLICE: u64 = 4096;
 const RFLAGS_DF: u64 = 1 << 10;

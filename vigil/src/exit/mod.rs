@@ -116,11 +116,17 @@ pub enum Action {
 }
 
 /// An exception `vector` that arose while the processor delivered another event: combined with
-/// it as the double-fault rules say (`vmx::exit::nest`, SDM Vol. 3A 7.15) — delivered as
+/// it as the double-fault rules say (`x86_arch::event::nest`, SDM Vol. 3A 7.15) — delivered as
 /// `serial` would, turned into #DF, or a shutdown that stops the guest like a triple fault.
 fn deliver_nested(vcpu: &mut Vcpu, vector: u8, serial: impl FnOnce(&mut Vcpu) -> Action) -> Action {
-    use vmx::exit::Nested;
-    match vmx::exit::nest(vcpu.idt_vectoring(), vector) {
+    use vmx::vmcs::VmcsAccess;
+    use x86_arch::event::Nested;
+    let v = vcpu.idt_vectoring();
+    let first = v.event(
+        vcpu.vmcs.read(vmx::vmcs::Field::IdtVectoringErrorCode) as u32,
+        0,
+    );
+    match x86_arch::event::nest(first.as_ref(), vector) {
         Nested::Serial => serial(vcpu),
         Nested::DoubleFault => Action::Inject(Fault {
             vector: 8,

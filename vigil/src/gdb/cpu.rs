@@ -1,5 +1,5 @@
 //! The debugger's view of the real vCPU: registers from the saved GPRs and the VMCS, memory
-//! through the guest's page tables (`vmx::paging`) and the EPT (`vmx::ept::walk`), always
+//! through the guest's page tables (`x86_arch::paging`) and the EPT (`vmx::ept::walk`), always
 //! checked against the guest's RAM (`vmm/guest_mem.rs`).
 
 use crate::vmm::{guest_mem, Vcpu};
@@ -8,8 +8,8 @@ use core::fmt::{self, Write};
 use vigil::debugger::{AccessError, CpuRegs, GuestCpu, HwSlot, Info};
 use vigil::loader::GuestMemory;
 use vmx::ept::EptPerms;
-use vmx::paging::Access;
 use vmx::vmcs::{Field, VmcsAccess};
+use x86_arch::paging::Access;
 
 /// A handle on the vCPU the exit loop is handling. The debugger only runs inside the exit loop,
 /// which owns the vCPU for the whole run; the pointer is set at every entry into the debugger.

@@ -247,8 +247,8 @@ impl Vcpu {
     }
 
     /// The registers a guest page walk depends on, as the guest sees them.
-    pub fn paging_regs(&self) -> vmx::paging::PagingRegs {
-        vmx::paging::PagingRegs {
+    pub fn paging_regs(&self) -> x86_arch::paging::PagingRegs {
+        x86_arch::paging::PagingRegs {
             cr0: self.guest_cr0(),
             cr3: self.guest_cr3(),
             cr4: self.guest_cr4(),
@@ -258,13 +258,13 @@ impl Vcpu {
     }
 
     /// Guest-linear to guest-physical, as the guest's own access would translate
-    /// (`vmx::paging`), reading its page tables through checked guest-physical reads.
+    /// (`x86_arch::paging`), reading its page tables through checked guest-physical reads.
     pub fn translate(
         &self,
         linear: u64,
-        access: vmx::paging::Access,
-    ) -> Result<vmx::paging::GuestTranslation, vmx::paging::PageFault> {
-        vmx::paging::translate(
+        access: x86_arch::paging::Access,
+    ) -> Result<x86_arch::paging::GuestTranslation, x86_arch::paging::PageFault> {
+        x86_arch::paging::translate(
             &super::guest_mem::read_u64,
             &self.paging_regs(),
             linear,

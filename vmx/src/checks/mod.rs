@@ -304,10 +304,7 @@ impl<'a> Ctx<'a> {
 }
 
 /// Bits 63:width-1 all equal (SDM Vol. 3A 3.3.7.1).
-pub fn is_canonical(addr: u64, width: u8) -> bool {
-    let shift = 64 - width as u32;
-    (((addr << shift) as i64) >> shift) as u64 == addr
-}
+pub use x86_arch::is_canonical;
 
 /// Every byte of an IA32_PAT value is a valid memory type: 0, 1, 4, 5, 6 or 7
 /// (SDM Vol. 3A 12.12.2).

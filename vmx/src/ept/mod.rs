@@ -192,23 +192,8 @@ impl fmt::Display for Translation {
     }
 }
 
-/// Reads physical memory for a page walk: the EPT walker reads EPT tables, the guest paging
-/// walker reads guest page tables through it. `None` means the address cannot be read.
-pub trait PhysRead {
-    fn read_u64(&self, phys: u64) -> Option<u64>;
-
-    /// A 32-bit read, for 32-bit paging structures; by default from the enclosing u64.
-    fn read_u32(&self, phys: u64) -> Option<u32> {
-        let q = self.read_u64(phys & !7)?;
-        Some((q >> ((phys & 4) * 8)) as u32)
-    }
-}
-
-impl<F: Fn(u64) -> Option<u64>> PhysRead for F {
-    fn read_u64(&self, phys: u64) -> Option<u64> {
-        self(phys)
-    }
-}
+/// Reads physical memory for a walk (EPT tables here; guest page tables in `x86-arch`).
+pub use x86_arch::PhysRead;
 
 /// Supplies the 4-KiB frames EPT tables live in.
 pub trait FrameAllocator {

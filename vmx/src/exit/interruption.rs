@@ -3,6 +3,7 @@
 //! (SDM Vol. 3C 28.2.2, 28.2.4).
 
 use core::fmt;
+use x86_arch::event::{Event, EventKind};
 
 /// Bits 10:8 of interruption information.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +57,34 @@ impl InterruptionType {
                 | InterruptionType::PrivilegedSoftwareException
                 | InterruptionType::SoftwareException
         )
+    }
+}
+
+impl InterruptionType {
+    /// The interruption type that delivers events of `kind`.
+    pub const fn from_kind(kind: EventKind) -> InterruptionType {
+        match kind {
+            EventKind::ExternalInterrupt => InterruptionType::ExternalInterrupt,
+            EventKind::Nmi => InterruptionType::Nmi,
+            EventKind::HardwareException => InterruptionType::HardwareException,
+            EventKind::SoftwareInterrupt => InterruptionType::SoftwareInterrupt,
+            EventKind::PrivilegedSoftwareException => InterruptionType::PrivilegedSoftwareException,
+            EventKind::SoftwareException => InterruptionType::SoftwareException,
+        }
+    }
+
+    /// The kind of event delivered through the IDT; `None` for the reserved type and "other
+    /// event" (MTF), which are not.
+    pub const fn event_kind(self) -> Option<EventKind> {
+        Some(match self {
+            InterruptionType::ExternalInterrupt => EventKind::ExternalInterrupt,
+            InterruptionType::Nmi => EventKind::Nmi,
+            InterruptionType::HardwareException => EventKind::HardwareException,
+            InterruptionType::SoftwareInterrupt => EventKind::SoftwareInterrupt,
+            InterruptionType::PrivilegedSoftwareException => EventKind::PrivilegedSoftwareException,
+            InterruptionType::SoftwareException => EventKind::SoftwareException,
+            InterruptionType::Reserved | InterruptionType::OtherEvent => return None,
+        })
     }
 }
 
@@ -129,38 +158,39 @@ impl InterruptionInfo {
     }
 }
 
-/// Exceptions that push an error code (SDM Vol. 3A 6.15).
-pub const fn exception_has_error_code(vector: u8) -> bool {
-    matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21)
-}
+impl InterruptionInfo {
+    /// The VM-entry interruption information that injects `event` (SDM Vol. 3C 25.8.3); its
+    /// error code and instruction length go to their own fields.
+    pub const fn from_event(event: &Event) -> InterruptionInfo {
+        let info = Self::new(event.vector, InterruptionType::from_kind(event.kind));
+        if event.error_code.is_some() {
+            info.with_error_code()
+        } else {
+            info
+        }
+    }
 
-/// The mnemonic of an exception vector (SDM Vol. 3A Table 6-1).
-pub const fn exception_name(vector: u8) -> &'static str {
-    match vector {
-        0 => "#DE",
-        1 => "#DB",
-        2 => "NMI",
-        3 => "#BP",
-        4 => "#OF",
-        5 => "#BR",
-        6 => "#UD",
-        7 => "#NM",
-        8 => "#DF",
-        9 => "coprocessor segment overrun",
-        10 => "#TS",
-        11 => "#NP",
-        12 => "#SS",
-        13 => "#GP",
-        14 => "#PF",
-        16 => "#MF",
-        17 => "#AC",
-        18 => "#MC",
-        19 => "#XM",
-        20 => "#VE",
-        21 => "#CP",
-        _ => "reserved exception",
+    /// The event a valid exit or IDT-vectoring information describes, with the error code and
+    /// instruction length read from their fields (used only if the information says so).
+    pub fn event(self, error_code: u32, instruction_len: u64) -> Option<Event> {
+        if !self.valid() {
+            return None;
+        }
+        let kind = self.kind().event_kind()?;
+        Some(Event {
+            vector: self.vector(),
+            kind,
+            error_code: self.has_error_code().then_some(error_code),
+            instruction_len: if kind.from_instruction() {
+                instruction_len as u8
+            } else {
+                0
+            },
+        })
     }
 }
+
+pub use x86_arch::event::{exception_has_error_code, exception_name};
 
 impl fmt::Display for InterruptionInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -229,6 +259,29 @@ mod tests {
         assert_eq!(
             InterruptionInfo(0x8000_1000 | 0x4000_0000).reserved_bits(),
             0x4000_1000
+        );
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let pf = Event::page_fault(2);
+        let info = InterruptionInfo::from_event(&pf);
+        assert_eq!(info.0, 0x8000_0b0e);
+        assert_eq!(info.event(2, 0), Some(pf));
+        let int3 = InterruptionInfo(0x8000_0603).event(0, 1).unwrap();
+        assert_eq!(
+            (int3.kind, int3.instruction_len, int3.error_code),
+            (EventKind::SoftwareException, 1, None)
+        );
+        assert_eq!(
+            InterruptionInfo(0x8000_0020).event(0, 3),
+            Some(Event::external(0x20))
+        );
+        assert_eq!(InterruptionInfo(0x20).event(0, 0), None);
+        assert_eq!(
+            InterruptionInfo(0x8000_0700).event(0, 0),
+            None,
+            "MTF is not an IDT event"
         );
     }
 }

@@ -4,7 +4,6 @@
 
 mod instruction_info;
 mod interruption;
-mod nesting;
 mod qualification;
 mod reason;
 
@@ -12,7 +11,6 @@ pub use instruction_info::{InstructionDetail, InstructionInfo, MemOperand, Opera
 pub use interruption::{
     exception_has_error_code, exception_name, InterruptionInfo, InterruptionType,
 };
-pub use nesting::{exception_class, nest, ExceptionClass, Nested};
 pub use qualification::{
     CrAccess, CrAccessType, DebugQualification, DrAccess, EptViolation, Gpr, InvlpgQualification,
     IoQualification, TaskSwitch, TaskSwitchSource,

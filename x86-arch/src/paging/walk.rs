@@ -1,7 +1,7 @@
 //! The walk itself, one function per paging mode's table layout.
 
+use super::PhysRead;
 use super::{Access, FaultReason, GuestTranslation, PageFault, PagingMode, PagingRegs};
-use crate::ept::PhysRead;
 use crate::regs::{CR0_WP, CR4_PSE, CR4_SMEP};
 
 const P: u64 = 1 << 0;
@@ -209,7 +209,7 @@ fn walk_pae_family(
         }
         _ => {
             let bits = if mode == PagingMode::Level5 { 57 } else { 48 };
-            if !crate::checks::is_canonical(gva, bits) {
+            if !crate::is_canonical(gva, bits) {
                 return Err(fault(FaultReason::NonCanonical, 0, 0));
             }
             (

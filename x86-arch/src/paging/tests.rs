@@ -1,5 +1,4 @@
 use super::*;
-use crate::ept::PhysRead;
 use alloc::collections::BTreeMap;
 use core::cell::RefCell;
 
@@ -235,16 +234,4 @@ fn level5_uses_the_pml5() {
     // Bit 57 set without the rest: non-canonical under 5-level paging.
     let f = translate(&m, &r, 1 << 57, Access::READ).unwrap_err();
     assert_eq!(f.reason, FaultReason::NonCanonical);
-}
-
-#[test]
-fn from_vmcs_reads_guest_registers() {
-    let mut v = crate::vmcs::FakeVmcs::new();
-    v.set(Field::GuestCr0, PG_PE_WP)
-        .set(Field::GuestCr4, CR4_PAE)
-        .set(Field::GuestCr3, 0x1000);
-    v.set(Field::GuestIa32Efer, EFER_LME | EFER_LMA);
-    let m = four_level();
-    let t = translate_vmcs(&m, &v, 0xffff_ff80_0040_0000, Access::READ).unwrap();
-    assert_eq!(t.gpa, 0xa000);
 }

@@ -8,10 +8,26 @@ mod walk;
 
 pub use walk::translate;
 
-use crate::ept::PhysRead;
 use crate::regs::*;
-use crate::vmcs::{Field, VmcsAccess};
 use core::fmt;
+
+/// Reads physical memory for a page walk (guest page tables here, EPT or NPT tables in a
+/// backend). `None` means the address cannot be read.
+pub trait PhysRead {
+    fn read_u64(&self, phys: u64) -> Option<u64>;
+
+    /// A 32-bit read, for 32-bit paging structures; by default from the enclosing u64.
+    fn read_u32(&self, phys: u64) -> Option<u32> {
+        let q = self.read_u64(phys & !7)?;
+        Some((q >> ((phys & 4) * 8)) as u32)
+    }
+}
+
+impl<F: Fn(u64) -> Option<u64>> PhysRead for F {
+    fn read_u64(&self, phys: u64) -> Option<u64> {
+        self(phys)
+    }
+}
 
 /// The paging mode selected by CR0.PG, CR4.PAE, EFER.LMA and CR4.LA57 (SDM Vol. 3A 4.1.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,18 +52,6 @@ pub struct PagingRegs {
 }
 
 impl PagingRegs {
-    /// The guest's paging registers as the VMCS holds them after a VM exit (EFER only if the
-    /// exit saves it). `phys_addr_width` defaults to 52, the architectural maximum.
-    pub fn from_vmcs(vmcs: &dyn VmcsAccess) -> PagingRegs {
-        PagingRegs {
-            cr0: vmcs.read(Field::GuestCr0),
-            cr3: vmcs.read(Field::GuestCr3),
-            cr4: vmcs.read(Field::GuestCr4),
-            efer: vmcs.read(Field::GuestIa32Efer),
-            phys_addr_width: 52,
-        }
-    }
-
     pub fn mode(&self) -> PagingMode {
         if self.cr0 & CR0_PG == 0 {
             PagingMode::Off
@@ -211,14 +215,4 @@ impl fmt::Display for PageFault {
             self.entry
         )
     }
-}
-
-/// Convenience for the exit handlers: translate with the guest's registers from the VMCS.
-pub fn translate_vmcs(
-    mem: &dyn PhysRead,
-    vmcs: &dyn VmcsAccess,
-    gva: u64,
-    access: Access,
-) -> Result<GuestTranslation, PageFault> {
-    translate(mem, &PagingRegs::from_vmcs(vmcs), gva, access)
 }

@@ -1,5 +1,5 @@
-//! Architectural register bits VMX code needs to name (SDM Vol. 3A 2.5 for CR0/CR4, 2.2.1 for
-//! EFER, 2.3 for RFLAGS).
+//! Architectural register bits (SDM Vol. 3A 2.5 for CR0/CR4, 2.2.1 for EFER, 2.3 for RFLAGS,
+//! Vol. 3B 18.2 for the debug registers).
 
 pub const CR0_PE: u64 = 1 << 0;
 pub const CR0_MP: u64 = 1 << 1;
@@ -48,9 +48,26 @@ pub const RFLAGS_FIXED1: u64 = 1 << 1;
 pub const RFLAGS_TF: u64 = 1 << 8;
 pub const RFLAGS_IF: u64 = 1 << 9;
 pub const RFLAGS_DF: u64 = 1 << 10;
+pub const RFLAGS_RF: u64 = 1 << 16;
 pub const RFLAGS_VM: u64 = 1 << 17;
 /// Bits 63:22 and 15, 5, 3 of RFLAGS are reserved and must be 0.
 pub const RFLAGS_RESERVED: u64 = !0x3f_ffff | (1 << 15) | (1 << 5) | (1 << 3);
 
 /// DR7 bits 63:32 are reserved (SDM Vol. 3B 18.2.4).
 pub const DR7_RESERVED_HIGH: u64 = 0xffff_ffff_0000_0000;
+
+/// DR6 B0-B3: which breakpoint condition matched (SDM Vol. 3B 18.2.3).
+pub const DR6_B0_B3: u64 = 0xf;
+/// DR6.BD: the next instruction accesses a debug register while DR7.GD is set.
+pub const DR6_BD: u64 = 1 << 13;
+/// DR6.BS: single step (RFLAGS.TF).
+pub const DR6_BS: u64 = 1 << 14;
+/// DR6.BT: task switch to a TSS with the T flag.
+pub const DR6_BT: u64 = 1 << 15;
+/// DR6 bits that read as 1 on processors without RTM or bus-lock detection: 31:16 and 11:4
+/// (SDM Vol. 3B 18.2.3).
+pub const DR6_FIXED1: u64 = 0xffff_0ff0;
+/// DR7 bit 10 reads as 1 (SDM Vol. 3B 18.2.4).
+pub const DR7_FIXED1: u64 = 1 << 10;
+/// DR7.GD: general detect, a #DB before any MOV DR (SDM Vol. 3B 18.2.4).
+pub const DR7_GD: u64 = 1 << 13;
