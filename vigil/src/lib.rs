@@ -1,13 +1,9 @@
-//! The parts of Vigil that are plain logic — the command line, the memory map, guest loaders and
-//! exit statistics — kept apart from the bare-metal binary so `cargo test -p vigil --lib` runs
-//! them on the host.
+//! The parts of the hypervisor binary that are plain logic run at boot — the memory map and the
+//! guest loaders — kept apart from the bare-metal code so `cargo test -p vigil --lib` runs them
+//! on the host. The exit layer's logic lives in `vigil-core`.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
-pub mod config;
-pub mod debugger;
 pub mod loader;
 pub mod memmap;
-pub mod stats;
-pub mod vtime;

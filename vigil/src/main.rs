@@ -25,8 +25,8 @@ use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
 use power::{end_run, Outcome};
-use vigil::config::{Config, LogLevel};
 use vigil::memmap::{Kind, MemoryMap};
+use vigil_core::config::{Config, LogLevel};
 
 const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
 
@@ -89,9 +89,10 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         log::warn!("RAM above {mapped:#x} is beyond Vigil's own address space: the guest gets it, Vigil cannot touch it for the guest");
     }
 
-    let config: &'static Config = Box::leak(Box::new(
-        Config::parse(cmdline).map_err(|e| format!("{e}\noptions:\n{}", vigil::config::HELP))?,
-    ));
+    let config: &'static Config =
+        Box::leak(Box::new(Config::parse(cmdline).map_err(|e| {
+            format!("{e}\noptions:\n{}", vigil_core::config::HELP)
+        })?));
     log::set_max_level(level_filter(config.log));
     let (image, pool) = (mem::image_range(), mem::pool_range());
     log::info!(

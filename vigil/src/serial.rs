@@ -66,7 +66,9 @@ pub fn _print(args: fmt::Arguments) {
         crate::gdb::Route::Packet => {
             let text = alloc::format!("{args}");
             let console = CONSOLE.lock();
-            vigil::debugger::console::o_packets(text.as_bytes(), &mut |b| console.write_byte(b));
+            vigil_core::debugger::console::o_packets(text.as_bytes(), &mut |b| {
+                console.write_byte(b)
+            });
         }
         crate::gdb::Route::Held => crate::gdb::hold_log(&alloc::format!("{args}")),
     }

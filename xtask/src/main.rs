@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         Command::Help => {
             print!("{}", cli::HELP);
             print!("\nVIGIL OPTIONS (after `--`; Vigil's own list):\n");
-            for line in vigil::config::HELP.lines() {
+            for line in vigil_core::config::HELP.lines() {
                 println!("    {line}");
             }
             return ExitCode::SUCCESS;

@@ -5,8 +5,9 @@
 use crate::vmm::{guest_mem, Vcpu};
 use core::arch::asm;
 use core::fmt::{self, Write};
-use vigil::debugger::{AccessError, CpuRegs, GuestCpu, HwSlot, Info};
 use vigil::loader::GuestMemory;
+use vigil_core::debugger::{AccessError, CpuRegs, GuestCpu, HwSlot, Info};
+use vigil_core::nested::Perms;
 use vmx::ept::EptPerms;
 use vmx::vmcs::{Field, VmcsAccess};
 use x86_arch::paging::Access;
@@ -93,10 +94,10 @@ impl GuestCpu for VcpuCpu {
         guest_mem::Loader.write(gpa, data).is_ok()
     }
 
-    fn set_page_perms(&mut self, page: u64, perms: EptPerms) -> bool {
+    fn set_page_perms(&mut self, page: u64, perms: Perms) -> bool {
         let v = self.v();
         let eptp = v.vmcs.read(Field::EptPointer);
-        super::ept::set_page_perms(&v.caps, eptp, page, perms)
+        super::ept::set_page_perms(&v.caps, eptp, page, EptPerms::from_bits(perms.bits()))
     }
 
     fn exec_only(&self) -> bool {

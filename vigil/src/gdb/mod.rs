@@ -1,4 +1,4 @@
-//! The GDB stub on COM2: the exit loop's side of the debugger (`vigil::debugger` holds the
+//! The GDB stub on COM2: the exit loop's side of the debugger (`vigil_core::debugger` holds the
 //! protocol and the breakpoint logic, host-tested).
 //!
 //! - **Break-in.** With `gdb=com2` the VMX-preemption timer (SDM Vol. 3C 26.5.1) makes the guest
@@ -12,7 +12,7 @@
 //! - **Single steps** use the monitor trap flag (SDM Vol. 3C 26.5.2) or, on processors without
 //!   it, RFLAGS.TF with #DB in the exception bitmap. A step whose instruction Vigil emulated
 //!   (an instruction exit answered with "advance") is complete at that exit.
-//! - **Breakpoints and watchpoints**: see `vigil::debugger::state`; EPT violations on the pages
+//! - **Breakpoints and watchpoints**: see `vigil_core::debugger::state`; EPT violations on the pages
 //!   it manages are stepped over with the page open, then matched.
 
 pub mod cpu;
@@ -26,10 +26,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering};
 use cpu::VcpuCpu;
 use spin::Mutex;
-use vigil::debugger::arch::Layout;
-use vigil::debugger::session::{Event, Port, Session};
-use vigil::debugger::state::StepOver;
-use vigil::debugger::{ResumeKind, StopKind};
+use vigil_core::debugger::arch::Layout;
+use vigil_core::debugger::session::{Event, Port, Session};
+use vigil_core::debugger::state::StepOver;
+use vigil_core::debugger::{ResumeKind, StopKind};
 use vmx::caps::{PinBased, PrimaryProcBased};
 use vmx::vmcs::{Field, VmcsAccess};
 
@@ -139,8 +139,10 @@ pub fn init(vcpu: &mut Vcpu, layout: Layout) {
         "RFLAGS.TF (this processor has no monitor trap flag)"
     };
     session.target.time_mode = match vcpu.config.tsc {
-        vigil::config::TscMode::Frozen | vigil::config::TscMode::Hide => "frozen (hidden)",
-        vigil::config::TscMode::Native => "running (tsc=native has no offset to hide it)",
+        vigil_core::config::TscMode::Frozen | vigil_core::config::TscMode::Hide => {
+            "frozen (hidden)"
+        }
+        vigil_core::config::TscMode::Native => "running (tsc=native has no offset to hide it)",
         _ => "hidden through the TSC offset",
     };
     log::info!(
@@ -414,7 +416,7 @@ fn hold(g: &mut Gdb, vcpu: &mut Vcpu, kind: StopKind, report: bool) -> Action {
     if !text.is_empty() {
         let mut port = Com2;
         if route == Route::Packet {
-            vigil::debugger::console::o_packets(&text, &mut |b| port.put(b));
+            vigil_core::debugger::console::o_packets(&text, &mut |b| port.put(b));
         } else {
             text.iter().for_each(|&b| port.put(b));
         }

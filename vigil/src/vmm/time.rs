@@ -5,7 +5,7 @@ use super::Vcpu;
 use crate::arch::regs::rdtsc;
 use crate::arch::safe::wrmsr_safe;
 use crate::exit::Exit;
-use vigil::vtime::{Calibration, Cost};
+use vigil_core::time::tsc::{Calibration, Cost};
 use vmx::caps::PrimaryProcBased;
 use vmx::vmcs::{Field, VmcsAccess};
 

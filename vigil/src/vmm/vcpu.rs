@@ -4,9 +4,9 @@
 
 use super::switch::GuestRegs;
 use alloc::boxed::Box;
-use vigil::config::Config;
-use vigil::stats::ExitStats;
-use vigil::vtime::VirtualTsc;
+use vigil_core::config::Config;
+use vigil_core::stats::ExitStats;
+use vigil_core::time::tsc::VirtualTsc;
 use vmx::caps::{EntryControls, VmxCaps};
 use vmx::regs::*;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};

@@ -6,10 +6,10 @@ use super::fake::{Collect, FakeCpu};
 use super::framing::packet;
 use super::session::{Event, Session};
 use super::{ResumeKind, StopKind};
+use crate::nested::Perms;
 use alloc::string::String;
 use alloc::vec::Vec;
 use gdbstub::target::ext::breakpoints::WatchKind;
-use vmx::ept::EptPerms;
 
 type S = Session<FakeCpu, Collect>;
 
@@ -115,7 +115,7 @@ fn memory_reads_hide_software_breakpoints_and_unmapped_is_an_error() {
     assert_eq!(s.target.cpu.mem[0x1001], 0xCC, "INT3 in guest memory");
     assert_eq!(
         s.target.cpu.perms_of(0x1000),
-        EptPerms::from_bits(4),
+        Perms::from_bits(4),
         "the page is execute-only"
     );
     let (_, r) = send(&mut s, &port, "m1000,4");
@@ -129,7 +129,7 @@ fn memory_reads_hide_software_breakpoints_and_unmapped_is_an_error() {
     let (_, r) = send(&mut s, &port, "z0,1001,1");
     assert_eq!(r, ["OK"]);
     assert_eq!(s.target.cpu.mem[0x1001], 0x90);
-    assert_eq!(s.target.cpu.perms_of(0x1000), EptPerms::RWX);
+    assert_eq!(s.target.cpu.perms_of(0x1000), Perms::RWX);
     let (_, r) = send(&mut s, &port, "m200000,8");
     assert_eq!(r, ["E0e"]);
     let (_, r) = send(&mut s, &port, "M200000,1:00");
@@ -148,10 +148,10 @@ fn guest_reads_of_a_breakpoint_page_see_original_bytes() {
         t.cpu.mem[0x1001], 0x48,
         "original byte while the guest reads"
     );
-    assert_eq!(t.cpu.perms_of(0x1000), EptPerms::RWX);
+    assert_eq!(t.cpu.perms_of(0x1000), Perms::RWX);
     assert_eq!(t.state.finish_step_over(&mut t.cpu, &so), None);
     assert_eq!(t.cpu.mem[0x1001], 0xCC, "breakpoint back after the step");
-    assert_eq!(t.cpu.perms_of(0x1000), EptPerms::from_bits(4));
+    assert_eq!(t.cpu.perms_of(0x1000), Perms::from_bits(4));
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn watchpoints_protect_the_page_and_match_the_exact_range() {
     assert_eq!(r, ["OK"]);
     assert_eq!(
         s.target.cpu.perms_of(0x5000),
-        EptPerms::R.and(EptPerms::RWX).or_exec()
+        Perms::R.and(Perms::RWX).or_exec()
     );
     let t = &mut s.target;
     // A write next to the range, changing nothing in it: no hit.
@@ -220,11 +220,11 @@ fn read_watchpoints_see_read_modify_write_instructions() {
 }
 
 trait OrExec {
-    fn or_exec(self) -> EptPerms;
+    fn or_exec(self) -> Perms;
 }
-impl OrExec for EptPerms {
-    fn or_exec(self) -> EptPerms {
-        EptPerms::from_bits(self.bits() | 4)
+impl OrExec for Perms {
+    fn or_exec(self) -> Perms {
+        Perms::from_bits(self.bits() | 4)
     }
 }
 
@@ -273,8 +273,8 @@ fn detach_removes_breakpoints_and_a_new_client_can_attach() {
     assert_eq!(e, Event::Detach);
     assert_eq!(r, ["OK"]);
     assert_eq!(s.target.cpu.mem[0x1001], 0x48);
-    assert_eq!(s.target.cpu.perms_of(0x1000), EptPerms::RWX);
-    assert_eq!(s.target.cpu.perms_of(0x5000), EptPerms::RWX);
+    assert_eq!(s.target.cpu.perms_of(0x1000), Perms::RWX);
+    assert_eq!(s.target.cpu.perms_of(0x5000), Perms::RWX);
     assert!(!s.attached);
     let (e, _) = send(&mut s, &port, "qSupported");
     assert_eq!(e, Event::Hold(StopKind::Attach));

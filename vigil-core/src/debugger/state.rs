@@ -21,9 +21,9 @@
 //! a write is decoded ([`super::insn`]) to find out.
 
 use super::{insn, AccessError, GuestCpu, HwSlot};
+use crate::nested::Perms;
 use alloc::vec::Vec;
 use gdbstub::target::ext::breakpoints::WatchKind;
-use vmx::ept::EptPerms;
 
 pub const PAGE: u64 = 4096;
 pub const MAX_SW: usize = 64;
@@ -80,11 +80,11 @@ fn page_of(a: u64) -> u64 {
 
 impl DebugState {
     /// The permissions a page needs for the breakpoints and watchpoints on it.
-    pub fn perms_for(&self, page: u64, exec_only: bool) -> EptPerms {
-        let mut p = EptPerms::RWX;
+    pub fn perms_for(&self, page: u64, exec_only: bool) -> Perms {
+        let mut p = Perms::RWX;
         let on_page = |gpa: u64| page_of(gpa) == page;
         if exec_only && self.sw.iter().any(|b| on_page(b.gpa)) {
-            p = EptPerms::from_bits(EptPerms::RWX.bits() & !EptPerms::RW.bits());
+            p = Perms::from_bits(Perms::RWX.bits() & !Perms::RW.bits());
         }
         for w in self.watches.iter().filter(|w| on_page(w.gpa)) {
             match w.kind {
@@ -113,7 +113,7 @@ impl DebugState {
         let perms = self.perms_for(page, cpu.exec_only());
         cpu.set_page_perms(page, perms);
         let known = self.pages.iter().position(|&p| p == page);
-        match (perms == EptPerms::RWX, known) {
+        match (perms == Perms::RWX, known) {
             (true, Some(i)) => {
                 self.pages.swap_remove(i);
             }
@@ -238,7 +238,7 @@ impl DebugState {
         }
         self.watches.clear();
         for page in core::mem::take(&mut self.pages) {
-            cpu.set_page_perms(page, EptPerms::RWX);
+            cpu.set_page_perms(page, Perms::RWX);
         }
         for slot in 0..4 {
             if self.hw[slot].take().is_some() {
@@ -328,7 +328,7 @@ impl DebugState {
                 cpu.read_phys(w.gpa, &mut snap[..w.len as usize]);
             }
         }
-        cpu.set_page_perms(page, EptPerms::RWX);
+        cpu.set_page_perms(page, Perms::RWX);
         StepOver {
             page,
             gpa,

@@ -28,8 +28,8 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
+use crate::nested::Perms;
 use core::fmt;
-use vmx::ept::EptPerms;
 
 /// The guest's registers as the debugger sees them (the general-purpose registers in gdb's
 /// x86-64 order: RAX, RBX, RCX, RDX, RSI, RDI, RBP, RSP, R8-R15).
@@ -95,7 +95,7 @@ pub trait GuestCpu {
     /// Writes guest RAM; false (nothing written) if any byte is not guest RAM.
     fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool;
     /// Sets the EPT permissions of the 4-KiB guest-physical page at `page`.
-    fn set_page_perms(&mut self, page: u64, perms: EptPerms) -> bool;
+    fn set_page_perms(&mut self, page: u64, perms: Perms) -> bool;
     /// Whether EPT can map a page execute-only (IA32_VMX_EPT_VPID_CAP bit 0).
     fn exec_only(&self) -> bool;
     /// Arms (Some) or disarms (None) hardware slot `slot` (0-3).

@@ -3,19 +3,19 @@
 //! the debugger set.
 
 use super::{AccessError, CpuRegs, GuestCpu, HwSlot, Info};
+use crate::nested::Perms;
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt;
-use vmx::ept::EptPerms;
 
 pub const RAM: usize = 1 << 20;
 
 pub struct FakeCpu {
     pub regs: CpuRegs,
     pub mem: Vec<u8>,
-    pub perms: BTreeMap<u64, EptPerms>,
+    pub perms: BTreeMap<u64, Perms>,
     pub slots: [Option<HwSlot>; 4],
     pub exec_only: bool,
     pub long_mode: bool,
@@ -34,8 +34,8 @@ impl FakeCpu {
     }
 
     /// Permissions of a page (RWX if never set).
-    pub fn perms_of(&self, page: u64) -> EptPerms {
-        self.perms.get(&page).copied().unwrap_or(EptPerms::RWX)
+    pub fn perms_of(&self, page: u64) -> Perms {
+        self.perms.get(&page).copied().unwrap_or(Perms::RWX)
     }
 }
 
@@ -76,7 +76,7 @@ impl GuestCpu for FakeCpu {
             _ => false,
         }
     }
-    fn set_page_perms(&mut self, page: u64, perms: EptPerms) -> bool {
+    fn set_page_perms(&mut self, page: u64, perms: Perms) -> bool {
         self.perms.insert(page, perms);
         true
     }
