@@ -5,7 +5,7 @@
 //! Modules (docs/architecture.md): `module2 PATH guest [COMMAND LINE]` is the kernel,
 //! `module2 PATH initrd` an initial ramdisk for a Linux kernel.
 
-use crate::{acpi, mem, vmm};
+use crate::{acpi, guest_mem, intel, mem};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -84,7 +84,7 @@ pub fn load(
     rsdt: Option<u64>,
     xsdt: Option<u64>,
     caps: &vmx::caps::VmxCaps,
-) -> Result<vmm::setup::GuestSetup, String> {
+) -> Result<intel::setup::GuestSetup, String> {
     let guest = modules
         .guest
         .ok_or("no guest module: GRUB must load one with `module2 PATH guest [ARGS]`")?;
@@ -95,7 +95,7 @@ pub fn load(
         args: &args,
         ..guest
     };
-    let mut memory = vmm::guest_mem::Loader;
+    let mut memory = guest_mem::Loader;
     // Flat 32-bit code (0x10) and data (0x18) descriptors: the selectors both boot protocols
     // start with (multiboot spec 3.2; Linux boot.rst, __BOOT_CS and __BOOT_DS).
     let gdt: [u64; 4] = [0, 0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
@@ -118,8 +118,8 @@ pub fn load(
         None => log::warn!("no ACPI FADT found: only the shutdown port ends the guest"),
     }
     let vigil_ranges = [mem::image_range(), mem::pool_range()];
-    let eptp = vmm::ept_space::build(map, &vigil_ranges, caps)?;
-    Ok(vmm::setup::GuestSetup {
+    let eptp = intel::ept::build(map, &vigil_ranges, caps)?;
+    Ok(intel::setup::GuestSetup {
         entry,
         gdt: BOOT_DATA,
         eptp,
@@ -131,7 +131,7 @@ fn load_linux(
     guest: &Module,
     modules: &Modules,
     map: &MemoryMap,
-    memory: &mut vmm::guest_mem::Loader,
+    memory: &mut guest_mem::Loader,
 ) -> Result<EntryState, String> {
     let err = |e: LoadError| format!("Linux kernel: {e}");
     let initrd = modules.initrd.map(|m| m.bytes());
@@ -169,7 +169,7 @@ fn read_version(image: &[u8]) -> u16 {
 fn load_multiboot(
     guest: &Module,
     map: &MemoryMap,
-    memory: &mut vmm::guest_mem::Loader,
+    memory: &mut guest_mem::Loader,
 ) -> Result<EntryState, String> {
     let err = |e: LoadError| {
         format!("guest image (not a Linux bzImage, so read as a multiboot kernel): {e}")

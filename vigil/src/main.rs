@@ -8,25 +8,31 @@ extern crate alloc;
 
 mod acpi;
 mod arch;
-mod checks;
-mod exit;
+mod debugger;
 mod fault;
-mod gdb;
 mod guest;
+mod guest_mem;
+mod host;
+mod intel;
 mod mem;
 mod percpu;
 mod power;
-mod report;
 mod serial;
-mod vmm;
 
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
+use intel::VmxVcpu;
 use power::{end_run, Outcome};
 use vigil::memmap::{Kind, MemoryMap};
 use vigil_core::config::{Config, LogLevel};
+use vigil_core::cpu::{Cpu, Vm};
+use vigil_core::debugger::arch::Layout;
+use vigil_core::exit::Stop;
+use vigil_core::owners::Owners;
+use vigil_core::run::Machine;
+use vigil_core::time::Time;
 
 const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
 
@@ -72,7 +78,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             .map_err(|_| "memory map has too many regions")?;
     }
     let modules = guest::Modules::from_boot_info(&mbi);
-    let guest_elf_class = gdb::elf_class(modules.ranges());
+    let guest_elf_class = debugger::elf_class(modules.ranges());
     let rsdt = mbi.rsdp_v1_tag().map(|t| t.rsdt_address() as u64);
     let xsdt = mbi.rsdp_v2_tag().map(|t| t.xsdt_address() as u64);
 
@@ -89,10 +95,8 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         log::warn!("RAM above {mapped:#x} is beyond Vigil's own address space: the guest gets it, Vigil cannot touch it for the guest");
     }
 
-    let config: &'static Config =
-        Box::leak(Box::new(Config::parse(cmdline).map_err(|e| {
-            format!("{e}\noptions:\n{}", vigil_core::config::HELP)
-        })?));
+    let config = Config::parse(cmdline)
+        .map_err(|e| format!("{e}\noptions:\n{}", vigil_core::config::HELP))?;
     log::set_max_level(level_filter(config.log));
     let (image, pool) = (mem::image_range(), mem::pool_range());
     log::info!(
@@ -105,34 +109,45 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     for r in map.regions() {
         log::debug!("memory {r}");
     }
-    vmm::guest_mem::init(map.clone(), mapped);
+    guest_mem::init(map.clone(), mapped);
 
-    let caps = vmm::capabilities()?;
+    let caps = intel::capabilities()?;
     let setup = guest::load(&modules, &map, rsdt, xsdt, &caps)?;
-    vmm::vmxon(&caps)?;
+    intel::vmxon(&caps)?;
     let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
-    let mut vcpu = vmm::setup::create_vcpu(caps, config, &setup, cpu)?;
+    // What every vCPU shares: the configuration and the one table of owned ports and MSRs,
+    // from which the bitmaps are built.
+    let owners = Owners::build(&config, setup.pm1a_control, &intel::setup::VMX_MSRS);
+    let vm: &'static Vm = Box::leak(Box::new(Vm { config, owners }));
+    let config = &vm.config;
+    let (mut vcpu, vtsc) = intel::setup::create_vcpu(caps, vm, &setup, cpu)?;
     fault::VMCS_LOADED.store(true, Ordering::Relaxed);
-    if config.check_entry && checks::report_violations(&vcpu) > 0 {
+    if config.check_entry && intel::checks::report_violations(&vcpu) > 0 {
         return Ok(Outcome::Failed(
             "the VMCS breaks VM-entry rules (see above)",
         ));
     }
     apply_test_vmwrites(&mut vcpu, config)?;
-    if vcpu.tsc.v.hides_exits() {
+    let mut time = Time::new(vtsc);
+    if time.v.hides_exits() {
         // The scratch bytes are in the boot data page, after the GDT and before the multiboot
         // information.
-        match vcpu.calibrate(guest::CALIBRATION_SCRATCH) {
-            Ok(c) => vcpu.tsc.v.calibration = c,
+        match vcpu.calibrate(guest::CALIBRATION_SCRATCH, time.v.offset) {
+            Ok(c) => time.v.calibration = c,
             Err(failure) => {
-                report::entry_failure(&vcpu, failure);
+                intel::report::entry_failure(&vcpu, failure);
                 return Ok(Outcome::Failed("VM entry failed"));
             }
         }
     }
+    if config.gdb && !vcpu.probe_monitor_trap(guest::CALIBRATION_SCRATCH) && caps.has_mtf() {
+        log::warn!(
+            "gdb: the monitor trap flag is reported but did not trap: stepping with RFLAGS.TF"
+        );
+    }
     log::info!(
         "launching guest on vCPU {} at {:#x} (EPT, VPID {}, {})",
-        vcpu.id,
+        cpu.id,
         setup.entry.rip,
         vcpu.vpid,
         if vcpu.unrestricted() {
@@ -141,18 +156,32 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             "paging guest"
         }
     );
-    gdb::start_if_configured(&mut vcpu, guest_elf_class);
-    let stop = exit::run(&mut vcpu);
-    print_statistics(&vcpu);
+    let cpu = Cpu::new(vcpu, vm, cpu.id, time);
+    let mut machine: Machine<VmxVcpu, debugger::Com2> = if config.gdb {
+        let layout = config
+            .gdb_arch
+            .unwrap_or_else(|| Layout::from_elf_class(guest_elf_class.unwrap_or(2)));
+        Machine::Debugged(Box::new(vigil_core::debugger::exits::Debugger::new(
+            cpu,
+            layout,
+            debugger::Com2,
+        )))
+    } else {
+        Machine::Plain(cpu)
+    };
+    let stop = vigil_core::run::run(&mut machine);
+    print_statistics(machine.cpu());
     Ok(match stop {
-        exit::Stop::PowerOff => Outcome::Ok,
-        exit::Stop::Failed(why) => Outcome::Failed(why),
+        Stop::PowerOff => Outcome::Ok,
+        Stop::Failed(why) => Outcome::Failed(why),
     })
 }
 
-fn print_statistics(vcpu: &vmm::Vcpu) {
+fn print_statistics(cpu: &Cpu<VmxVcpu>) {
     let mut table = String::new();
-    let _ = vcpu.stats.write_table(&mut table, &vmm::reason_name);
+    let _ = cpu
+        .stats
+        .write_table(&mut table, &vigil_core::exit::kind_name);
     print!("{table}");
 }
 
@@ -168,7 +197,7 @@ fn level_filter(level: LogLevel) -> log::LevelFilter {
 
 /// `test-vmwrite=`: break the VMCS on purpose just before the first entry, to exercise the
 /// VM-entry failure report.
-fn apply_test_vmwrites(vcpu: &mut vmm::Vcpu, config: &Config) -> Result<(), String> {
+fn apply_test_vmwrites(vcpu: &mut VmxVcpu, config: &Config) -> Result<(), String> {
     use vmx::vmcs::{Field, VmcsAccess};
     for &(encoding, value) in &config.test_vmwrites {
         let field = Field::from_encoding(encoding)

@@ -7,9 +7,8 @@ use crate::arch::port::{inb, outb};
 use core::fmt;
 use spin::Mutex;
 
+/// Vigil's console port; the ownership table (`vigil_core::owners`) keeps the guest off it.
 pub const COM2: u16 = 0x2F8;
-/// The port range Vigil owns; guest accesses to it are trapped and the device looks absent.
-pub const COM2_PORTS: core::ops::RangeInclusive<u16> = 0x2F8..=0x2FF;
 
 pub struct Uart {
     base: u16,
@@ -58,19 +57,21 @@ pub static CONSOLE: Mutex<Uart> = Mutex::new(Uart::new(COM2));
 pub fn _print(args: fmt::Arguments) {
     use fmt::Write;
     // While gdb is attached COM2 carries its protocol: log text goes as console-output packets
-    // when gdb may take them, and is kept until then otherwise (gdb/mod.rs).
-    match crate::gdb::route() {
-        crate::gdb::Route::Plain => {
+    // when gdb may take them, and is kept until then otherwise (debugger.rs).
+    match crate::debugger::route() {
+        vigil_core::debugger::exits::Route::Plain => {
             let _ = CONSOLE.lock().write_fmt(args);
         }
-        crate::gdb::Route::Packet => {
+        vigil_core::debugger::exits::Route::Packet => {
             let text = alloc::format!("{args}");
             let console = CONSOLE.lock();
             vigil_core::debugger::console::o_packets(text.as_bytes(), &mut |b| {
                 console.write_byte(b)
             });
         }
-        crate::gdb::Route::Held => crate::gdb::hold_log(&alloc::format!("{args}")),
+        vigil_core::debugger::exits::Route::Held => {
+            crate::debugger::hold_log(&alloc::format!("{args}"))
+        }
     }
 }
 

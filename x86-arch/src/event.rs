@@ -152,6 +152,14 @@ pub const fn exception_has_error_code(vector: u8) -> bool {
     matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21)
 }
 
+/// Whether a hardware exception is a fault — reported at the instruction that caused it, which
+/// runs again after the handler — rather than a trap (#DB as a trap, #BP, #OF) or an abort (#DF,
+/// #MC). Delivery of a fault pushes RFLAGS with RF set, so the restarted instruction does not
+/// hit its own instruction breakpoint again (SDM Vol. 3A 6.5, Table 6-1; Vol. 3B 18.3.1.1).
+pub const fn exception_is_fault(vector: u8) -> bool {
+    !matches!(vector, 1 | 2 | 3 | 4 | 8 | 18)
+}
+
 /// The mnemonic of an exception vector (SDM Vol. 3A Table 6-1).
 pub const fn exception_name(vector: u8) -> &'static str {
     match vector {
@@ -295,6 +303,8 @@ mod tests {
             format!("{}", Event::external(0x30)),
             "external interrupt vector 0x30"
         );
+        assert!(exception_is_fault(13) && exception_is_fault(14) && exception_is_fault(6));
+        assert!(!exception_is_fault(1) && !exception_is_fault(3) && !exception_is_fault(8));
         assert!(EventKind::SoftwareInterrupt.from_instruction());
         assert!(!EventKind::Nmi.from_instruction());
     }

@@ -71,3 +71,17 @@ pub const DR6_FIXED1: u64 = 0xffff_0ff0;
 pub const DR7_FIXED1: u64 = 1 << 10;
 /// DR7.GD: general detect, a #DB before any MOV DR (SDM Vol. 3B 18.2.4).
 pub const DR7_GD: u64 = 1 << 13;
+
+/// IA32_DEBUGCTL bits with no defined meaning: 5:3 and 63:16 (bit 2 is bus-lock detection on
+/// recent processors and is allowed; SDM Vol. 3B 18.4.1, Vol. 3C 27.3.1.1).
+pub const DEBUGCTL_RESERVED: u64 = !0xffff | 0b11_1000;
+/// IA32_DEBUGCTL.BTF: single-step on branches only (SDM Vol. 3B 18.4.3).
+pub const DEBUGCTL_BTF: u64 = 1 << 1;
+
+/// Every byte of an IA32_PAT value is a valid memory type: 0, 1, 4, 5, 6 or 7
+/// (SDM Vol. 3A 12.12.2); WRMSR raises #GP for any other.
+pub fn pat_is_valid(pat: u64) -> bool {
+    pat.to_le_bytes()
+        .iter()
+        .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
+}

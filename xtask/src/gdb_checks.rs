@@ -411,7 +411,7 @@ pub(crate) fn vigil_panic(c: &Check) -> Result<(), String> {
     let com2 = c.outcome.capture.com2();
     let has = |s: &str| com2.iter().any(|l| l.contains(s));
     for want in [
-        "==== Vigil panic: panicked at vigil/src/gdb/cpu.rs",
+        "==== Vigil panic: panicked at vigil-core/src/debugger/vcpu.rs",
         "backtrace:",
         "guest state (current VMCS):",
         "run ended: failed: Vigil panic",
@@ -424,7 +424,9 @@ pub(crate) fn vigil_panic(c: &Check) -> Result<(), String> {
     let frames = crate::symbolize::vigil_backtrace(&com2, &vigil)
         .ok_or("no backtrace addresses on COM2")??;
     let text = frames.join("\n");
-    for want in ["vigil::gdb::", "vigil::exit::"] {
+    // The panic comes from the debugger (its `monitor` command), called from the exit loop,
+    // called from Vigil's boot code.
+    for want in ["vigil_core::debugger::", "vigil_core::run::", "vigil::boot"] {
         if !text.contains(want) {
             return Err(format!(
                 "the symbolized backtrace has no {want} frame:\n{text}"

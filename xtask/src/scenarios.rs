@@ -168,7 +168,7 @@ fn demo_vigil(c: &Check) -> Result<(), String> {
     no_panic(c.outcome, &[Port::Vigil])?;
     zero_failed(c.outcome)?;
     let stats = report::exit_stats(&c.outcome.capture.com2())?;
-    for reason in ["CPUID", "RDTSC", "RDTSCP", "VMCALL"] {
+    for reason in ["CPUID", "RDTSC", "RDTSCP", "hypercall"] {
         if stats.count(reason) == 0 {
             let seen: Vec<String> = stats
                 .rows

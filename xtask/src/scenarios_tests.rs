@@ -42,7 +42,7 @@ const STATS: &str = "exit statistics:
     CPUID               10         1000           100
     RDTSC                2          200           100
     RDTSCP               1          100           100
-    VMCALL               3          300           100
+    hypercall            3          300           100
     I/O instruction      4          400           100
     total               20         2000             -";
 

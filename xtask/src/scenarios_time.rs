@@ -142,7 +142,7 @@ fn scale(c: &Check) -> Result<(), String> {
 const UNAVOIDABLE: &[(&str, &str)] = &[
     ("CPUID", "always exits"),
     ("XSETBV", "always exits"),
-    ("VMCALL", "always exits (the guest's hypercalls)"),
+    ("hypercall", "VMCALL always exits (the guest's hypercalls)"),
     ("INVD", "always exits"),
     ("triple fault", "always exits"),
     (
@@ -156,7 +156,7 @@ const UNAVOIDABLE: &[(&str, &str)] = &[
         "CR0/CR4 bits VMX pins (NE, VMXE)",
     ),
     (
-        "EPT violation",
+        "nested page fault",
         "accesses to Vigil's memory (the isolation case)",
     ),
 ];

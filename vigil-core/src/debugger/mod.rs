@@ -1,5 +1,7 @@
-//! The guest debugger's plain logic: everything between the bytes on COM2 and the vCPU, written
-//! against the [`GuestCpu`] trait so the host tests drive it with a fake vCPU.
+//! The guest debugger: everything between the bytes on COM2 and the vCPU. The protocol logic is
+//! written against the [`GuestCpu`] trait, which every [`crate::cpu::Cpu`] implements and the
+//! host tests fake; its exit-loop side ([`exits`]) is written against the vCPU trait, so it runs
+//! under any backend.
 //!
 //! - [`framing`] checks every byte gdb sends before the protocol sees it: garbage between
 //!   packets is dropped, bad checksums and overlong packets get an answer without reaching the
@@ -13,15 +15,19 @@
 //! - [`insn`] tells a read-modify-write instruction from a plain store, for read watchpoints.
 //! - [`arch`] describes the guest's registers to gdb, as x86-64 or as i386.
 //! - [`console`] turns Vigil's log lines into `O` (console output) packets while gdb listens.
+//! - [`exits`] is the exit loop's side: the debugger's own exits, stops, single steps, and the
+//!   link to gdb; `vcpu.rs` shows a vCPU to the protocol logic.
 
 pub mod arch;
 pub mod console;
+pub mod exits;
 pub mod framing;
 pub mod insn;
 pub mod monitor;
 pub mod session;
 pub mod state;
 pub mod target;
+mod vcpu;
 
 #[cfg(test)]
 mod fake;
@@ -62,11 +68,11 @@ pub enum Info {
     ControlRegs,
     /// One MSR as the guest would read it.
     Msr(u32),
-    /// Every VMCS field.
+    /// The backend's whole control block (every VMCS field).
     Vmcs,
     /// The exit-statistics table.
     Stats,
-    /// GVA → GPA (the guest's page tables) → HPA (the EPT), with each walk's details.
+    /// GVA → GPA (the guest's page tables) → HPA (the nested tables), with each walk's details.
     Translate(u64),
     /// Make Vigil panic on purpose, to check its panic report (debugging the debugger).
     Panic,
@@ -82,7 +88,7 @@ pub struct HwSlot {
     pub len: u8,
 }
 
-/// The vCPU under the debugger. The binary implements it over the VMCS; the tests fake it.
+/// The vCPU under the debugger: every `Cpu` is one (`vcpu.rs`); the tests fake it.
 pub trait GuestCpu {
     fn regs(&self) -> CpuRegs;
     fn set_regs(&mut self, regs: &CpuRegs);
@@ -94,9 +100,9 @@ pub trait GuestCpu {
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool;
     /// Writes guest RAM; false (nothing written) if any byte is not guest RAM.
     fn write_phys(&mut self, gpa: u64, data: &[u8]) -> bool;
-    /// Sets the EPT permissions of the 4-KiB guest-physical page at `page`.
+    /// Sets the nested-paging permissions of the 4-KiB guest-physical page at `page`.
     fn set_page_perms(&mut self, page: u64, perms: Perms) -> bool;
-    /// Whether EPT can map a page execute-only (IA32_VMX_EPT_VPID_CAP bit 0).
+    /// Whether nested paging can map a page execute-only (VMX: IA32_VMX_EPT_VPID_CAP bit 0).
     fn exec_only(&self) -> bool;
     /// Arms (Some) or disarms (None) hardware slot `slot` (0-3).
     fn set_hw_slot(&mut self, slot: usize, use_: Option<HwSlot>);

@@ -105,6 +105,11 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
             .ok()
     }
 
+    /// The target, once the session is over.
+    pub fn into_target(self) -> DebugTarget<C> {
+        self.target
+    }
+
     /// Whether gdb is waiting for the guest to stop (it may take console output then).
     pub fn gdb_waits_for_stop(&self) -> bool {
         self.attached && matches!(self.sm, Some(GdbStubStateMachine::Running(_)))

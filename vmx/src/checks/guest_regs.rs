@@ -10,9 +10,7 @@ use crate::regs::*;
 use crate::vmcs::Field;
 use alloc::format;
 
-/// IA32_DEBUGCTL bits with no defined meaning: 5:3 and 63:16 (bit 2 is bus-lock detection on
-/// newer processors; SDM Vol. 3B 18.4.1).
-const DEBUGCTL_RESERVED: u64 = !0xffff | 0b11_1000;
+use x86_arch::regs::DEBUGCTL_RESERVED;
 
 pub(super) fn check(c: &mut Ctx) {
     control_registers(c);

@@ -306,13 +306,8 @@ impl<'a> Ctx<'a> {
 /// Bits 63:width-1 all equal (SDM Vol. 3A 3.3.7.1).
 pub use x86_arch::is_canonical;
 
-/// Every byte of an IA32_PAT value is a valid memory type: 0, 1, 4, 5, 6 or 7
-/// (SDM Vol. 3A 12.12.2).
-pub fn pat_is_valid(pat: u64) -> bool {
-    pat.to_le_bytes()
-        .iter()
-        .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
-}
+/// Every byte of an IA32_PAT value is a valid memory type (SDM Vol. 3A 12.12.2).
+pub use x86_arch::regs::pat_is_valid;
 
 /// Writes a readable account of `violations` and, if the processor already reported a failure,
 /// whether the checks explain it. When they do not, the rules that could have caused the

@@ -34,6 +34,16 @@ impl<A: FrameAllocator> EptBuilder<A> {
         })
     }
 
+    /// Opens an existing hierarchy whose PML4 is at `pml4` (one this builder made earlier), to
+    /// change it in place; new tables come from `alloc`.
+    pub fn attach(alloc: A, pml4: u64, largest: PageSize) -> Self {
+        EptBuilder {
+            alloc,
+            pml4: pml4 & entry::ADDRESS,
+            largest,
+        }
+    }
+
     /// Physical address of the PML4, for [`super::Eptp::new`].
     pub fn pml4(&self) -> u64 {
         self.pml4
@@ -248,6 +258,21 @@ impl<A: FrameAllocator> EptBuilder<A> {
             return Err(EptError::WriteWithoutRead);
         }
         self.for_each_leaf_in(gpa, len, &mut |e| (e & !entry::RWX) | perms.bits())
+    }
+
+    /// Sets the permissions of the one 4-KiB page at `gpa` (any permissions, execute-only and
+    /// none included), splitting the larger page that holds it so nothing else changes. The
+    /// page keeps its address and memory type. `Ok(false)` if nothing is mapped there.
+    pub fn set_page_perms(&mut self, gpa: u64, perms: EptPerms) -> Result<bool, EptError> {
+        if !perms.is_valid() {
+            return Err(EptError::WriteWithoutRead);
+        }
+        let mut found = false;
+        self.for_each_leaf_in(gpa & !0xfff, 4096, &mut |e| {
+            found = true;
+            (e & !entry::RWX) | perms.bits() | entry::SOFTWARE_MAPPED
+        })?;
+        Ok(found)
     }
 
     /// Where `gpa` leads, if anywhere.

@@ -92,6 +92,47 @@ fn protect_splits_only_what_it_must() {
 }
 
 #[test]
+fn attached_builder_sets_one_page_in_place() {
+    let mut b = builder(PageSize::Size1G);
+    b.map(0, 0, 4 * G, EptPerms::RWX, MemType::WriteBack)
+        .unwrap();
+    b.unmap(0x4000_0000, 16 * M2).unwrap();
+    let pml4 = b.pml4();
+    // Later, on the same tables (as the debugger changes a running guest's EPT).
+    let mut b = EptBuilder::attach(b.into_allocator(), pml4, PageSize::Size1G);
+    assert_eq!(
+        b.set_page_perms(0x1234_5678, EptPerms::from_bits(4)),
+        Ok(true)
+    );
+    let t = b.try_translate(0x1234_5000).unwrap();
+    assert_eq!(
+        (t.perms, t.level, t.hpa),
+        (EptPerms::from_bits(4), 1, 0x1234_5000)
+    );
+    assert_eq!(b.translate(0x1234_4000).unwrap().perms, EptPerms::RWX);
+    assert_eq!(
+        b.translate(0x1240_0000).unwrap().level,
+        2,
+        "the next 2 MiB stays large"
+    );
+    // No permission at all: the page stops translating but can be given back.
+    assert_eq!(b.set_page_perms(0x1234_5000, EptPerms::NONE), Ok(true));
+    assert!(b.translate(0x1234_5000).is_none());
+    assert_eq!(b.set_page_perms(0x1234_5000, EptPerms::RWX), Ok(true));
+    assert_eq!(
+        b.translate(0x1234_5000).unwrap().memtype,
+        MemType::WriteBack
+    );
+    // A hole stays a hole.
+    assert_eq!(b.set_page_perms(0x4000_1000, EptPerms::RWX), Ok(false));
+    assert!(b.translate(0x4000_1000).is_none());
+    assert_eq!(
+        b.set_page_perms(0, EptPerms::from_bits(2)),
+        Err(EptError::WriteWithoutRead)
+    );
+}
+
+#[test]
 fn unmap_leaves_neighbours_and_remap_frees_tables() {
     let mut b = builder(PageSize::Size1G);
     b.map(0, 0x4000_0000, 4 * M2, EptPerms::RWX, MemType::WriteBack)

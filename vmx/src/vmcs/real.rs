@@ -77,6 +77,42 @@ impl VmcsAccess for RealVmcs {
         status(cf, zf)
     }
 
+    /// VMREAD without a branch: a failed read yields 0, as the trait's `read` promises. This is
+    /// the exit path's read, so it is kept to two instructions.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn read(&self, field: Field) -> u64 {
+        let value: u64;
+        // SAFETY: as in `raw_vmread`; CMOVBE replaces the value by 0 when VMREAD failed
+        // (CF or ZF set, SDM Vol. 3C 31.2).
+        unsafe {
+            core::arch::asm!(
+                "vmread {value}, {enc}",
+                "cmovbe {value}, {zero}",
+                enc = in(reg) field.encoding() as u64,
+                zero = in(reg) 0u64,
+                value = out(reg) value,
+                options(nostack),
+            );
+        }
+        value
+    }
+
+    /// VMWRITE whose failure is ignored, as the trait's `write` promises (`try_write` reports it).
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn write(&mut self, field: Field, value: u64) {
+        // SAFETY: as in `try_write`.
+        unsafe {
+            core::arch::asm!(
+                "vmwrite {enc}, {value}",
+                enc = in(reg) field.encoding() as u64,
+                value = in(reg) value,
+                options(nostack),
+            );
+        }
+    }
+
     #[cfg(not(target_arch = "x86_64"))]
     fn try_read(&self, _field: Field) -> Result<u64, VmcsError> {
         Err(VmcsError::NoCurrentVmcs)

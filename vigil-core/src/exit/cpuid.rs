@@ -1,0 +1,79 @@
+//! CPUID (it always exits under VMX, SDM Vol. 3C 26.1.2; Vigil intercepts it under SVM).
+//!
+//! The guest sees the host's values with the changes Vigil needs to stay invisible and correct:
+//! VMX and SVM are hidden (the guest cannot use them: their instructions get #UD), and the bits
+//! that mirror control-register state (OSXSAVE, OSPKE) follow the *guest's* CR4, not the host's.
+//! On top of that comes the user's policy (`cpuid-hv`, `cpuid-clear`, `cpuid-set`).
+
+use super::Action;
+use crate::cpu::Cpu;
+use crate::vcpu::{Host, Vcpu};
+use x86_arch::regs::{CR4_OSXSAVE, CR4_PKE};
+
+const LEAF1_ECX_VMX: u32 = 1 << 5;
+const EXT1_ECX_SVM: u32 = 1 << 2;
+const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
+const LEAF7_ECX_OSPKE: u32 = 1 << 4;
+const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// The hypervisor leaves' vendor signature, in EBX, ECX, EDX order (12 bytes).
+const VENDOR: &[u8; 12] = b"VigilVigilHV";
+
+#[inline]
+pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
+    let config = cpu.config();
+    let vcpu = &mut cpu.vcpu;
+    let leaf = vcpu.gpr(0) as u32;
+    let subleaf = vcpu.gpr(1) as u32;
+    let mut r = vcpu.host().cpuid(leaf, subleaf);
+    match leaf {
+        1 => {
+            let cr4 = vcpu.cr4();
+            r[2] &= !LEAF1_ECX_VMX;
+            r[2] = (r[2] & !LEAF1_ECX_OSXSAVE)
+                | if cr4 & CR4_OSXSAVE != 0 {
+                    LEAF1_ECX_OSXSAVE
+                } else {
+                    0
+                };
+        }
+        0x4000_0000..=0x4000_00FF if config.cpuid.hypervisor => {
+            r = match leaf {
+                0x4000_0000 => {
+                    let word = |i: usize| {
+                        u32::from_le_bytes(VENDOR[i..i + 4].try_into().unwrap_or_default())
+                    };
+                    [0x4000_0001, word(0), word(4), word(8)]
+                }
+                0x4000_0001 => [super::hypercall::VERSION, 0, 0, 0],
+                _ => [0; 4],
+            };
+        }
+        0x8000_0001 => r[2] &= !EXT1_ECX_SVM,
+        7 if subleaf == 0 => {
+            let cr4 = vcpu.cr4();
+            r[2] = (r[2] & !LEAF7_ECX_OSPKE)
+                | if cr4 & CR4_PKE != 0 {
+                    LEAF7_ECX_OSPKE
+                } else {
+                    0
+                };
+        }
+        _ => {}
+    }
+    if leaf == 1 && config.cpuid.hypervisor {
+        r[2] |= LEAF1_ECX_HYPERVISOR;
+    }
+    config.cpuid.apply(leaf, subleaf, &mut r);
+    if config.trap.cpuid || config.log_exits {
+        log::info!(
+            "cpuid {leaf:#x}.{subleaf:#x} -> eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x} (rip {:#x})",
+            r[0], r[1], r[2], r[3], vcpu.rip()
+        );
+    }
+    // 32-bit results zero-extend into the 64-bit registers (SDM Vol. 1 3.4.1.1).
+    vcpu.set_gpr(0, r[0] as u64);
+    vcpu.set_gpr(3, r[1] as u64);
+    vcpu.set_gpr(1, r[2] as u64);
+    vcpu.set_gpr(2, r[3] as u64);
+    Action::Advance
+}

@@ -1,0 +1,70 @@
+//! The exit loop: enter, decode, handle, complete, account, repeat — until a handler stops the
+//! guest. One loop for every backend: it sees only the [`Vcpu`] trait and [`Exit`] values.
+
+use crate::cpu::Cpu;
+use crate::debugger::exits::{Debugger, Link};
+use crate::exit::{complete::complete, dispatch, Action, Exit, Stop};
+use crate::time::cost_of;
+use crate::vcpu::{Host, Vcpu};
+
+/// A vCPU on its own, or under the debugger (which then owns it).
+pub enum Machine<V: Vcpu, L: Link> {
+    Plain(Cpu<V>),
+    Debugged(alloc::boxed::Box<Debugger<V, L>>),
+}
+
+impl<V: Vcpu, L: Link> Machine<V, L> {
+    pub fn cpu(&mut self) -> &mut Cpu<V> {
+        match self {
+            Machine::Plain(cpu) => cpu,
+            Machine::Debugged(d) => d.cpu(),
+        }
+    }
+
+    pub fn into_cpu(self) -> Cpu<V> {
+        match self {
+            Machine::Plain(cpu) => cpu,
+            Machine::Debugged(d) => (*d).into_cpu(),
+        }
+    }
+}
+
+/// Runs the guest until it stops for good.
+pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
+    if let Machine::Debugged(d) = machine {
+        if d.cpu().config().gdb_wait {
+            if let Some(stop) = d.wait_for_attach() {
+                return stop;
+            }
+        }
+    }
+    let mut last: Option<Exit> = None;
+    loop {
+        let cpu = machine.cpu();
+        let plan = cpu.time.plan(last.as_ref().map(cost_of));
+        let exited = match cpu.vcpu.run(&plan) {
+            Ok(e) => e,
+            Err(stop) => return stop,
+        };
+        if let Some(hidden) = &exited.hidden {
+            cpu.time.after_exit(hidden);
+        }
+        cpu.exit_tsc = exited.exit_tsc;
+        cpu.events.interrupted = exited.interrupted;
+        let exit = exited.exit;
+        let action = match machine {
+            Machine::Plain(cpu) => dispatch(cpu, &exit),
+            Machine::Debugged(d) => d.handle(&exit),
+        };
+        let cpu = machine.cpu();
+        complete(cpu, action);
+        // Host ticks from the exit (read by the world switch) to just before the next entry.
+        let now = cpu.vcpu.host().rdtsc();
+        cpu.stats
+            .record(exit.kind() as u16, now.wrapping_sub(cpu.exit_tsc));
+        if let Action::Stop(stop) = action {
+            return stop;
+        }
+        last = Some(exit);
+    }
+}

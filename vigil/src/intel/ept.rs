@@ -1,0 +1,99 @@
+//! The guest's EPT address space, built and changed with `vmx::ept`'s builder: an identity map
+//! of the physical address space up to the top of RAM (and at least 4 GiB, to cover the device
+//! ranges), minus Vigil's memory. Memory types come from the host's MTRRs, as bare metal would
+//! have used them; with MTRRs off, RAM is write-back and everything else uncacheable.
+//!
+//! The debugger changes the permissions of single pages while the guest runs
+//! ([`set_page_perms`]): the same builder splits the large page that holds one (SDM Vol. 3C
+//! 29.3.2), with new tables from Vigil's pool, and INVEPT drops what the processor cached
+//! (29.4.3.4). Large-page splitting exists once, in the builder.
+
+use crate::arch::regs::{cpuid, rdmsr};
+use crate::mem::{alloc_frames, next_frame, protect};
+use alloc::format;
+use alloc::string::String;
+use vigil::memmap::MemoryMap;
+use vigil_core::nested::Perms;
+use vmx::caps::VmxCaps;
+use vmx::ept::{invept, EptBuilder, EptPerms, Eptp, FrameAllocator, InveptType, PageSize};
+use vmx::mtrr::{MemType, Mtrrs};
+
+struct PoolFrames;
+
+impl FrameAllocator for PoolFrames {
+    fn alloc_zeroed(&mut self) -> Option<u64> {
+        alloc_frames(1)
+    }
+
+    fn table(&mut self, phys: u64) -> &mut [u64; 512] {
+        // SAFETY: `phys` is a frame this allocator handed out: Vigil's pool, identity-mapped,
+        // owned by the EPT.
+        unsafe { &mut *(phys as *mut [u64; 512]) }
+    }
+}
+
+/// Builds the tables; returns the EPT pointer.
+pub fn build(guest: &MemoryMap, vigil: &[(u64, u64)], caps: &VmxCaps) -> Result<u64, String> {
+    let first_frame = next_frame();
+    let err = |e| format!("building the EPT: {e}");
+    let top = guest.ram_end().max(1 << 32).next_multiple_of(1 << 30);
+    let mut ept = EptBuilder::new(PoolFrames, PageSize::largest_supported(caps)).map_err(err)?;
+    let phys_bits = (cpuid(0x8000_0008, 0)[0] & 0xFF) as u8;
+    let mtrrs = Mtrrs::from_msrs(&mut |msr| rdmsr(msr), phys_bits);
+    if mtrrs.enabled() {
+        ept.map_with_mtrrs(0, 0, top, EptPerms::RWX, &mtrrs)
+            .map_err(err)?;
+    } else {
+        log::debug!("MTRRs are off: EPT maps RAM write-back, the rest uncacheable");
+        ept.map(0, 0, top, EptPerms::RWX, MemType::Uncacheable)
+            .map_err(err)?;
+        for r in guest.ram() {
+            let (s, e) = (r.start.next_multiple_of(4096), r.end & !0xFFF);
+            if s < e {
+                ept.map(s, s, e - s, EptPerms::RWX, MemType::WriteBack)
+                    .map_err(err)?;
+            }
+        }
+    }
+    for &(start, end) in vigil {
+        let (s, e) = (start & !0xFFF, end.next_multiple_of(4096));
+        ept.unmap(s, e - s).map_err(err)?;
+    }
+    // The tables were allocated back to back; nothing may change them while the guest runs.
+    protect(first_frame, next_frame());
+    Ok(Eptp::new(ept.pml4(), MemType::WriteBack, 4, false).0)
+}
+
+/// Sets the permissions of the 4-KiB page at `gpa` in the running guest's EPT; false if the page
+/// is not mapped (a hole for Vigil's memory) or no frame is left for a table.
+pub fn set_page_perms(caps: &VmxCaps, eptp: u64, gpa: u64, perms: Perms) -> bool {
+    let mut ept = EptBuilder::attach(
+        PoolFrames,
+        Eptp(eptp).pml4(),
+        PageSize::largest_supported(caps),
+    );
+    let perms = EptPerms::from_bits(perms.bits());
+    let changed = matches!(ept.set_page_perms(gpa & !0xFFF, perms), Ok(true));
+    if changed {
+        let kind = if caps.invept_single() {
+            InveptType::SingleContext
+        } else {
+            InveptType::AllContext
+        };
+        let _ = invept(kind, eptp);
+    }
+    changed
+}
+
+/// Where `gpa` leads through the EPT, for `monitor translate`.
+pub fn describe(eptp: u64, gpa: u64, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+    // The EPT tables are Vigil's own memory, identity-mapped.
+    let host_read = |phys: u64| -> Option<u64> {
+        // SAFETY: the walker only reads entries of the tables the EPT pointer leads to.
+        Some(unsafe { core::ptr::read_volatile(phys as *const u64) })
+    };
+    match vmx::ept::walk(&host_read, eptp, gpa) {
+        Ok(t) => writeln!(out, "  EPT: gpa {gpa:#x} -> {t}"),
+        Err(e) => writeln!(out, "  EPT: gpa {gpa:#x} {e}"),
+    }
+}
