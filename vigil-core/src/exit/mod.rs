@@ -28,6 +28,8 @@ mod rdpmc;
 mod rdtsc;
 mod sipi;
 mod task_switch;
+#[cfg(test)]
+mod tests;
 mod triple_fault;
 mod undefined;
 mod window;
