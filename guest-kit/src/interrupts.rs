@@ -268,6 +268,13 @@ pub fn set_handler(vector: u8, handler: u64) {
     unsafe { (*IDT.0.get())[vector as usize] = Gate::interrupt(handler) };
 }
 
+/// The handler `vector` points at now (to put it back after [`set_handler`]).
+pub fn handler(vector: u8) -> u64 {
+    // SAFETY: the kit runs on one CPU; gates change only with interrupts off.
+    let g = unsafe { (*IDT.0.get())[vector as usize] };
+    g.offset_low as u64 | (g.offset_mid as u64) << 16 | (g.offset_high as u64) << 32
+}
+
 /// LIDT with an arbitrary base and limit. A zero limit makes every vector a #GP — and the #GP
 /// itself, then the #DF — so the next exception shuts the processor down (SDM Vol. 3A,
 /// "Interrupt 8 — Double Fault Exception (#DF)": a fault while delivering #DF is a triple fault).

@@ -33,10 +33,10 @@ COMMANDS:
     bench   Boot Linux bare and under Vigil (the options after `--`) with identical Bochs
             settings, both at once, and print the emulated ticks to power-off of each with
             their ratio (Vigil / bare) and Vigil's exits by reason with their median cost.
-    test    Host tests (cargo test -p vmx -p xtask; cargo test -p vigil --lib), then the
-            Bochs scenarios (`cargo xtask test --list` shows them). FILTER selects
-            scenarios whose name contains it; `host` selects the host tests only; no FILTER
-            runs everything. Ends with the line `N passed, N failed`.
+    test    Host tests (cargo test -p x86-arch -p vmx -p vigil-core -p xtask; cargo test
+            -p vigil --lib), then the Bochs scenarios (`cargo xtask test --list` shows
+            them). FILTER selects scenarios whose name contains it; `host` selects the host
+            tests only; no FILTER runs everything. Ends with the line `N passed, N failed`.
 
 OPTIONS (run, build):
     --guest NAME|PATH    Guest to boot: demo (default), cases, hostile, linux, or the path

@@ -290,7 +290,10 @@ pub fn panic_scenario() -> Scenario {
     }
 }
 
+/// The remote timeout is long, as in the other sessions: on a loaded machine Vigil in Bochs may
+/// take longer than gdb's default 2 s to answer the first packet.
 pub const PANIC_SCRIPT: &str = "set pagination off
+set remotetimeout 30
 target remote localhost:{PORT}
 monitor vigil-panic
 ";

@@ -1,23 +1,25 @@
-//! Breakpoints and watchpoints, and the EPT permissions they give each guest-physical page.
+//! Breakpoints and watchpoints, and the nested-paging (EPT) permissions they give each
+//! guest-physical page.
 //!
-//! **Software breakpoints** are INT3 bytes (0xCC) written into guest memory, with #BP in the
-//! exception bitmap. The guest must not see them, so a page holding one is mapped
-//! *execute-only* in the EPT when the processor allows it (SDM Vol. 3C 29.3.2, IA32_VMX_EPT_VPID_CAP
-//! bit 0): the guest's instruction fetches run the INT3, while its reads and writes of that page
-//! cause EPT violations. On such a violation Vigil puts the original bytes back, opens the page,
-//! single-steps the one instruction (MTF, or RFLAGS.TF without MTF) and then writes the INT3s
-//! again (taking a byte the guest wrote as the new original) and closes the page. The
-//! debugger's own memory accesses go through [`DebugState::read_virt`] and
-//! [`DebugState::write_virt`], which show and update the original bytes.
+//! **Software breakpoints** are INT3 bytes (0xCC) written into guest memory, with #BP
+//! intercepted. The guest must not see them, so a page holding one is mapped *execute-only* in
+//! the nested tables when the processor allows it (EPT: SDM Vol. 3C 29.3.2,
+//! IA32_VMX_EPT_VPID_CAP bit 0): the guest's instruction fetches run the INT3, while its reads
+//! and writes of that page cause nested page faults. On such a fault Vigil puts the original
+//! bytes back, opens the page, single-steps the one instruction (the backend's step exit, or
+//! RFLAGS.TF without one) and then writes the INT3s again (taking a byte the guest wrote as the
+//! new original) and closes the page. The debugger's own memory accesses go through
+//! [`DebugState::read_virt`] and [`DebugState::write_virt`], which show and update the original
+//! bytes.
 //!
-//! **Watchpoints** take away the EPT permission the watched access needs on the containing
+//! **Watchpoints** take away the permission the watched access needs on the containing
 //! page (write: W; read or access: R, and with it W since write-without-read is not allowed).
 //! Any access to the page then exits; the same step-over runs the instruction with the page
 //! open, and afterwards the access is matched against the exact watched range: an access whose
 //! first byte is in the range, or a write that changed a byte of it. Only a match stops the
 //! guest, with RIP after the writing instruction, as an x86 data breakpoint would (a trap).
-//! A read-modify-write instruction (`add [x], 1`) reads as well as writes, but its EPT
-//! violation need not say so (SDM Vol. 3C 28.2.1): on a page with a read or access watchpoint
+//! A read-modify-write instruction (`add [x], 1`) reads as well as writes, but its nested page
+//! fault need not say so (SDM Vol. 3C 28.2.1): on a page with a read or access watchpoint
 //! a write is decoded ([`super::insn`]) to find out.
 
 use super::{insn, AccessError, GuestCpu, HwSlot};
@@ -70,7 +72,7 @@ pub struct DebugState {
     pub sw: Vec<SwBreakpoint>,
     pub watches: Vec<Watch>,
     pub hw: [Option<u64>; 4],
-    /// Pages whose EPT permissions Vigil changed (to put them back).
+    /// Pages whose nested-paging permissions Vigil changed (to put them back).
     pages: Vec<u64>,
 }
 
@@ -103,12 +105,13 @@ impl DebugState {
         p
     }
 
-    /// Whether an EPT violation at `gpa` is on a page the debugger manages.
+    /// Whether a nested page fault at `gpa` is on a page the debugger manages.
     pub fn manages(&self, gpa: u64) -> bool {
         self.pages.contains(&page_of(gpa))
     }
 
-    /// Applies the permissions of `page` to the EPT and remembers the page if restricted.
+    /// Applies the permissions of `page` to the nested tables and remembers the page if
+    /// restricted.
     pub fn rearm(&mut self, cpu: &mut dyn GuestCpu, page: u64) {
         let perms = self.perms_for(page, cpu.exec_only());
         cpu.set_page_perms(page, perms);
@@ -305,7 +308,7 @@ impl DebugState {
         Ok(())
     }
 
-    /// The guest touched a managed page (an EPT violation at `gpa`): put the original bytes of
+    /// The guest touched a managed page (a nested page fault at `gpa`): put the original bytes of
     /// the page's breakpoints back and open it for one instruction. The caller single-steps and
     /// then calls [`Self::finish_step_over`].
     pub fn begin_step_over(

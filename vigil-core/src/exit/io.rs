@@ -32,6 +32,7 @@ pub fn size_mask(size: u8) -> u32 {
 
 /// One port access on the guest's behalf: `Ok(Some(value))` for a read, `Ok(None)` for a write,
 /// `Err` when the write ends the guest.
+#[inline]
 pub fn port_access<V: Vcpu>(
     cpu: &mut Cpu<V>,
     port: u16,
@@ -49,12 +50,13 @@ pub fn port_access<V: Vcpu>(
         }
     }
     let table = &cpu.vm.owners.ports;
-    let first = table.rule(port);
-    let uniform = (1..size).all(|i| table.rule(port.wrapping_add(i as u16)) == first)
-        // An access that wraps past port 0xFFFF is split too.
-        && port.checked_add(size as u16 - 1).is_some();
+    let first = table.rule_number(port);
+    let uniform = size == 1
+        || ((1..size).all(|i| table.rule_number(port.wrapping_add(i as u16)) == first)
+            // An access that wraps past port 0xFFFF is split too.
+            && port.checked_add(size as u16 - 1).is_some());
     if uniform {
-        return one_rule(cpu, first, port, size, write);
+        return one_rule(cpu, table.rule(port), port, size, write);
     }
     // Byte by byte, each byte by its own rule.
     let mut value = 0u32;
@@ -71,6 +73,7 @@ pub fn port_access<V: Vcpu>(
 
 /// An access whose every byte has `rule` (`None`: the guest's port, which exits only because a
 /// neighbouring byte of the access is trapped).
+#[inline]
 fn one_rule<V: Vcpu>(
     cpu: &mut Cpu<V>,
     rule: Option<&PortRule>,

@@ -124,9 +124,9 @@ impl VirtualTsc {
     }
 
     /// The offset update the world switch performs just before re-entering the guest after an
-    /// exit that happened at host time `exit_tsc`, with `now` read as late as possible
-    /// (`vmm/switch.rs` does this in assembly; this is the same arithmetic, for tests and
-    /// documentation). Returns true when the offset changed.
+    /// exit that happened at host time `exit_tsc`, with `now` read as late as possible (the VMX
+    /// backend's `intel/switch.rs` does this in assembly; this is the same arithmetic, for tests
+    /// and documentation). Returns true when the offset changed.
     pub fn account_exit(&mut self, exit_tsc: u64, now: u64, cost: Cost) -> bool {
         if !self.hides_exits() {
             return false;

@@ -20,7 +20,7 @@ fn caps_of(model: &str) -> VmxCaps {
     })
 }
 
-/// What the hypervisor requests (vigil/src/vmm/setup.rs), with the optional debugging and
+/// What the hypervisor requests (vigil/src/intel/setup.rs), with the optional debugging and
 /// time features on.
 fn wanted() -> (PrimaryProcBased, SecondaryProcBased) {
     (

@@ -15,9 +15,11 @@ use guest_kit::{fail, harness, multiboot, pass, skip, timer, BootInfo, Case, Out
 
 guest_kit::entry!(main);
 
+mod debug;
 mod memory;
 mod time;
 
+use debug::*;
 use memory::*;
 use time::*;
 
@@ -29,6 +31,7 @@ static CASES: &[Case] = &[
     Case::new("hlt-wakes", hlt_wakes),
     Case::new("io-scratch", io_scratch),
     Case::new("io-string", io_string),
+    Case::new("single-step", single_step),
     Case::new("multiboot-mmap", multiboot_mmap),
     Case::new("vmcall-ud", vmcall_ud),
     Case::new("tsc-offset", tsc_offset),
