@@ -97,12 +97,7 @@ fn traced(which: u8) -> (u64, u64, u64, u64) {
                 in("al") 0x5Au8,
             ),
         }
-        (
-            CASES_DB_COUNT,
-            CASES_DB_RIP,
-            CASES_DB_DR6,
-            expected,
-        )
+        (CASES_DB_COUNT, CASES_DB_RIP, CASES_DB_DR6, expected)
     }
 }
 
@@ -114,11 +109,10 @@ pub(super) fn single_step() -> Outcome {
         *r = traced(i as u8);
     }
     interrupts::set_handler(1, previous);
-    for (name, (count, rip, dr6, expected)) in ["cpuid", "mov-ss-cpuid", "out"].iter().zip(results) {
+    for (name, (count, rip, dr6, expected)) in ["cpuid", "mov-ss-cpuid", "out"].iter().zip(results)
+    {
         if count != 1 || rip != expected || dr6 & DR6_BS == 0 {
-            return fail!(
-                "{name} traps={count} rip={rip:#x} expected={expected:#x} dr6={dr6:#x}"
-            );
+            return fail!("{name} traps={count} rip={rip:#x} expected={expected:#x} dr6={dr6:#x}");
         }
     }
     pass!(
