@@ -26,6 +26,20 @@ const FAIL_TAIL: usize = 30;
 struct Tally {
     passed: u64,
     failed: u64,
+    /// Scenarios not run because the emulator lacks a feature they need (each printed as
+    /// `SKIP name: …`; never with the reference Bochs).
+    skipped: u64,
+}
+
+impl Tally {
+    /// The closing line: `N passed, N failed`, with `, N skipped` when any was skipped.
+    fn line(&self) -> String {
+        let mut line = format!("{} passed, {} failed", self.passed, self.failed);
+        if self.skipped > 0 {
+            line.push_str(&format!(", {} skipped", self.skipped));
+        }
+        line
+    }
 }
 
 pub fn list() {
@@ -36,8 +50,12 @@ pub fn list() {
             Mode::Bare => "bare".to_string(),
         };
         let guest = [s.guest, s.guest_args].join(" ");
+        let needs: String = scenarios::needs(s.name)
+            .iter()
+            .map(|f| format!(", needs Bochs {}+: {}", f.since(), f.describe()))
+            .collect();
         println!(
-            "{:<22} {} {how}, {}, timeout {} s",
+            "{:<22} {} {how}, {}, timeout {} s{needs}",
             s.name,
             guest.trim(),
             s.cpu_model,
@@ -56,7 +74,12 @@ pub fn test(layout: &Layout, args: &TestArgs) -> Result<bool, String> {
     if host {
         host_tests(layout, &mut tally);
     }
+    let mut emulator = None;
     if !selected.is_empty() && !sys::interrupted() {
+        let choice = crate::emulator::Choice::resolve(args.bochs.as_deref())?;
+        let emu = crate::emulator::select(layout, &choice)?;
+        emulator = Some(emu);
+        let selected = runnable(&all, &selected, emu, &mut tally);
         let builds = builds(layout, &all, &selected, args.no_build);
         let jobs = args
             .jobs
@@ -71,8 +94,45 @@ pub fn test(layout: &Layout, args: &TestArgs) -> Result<bool, String> {
             &mut tally,
         );
     }
-    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if let Some(emu) = emulator {
+        crate::step(&format!("the scenarios ran on {}", emu.describe()));
+    }
+    if tally.skipped > 0 {
+        crate::step(&format!(
+            "{} scenario(s) skipped: this Bochs lacks what they test (see SKIP above); \
+             the reference emulator runs them (`--bochs 3.0`)",
+            tally.skipped
+        ));
+    }
+    println!("{}", tally.line());
     Ok(tally.failed == 0)
+}
+
+/// The selected scenarios this emulator can run; the others are reported as SKIP with the
+/// feature they need, and counted. A baseline is kept as long as anything selected needs it.
+fn runnable(
+    all: &[Scenario],
+    selected: &[usize],
+    emulator: &crate::emulator::Emulator,
+    tally: &mut Tally,
+) -> Vec<usize> {
+    let mut keep = Vec::new();
+    for &i in selected {
+        let lacks = emulator.lacks(scenarios::needs(all[i].name));
+        if lacks.is_empty() {
+            keep.push(i);
+            continue;
+        }
+        let what: Vec<&str> = lacks.iter().map(|f| f.describe()).collect();
+        println!(
+            "SKIP {}: needs {}; this is Bochs {}",
+            all[i].name,
+            what.join(", "),
+            emulator.version
+        );
+        tally.skipped += 1;
+    }
+    keep
 }
 
 /// Whether to run the host tests, and which scenarios (indices into `all`, baselines first).
