@@ -510,11 +510,7 @@ fn make(src: &Path, jobs: usize, planned: usize, log: &Path) -> Result<(), Strin
                 continue;
             }
             done += 1;
-            let percent = if planned > 0 {
-                (done * 100 / planned).min(100)
-            } else {
-                0
-            };
+            let percent = (done * 100).checked_div(planned).unwrap_or(0).min(100);
             let elapsed = start.elapsed().as_secs();
             let text = format!(
                 "building Bochs {VERSION}: compiled {done}/{planned} files ({percent} %), \

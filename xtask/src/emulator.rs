@@ -153,7 +153,7 @@ pub fn select(layout: &Layout, choice: &Choice) -> Result<&'static Emulator, Str
     let emulator = match choice {
         Choice::Built => crate::bochs_build::ensure(layout)?,
         Choice::System => {
-            let program = PathBuf::from("bochs");
+            let program = on_path("bochs").unwrap_or_else(|| PathBuf::from("bochs"));
             let version = probe_version(&program)?;
             Emulator {
                 program,
@@ -180,6 +180,13 @@ pub fn select(layout: &Layout, choice: &Choice) -> Result<&'static Emulator, Str
     };
     crate::step(&format!("emulator: {}", emulator.describe()));
     Ok(CURRENT.get_or_init(|| emulator))
+}
+
+/// `name` as the shell would find it on PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The emulator chosen by [`select`].
