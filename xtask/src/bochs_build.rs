@@ -52,6 +52,14 @@ const SOURCE_DIR: &str = "bochs-3.0";
 /// debugger (`--debug-vigil`, and how every run is started), PCI and the i440FX devices, the
 /// CD-ROM GRUB boots from, and the A20 pin. No sound (then no `sound:` bochsrc line, see
 /// `Emulator::sound_line`), no plugins (faster). `--enable-idle-hack` does not build with nogui.
+///
+/// Not `--enable-all-optimizations`: it turns on handler chaining, with which Bochs advances
+/// its clock, and so the TSC, once per trace instead of once per instruction (`cpu_loop` in
+/// `cpu/cpu.cc` synchronizes time after a whole trace). Every RDTSC inside a trace then reads
+/// the same stale time, single-instruction costs depend on where traces end, and Vigil's exact
+/// time accounting (`tsc=hide`, `tsc=frozen`) has no exact clock to be measured against:
+/// docs/platform.md. The two speedups that keep time per instruction stay on; a Linux boot
+/// took 15 s of Bochs either way.
 pub const CONFIGURE: &[&str] = &[
     "--with-nogui",
     "--with-rfb",
@@ -67,7 +75,8 @@ pub const CONFIGURE: &[&str] = &[
     "--enable-pci",
     "--enable-cdrom",
     "--enable-a20-pin",
-    "--enable-all-optimizations",
+    "--enable-repeat-speedups",
+    "--enable-fast-function-calls",
     "--enable-fpu",
     "--enable-usb",
     "--enable-e1000",

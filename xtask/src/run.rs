@@ -80,7 +80,12 @@ pub fn build(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         &bochs::bochsrc(crate::emulator::current(), &machine, &iso, &dir.path),
     )?;
     iso::write(&dir.file("bochs.cmds"), bochs::RUN_COMMANDS)?;
-    crate::step(&format!("bochsrc {}", dir.file("bochsrc").display()));
+    crate::step(&format!(
+        "bochsrc {} (run it with `{} -q -f {}`)",
+        dir.file("bochsrc").display(),
+        crate::emulator::current().program.display(),
+        dir.file("bochsrc").display()
+    ));
     Ok(true)
 }
 
