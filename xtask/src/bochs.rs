@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::emulator::Emulator;
 use crate::gdb::GdbHookup as GdbHookupScript;
 use crate::iso::write;
 use crate::layout::RunDir;
@@ -43,9 +44,17 @@ impl Default for Machine {
     }
 }
 
-/// The bochsrc of one run; every file it names lives in `dir`.
-pub fn bochsrc(machine: &Machine, iso: &Path, dir: &Path) -> String {
+/// The bochsrc of one run on `emulator`; every file it names lives in `dir`. Lines that
+/// differ between Bochs versions come from the emulator (`emulator.rs`).
+pub fn bochsrc(emulator: &Emulator, machine: &Machine, iso: &Path, dir: &Path) -> String {
     let p = |name: &str| dir.join(name).display().to_string();
+    let sound = match emulator.sound_line() {
+        Some(line) => format!(
+            "# This Bochs has sound support: without a sound card its default driver aborts.\n\
+             {line}\n"
+        ),
+        None => String::new(),
+    };
     format!(
         "# Written by cargo xtask for this run.\n\
          megs: {megs}\n\
@@ -61,8 +70,7 @@ pub fn bochsrc(machine: &Machine, iso: &Path, dir: &Path) -> String {
          # Headless: a VNC listener that does not wait for a client. Each Bochs takes the first\n\
          # free port from 5900 on, so parallel runs do not collide.\n\
          display_library: rfb, options=\"timeout=0\"\n\
-         # Debian's Bochs aborts in its ALSA mixer thread when there is no sound card.\n\
-         sound: driver=dummy\n\
+         {sound}\
          speaker: enabled=0\n\
          log: {log}\n\
          panic: action=fatal\n\
@@ -74,6 +82,23 @@ pub fn bochsrc(machine: &Machine, iso: &Path, dir: &Path) -> String {
         com2 = p("com2.txt"),
         log = p("bochs.log"),
     )
+}
+
+/// The debugger commands of a run that just runs: the debugger is compiled in, and without
+/// commands Bochs stops at t=0 and waits for input.
+pub const RUN_COMMANDS: &str = "continue\nquit\n";
+
+/// The one way xtask starts Bochs: the chosen emulator (`emulator.rs`) on the run's bochsrc
+/// and debugger command file, in the run directory. Callers add the standard streams.
+pub fn command(rc: &Path, cmds: &Path, dir: &Path) -> Command {
+    let mut c = crate::emulator::current().command();
+    c.arg("-q")
+        .arg("-f")
+        .arg(rc)
+        .arg("-rc")
+        .arg(cmds)
+        .current_dir(dir);
+    c
 }
 
 /// Everything one Bochs run needs.
@@ -99,7 +124,12 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     for stale in [&com1, &com2] {
         let _ = fs::remove_file(stale);
     }
-    let mut rc_text = bochsrc(&spec.machine, &spec.iso, &dir.path);
+    let mut rc_text = bochsrc(
+        crate::emulator::current(),
+        &spec.machine,
+        &spec.iso,
+        &dir.path,
+    );
     // With gdb, COM2 is a socket that xtask relays (gdb.rs); the log still ends in com2.txt.
     let hookup = crate::gdb::hookup_for(&dir.path);
     let mut relay = None;
@@ -116,8 +146,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
         relay = Some(r);
     }
     write(&rc, &rc_text)?;
-    // The debugger is compiled in: without commands Bochs stops at t=0 and waits for input.
-    write(&cmds, "continue\nquit\n")?;
+    write(&cmds, RUN_COMMANDS)?;
 
     let (mut child, start) = start(&rc, &cmds, dir, &log, &out)?;
     let pgid = child.id();
@@ -252,13 +281,7 @@ fn start(
             File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
         let err_file = out_file.try_clone().map_err(|e| format!("{e}"))?;
         let started = Instant::now();
-        let mut child = Command::new("bochs")
-            .arg("-q")
-            .arg("-f")
-            .arg(rc)
-            .arg("-rc")
-            .arg(cmds)
-            .current_dir(&dir.path)
+        let mut child = command(rc, cmds, &dir.path)
             .stdin(Stdio::null())
             .stdout(out_file)
             .stderr(err_file)
@@ -307,9 +330,10 @@ fn wait_for_listener(child: &mut Child, log: &Path) -> Listener {
     }
 }
 
-/// The CPU models this Bochs knows (`bochs --help cpu`).
+/// The CPU models the chosen Bochs knows (`bochs --help cpu`).
 pub fn cpu_models() -> Result<Vec<String>, String> {
-    let out = Command::new("bochs")
+    let out = crate::emulator::current()
+        .command()
         .args(["--help", "cpu"])
         .stdin(Stdio::null())
         .output()
@@ -392,7 +416,18 @@ mod tests {
             megs: 128,
             cpu_model: "tigerlake".into(),
         };
-        let rc = bochsrc(&machine, Path::new("/r/vigil.iso"), Path::new("/r"));
+        let debian = Emulator {
+            program: "bochs".into(),
+            version: crate::emulator::Version(2, 7),
+            origin: String::new(),
+            sound: true,
+        };
+        let rc = bochsrc(
+            &debian,
+            &machine,
+            Path::new("/r/vigil.iso"),
+            Path::new("/r"),
+        );
         for want in [
             "megs: 128\n",
             "cpu: model=tigerlake, count=1, ips=50000000, reset_on_triple_fault=0\n",
@@ -411,5 +446,14 @@ mod tests {
         ] {
             assert!(rc.contains(want), "missing {want:?} in\n{rc}");
         }
+        // The reference build has no sound support and refuses a `sound:` line.
+        let built = Emulator {
+            version: crate::emulator::Version(3, 0),
+            sound: false,
+            ..debian
+        };
+        let rc = bochsrc(&built, &machine, Path::new("/r/vigil.iso"), Path::new("/r"));
+        assert!(!rc.contains("\nsound:"), "{rc}");
+        assert!(rc.contains("speaker: enabled=0\n"));
     }
 }

@@ -18,9 +18,9 @@ cargo xtask: build Vigil, make its boot ISO, run it in Bochs, test it
 USAGE:
     cargo xtask run   [OPTIONS] [-- VIGIL OPTIONS...]
     cargo xtask build [OPTIONS] [-- VIGIL OPTIONS...]
-    cargo xtask test  [FILTER] [TEST OPTIONS]
+    cargo xtask test  [FILTER...] [TEST OPTIONS]
     cargo xtask bench [LINUX OPTIONS] [--cpu-model M] [--megs N] [--timeout S] [--no-build]
-                      [-- VIGIL OPTIONS...]
+                      [--bochs 3.0|2.7|PATH] [-- VIGIL OPTIONS...]
     cargo xtask help
 
 COMMANDS:
@@ -35,8 +35,22 @@ COMMANDS:
             their ratio (Vigil / bare) and Vigil's exits by reason with their median cost.
     test    Host tests (cargo test -p x86-arch -p vmx -p vigil-core -p xtask; cargo test
             -p vigil --lib), then the Bochs scenarios (`cargo xtask test --list` shows
-            them). FILTER selects scenarios whose name contains it; `host` selects the host
-            tests only; no FILTER runs everything. Ends with the line `N passed, N failed`.
+            them). FILTER selects scenarios whose name contains it (several: all they
+            match); `host` selects the host tests; no FILTER runs everything. Ends with the
+            line `N passed, N failed`, and `, N skipped` when the emulator lacks a feature
+            some selected scenarios need (they are listed as SKIP with the feature; only
+            with an older Bochs, never with the default).
+
+EMULATOR (run, build, test, bench):
+    --bochs 3.0          Bochs 3.0 built from Debian trixie's source package (the default).
+                         The first use fetches, verifies and builds it (about 2 minutes on
+                         2 cores) into ~/.cache/vigil/ ($XDG_CACHE_HOME/vigil, or
+                         $VIGIL_BOCHS_CACHE); later runs, other checkouts and `cargo clean`
+                         reuse it
+    --bochs 2.7          Debian's bochs package (`bochs` on PATH)
+    --bochs PATH         Any Bochs binary
+    VIGIL_BOCHS=3.0|2.7|PATH in the environment does the same when --bochs is not given.
+    Every command prints which Bochs it uses (version and path).
 
 OPTIONS (run, build):
     --guest NAME|PATH    Guest to boot: demo (default), cases, hostile, linux, or the path
@@ -53,6 +67,7 @@ OPTIONS (run, build):
                          shows as `vigil| ...` (docs/debugging.md)
     --gdb-wait           With --gdb: hold the guest before its first instruction until gdb
                          attaches and continues (gdb-wait=on)
+    --bochs 3.0|2.7|PATH The emulator (see EMULATOR)
     --debug-vigil        Bochs' own debugger on Vigil: interactive, Vigil's symbols loaded,
                          stopped at Vigil's entry point (then e.g. `vmexitbp`, `c`)
     -- VIGIL OPTIONS     Everything after `--` is Vigil's command line (key=value words).
@@ -78,6 +93,7 @@ TEST OPTIONS:
     -v, --verbose        Show every scenario's serial lines live, labelled with its name
     --list               List the scenarios and exit
     --no-build           Use the binaries already built
+    --bochs 3.0|2.7|PATH The emulator (see EMULATOR)
 
 FILES:
     Each run works in target/xtask/<run-name>/: iso/ (the ISO tree), vigil.iso, bochsrc,
@@ -124,6 +140,8 @@ pub struct RunArgs {
     pub linux: crate::linux::LinuxArgs,
     /// `--gdb PORT`, `--gdb-wait`, `--debug-vigil`.
     pub debug: crate::gdb::DebugArgs,
+    /// `--bochs 3.0|2.7|PATH` (`None`: `$VIGIL_BOCHS` or the default).
+    pub bochs: Option<String>,
 }
 
 impl RunArgs {
@@ -144,11 +162,14 @@ impl RunArgs {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TestArgs {
-    pub filter: Option<String>,
+    /// Scenario name filters (`host`: the host tests); none: everything.
+    pub filters: Vec<String>,
     pub jobs: Option<usize>,
     pub verbose: bool,
     pub list: bool,
     pub no_build: bool,
+    /// `--bochs 3.0|2.7|PATH`.
+    pub bochs: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +233,7 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
         no_build: false,
         linux: Default::default(),
         debug: Default::default(),
+        bochs: None,
     };
     let (mut guest_given, mut timeout_given) = (false, false);
     let mut args = Args { items: rest.iter() };
@@ -256,6 +278,11 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
             "--gdb" => run.debug.gdb_port = Some(number(flag, args.value(flag, inline)?)?),
             "--gdb-wait" => run.debug.gdb_wait = true,
             "--debug-vigil" => run.debug.debug_vigil = true,
+            "--bochs" => {
+                let v = args.value(flag, inline)?;
+                crate::emulator::Choice::parse(v)?;
+                run.bochs = Some(v.to_string());
+            }
             "--kernel" => run.linux.kernel = Some(args.value(flag, inline)?.into()),
             "--initrd" => run.linux.initrd = Some(args.value(flag, inline)?.into()),
             "--append" => run.linux.append = args.value(flag, inline)?.to_string(),
@@ -315,13 +342,17 @@ fn parse_test(rest: &[String]) -> Result<Command, String> {
             "-v" | "--verbose" => test.verbose = true,
             "--list" => test.list = true,
             "--no-build" => test.no_build = true,
+            "--bochs" => {
+                let v = args.value(flag, inline)?;
+                crate::emulator::Choice::parse(v)?;
+                test.bochs = Some(v.to_string());
+            }
             f if f.starts_with('-') => {
                 return Err(format!(
                     "unknown option {f:?} (try `cargo xtask test --help`)"
                 ))
             }
-            filter if test.filter.is_none() => test.filter = Some(filter.to_string()),
-            extra => return Err(format!("only one FILTER allowed, got another: {extra:?}")),
+            filter => test.filters.push(filter.to_string()),
         }
     }
     Ok(Command::Test(test))
@@ -337,7 +368,7 @@ mod tests {
 
     fn run(line: &str) -> RunArgs {
         match parse(&args(line)).unwrap() {
-            Command::Run(r) | Command::Build(r) => r,
+            Command::Run(r) | Command::Build(r) | Command::Bench(r) => r,
             other => panic!("not a run: {other:?}"),
         }
     }
@@ -399,10 +430,11 @@ mod tests {
         assert!(parse(&args("run --bare -- log=info")).is_err());
         assert!(parse(&args("run --frobnicate")).is_err());
         assert!(parse(&args("launch")).is_err());
-        assert!(parse(&args("test a b")).is_err());
         assert!(parse(&args("run --guest demo --kernel /k")).is_err());
         assert!(parse(&args("bench --bare")).is_err());
         assert!(parse(&args("bench --guest cases")).is_err());
+        assert!(parse(&args("run --bochs 2.6")).is_err());
+        assert!(parse(&args("test --bochs")).is_err());
     }
 
     #[test]
@@ -463,7 +495,17 @@ mod tests {
             Command::Test(t) => t,
             _ => unreachable!(),
         };
-        assert_eq!(t.filter.as_deref(), Some("cases"));
+        assert_eq!(t.filters, vec!["cases"]);
+        assert_eq!(t.bochs, None);
+        match parse(&args("test gdb --bochs 2.7")).unwrap() {
+            Command::Test(t) => assert_eq!(t.bochs.as_deref(), Some("2.7")),
+            _ => unreachable!(),
+        }
+        assert_eq!(
+            run("run --bochs=/opt/b/bochs").bochs.as_deref(),
+            Some("/opt/b/bochs")
+        );
+        assert_eq!(run("bench --bochs 3.0").bochs.as_deref(), Some("3.0"));
         assert_eq!(t.jobs, Some(1));
         assert!(t.verbose && t.no_build && !t.list);
         assert_eq!(parse(&args("run --help")).unwrap(), Command::Help);

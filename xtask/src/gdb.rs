@@ -393,7 +393,12 @@ pub fn debug_vigil(
     let rc = dir.file("bochsrc");
     crate::iso::write(
         &rc,
-        &crate::bochs::bochsrc(&machine, &dir.file("vigil.iso"), &dir.path),
+        &crate::bochs::bochsrc(
+            crate::emulator::current(),
+            &machine,
+            &dir.file("vigil.iso"),
+            &dir.path,
+        ),
     )?;
     let cmds = dir.file("bochs.cmds");
     crate::iso::write(&cmds, &debug_vigil_commands(&symbols, entry))?;
@@ -410,13 +415,8 @@ pub fn debug_vigil(
         dir.file("com1.txt").display(),
         dir.file("com2.txt").display()
     ));
-    let status = std::process::Command::new("bochs")
-        .arg("-q")
-        .arg("-f")
-        .arg(&rc)
-        .arg("-rc")
-        .arg(&cmds)
-        .current_dir(&dir.path)
+    // In the foreground, on this terminal: the debugger reads the user's commands.
+    let status = crate::bochs::command(&rc, &cmds, &dir.path)
         .status()
         .map_err(|e| format!("cannot start bochs: {e}"))?;
     // Bochs exits with 1 after the guest's shutdown port, which is normal.

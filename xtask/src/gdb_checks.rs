@@ -407,6 +407,138 @@ pub(crate) fn debuggee32_alone(c: &Check) -> Result<(), String> {
     all_passed(c, 3)
 }
 
+/// The `step` case alone: the guest's own checks pass (interrupts land after the shadows).
+pub(crate) fn step_alone(c: &Check) -> Result<(), String> {
+    guest_field(c, "step", "irqs")?;
+    all_passed(c, 1)
+}
+
+/// What the guest reports in its `step` line, compared between runs.
+const STEP_FIELDS: [&str; 8] = [
+    "irqs", "irq0", "mark0", "irq1", "mark1", "pushed", "popped", "cpuid",
+];
+
+/// Where one `stepi` in a section started and landed: the symbols `info symbol $pc` printed.
+fn symbols_at(lines: &[&str]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.split_once(" in section "))
+        .map(|(sym, _)| sym.trim().to_string())
+        .collect()
+}
+
+/// `gdb-step-mtf`: gdb single-stepped `sti`, `mov ss`, `pushfq`, `popfq` and CPUID on tigerlake.
+/// The oracle is outside Vigil: what the guest itself observed (where its pending interrupts
+/// landed, the flags it pushed and loaded, CPUID's answer) must equal the same case run bare,
+/// and each `stepi` must land exactly one instruction further (the label after it). A stepped
+/// PUSHFQ that pushed TF would mean the step used RFLAGS.TF; Vigil's own account (`monitor
+/// status`, its start-up line) must say the monitor trap flag too.
+pub(crate) fn step_mtf(c: &Check) -> Result<(), String> {
+    let path = c.outcome.dir.join("gdb.out");
+    let gdb = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let gdb = String::from_utf8_lossy(&gdb).into_owned();
+    let fail = |why: String| -> Result<(), String> {
+        let tail: Vec<&str> = gdb.lines().rev().take(12).collect();
+        Err(format!(
+            "{why}\n    gdb.out ends: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
+    };
+    // The guest saw what it sees bare.
+    let bare = c
+        .baseline
+        .ok_or("the gdb-step-bare outcome this check compares with is missing")?;
+    let bare_check = Check {
+        scenario: c.scenario,
+        outcome: bare,
+        baseline: None,
+    };
+    for key in STEP_FIELDS {
+        let stepped = guest_field(c, "step", key)?;
+        let alone = guest_field(&bare_check, "step", key)?;
+        if stepped != alone {
+            return Err(format!(
+                "single-stepped, the guest observed {key}={stepped}; bare it observes \
+                 {key}={alone}"
+            ));
+        }
+    }
+    // Each stepi went exactly one instruction.
+    for (name, path) in [
+        (
+            "sti",
+            &["debuggee_step_sti", "debuggee_step_sti_shadow"][..],
+        ),
+        (
+            "movss",
+            &[
+                "debuggee_step_sti2",
+                "debuggee_step_movss",
+                "debuggee_step_movss_shadow",
+            ][..],
+        ),
+        (
+            "pushf",
+            &["debuggee_step_pushf", "debuggee_step_after_pushf"][..],
+        ),
+        (
+            "popf",
+            &["debuggee_step_popf", "debuggee_step_after_popf"][..],
+        ),
+        (
+            "cpuid",
+            &["debuggee_step_cpuid", "debuggee_step_after_cpuid"][..],
+        ),
+    ] {
+        let seen = symbols_at(&section(&gdb, name));
+        if seen != path {
+            return fail(format!(
+                "stepping in section {name}: gdb stopped at {seen:?}, expected {path:?}"
+            ));
+        }
+    }
+    // gdb's view of the registers after a step agrees with the guest's.
+    let popf = printed_values(&section(&gdb, "popf"));
+    let popped = guest_hex(c, "step", "popped")?;
+    if popf.first().map(|f| f & 0xFFFF_FFFF) != Some(popped & 0xFFFF_FFFF) {
+        return fail(format!(
+            "after stepping popfq gdb shows eflags {popf:x?}, the guest read {popped:#x}"
+        ));
+    }
+    let cpuid = guest_field(c, "step", "cpuid")?;
+    let eax = cpuid
+        .split(':')
+        .next()
+        .and_then(report::parse_hex)
+        .ok_or(format!("step cpuid={cpuid} is not eax:ebx:ecx:edx"))?;
+    if printed_values(&section(&gdb, "cpuid")).first() != Some(&eax) {
+        return fail(format!(
+            "after stepping cpuid gdb shows rax {:x?}, the guest read eax={eax:#x}",
+            printed_values(&section(&gdb, "cpuid"))
+        ));
+    }
+    // The mechanism: the monitor trap flag, by Vigil's own account as well.
+    if !section(&gdb, "monitor")
+        .iter()
+        .any(|l| l.contains("single-step: monitor trap flag"))
+    {
+        return fail("monitor status does not name the monitor trap flag as the step".into());
+    }
+    if !c
+        .outcome
+        .capture
+        .com2()
+        .iter()
+        .any(|l| l.contains("single-step by MTF"))
+    {
+        return Err("Vigil's stub did not start with `single-step by MTF`".into());
+    }
+    if !gdb.contains("==detached") {
+        return fail("gdb did not get to detach".into());
+    }
+    all_passed(c, 1)
+}
+
 pub(crate) fn vigil_panic(c: &Check) -> Result<(), String> {
     let com2 = c.outcome.capture.com2();
     let has = |s: &str| com2.iter().any(|l| l.contains(s));
@@ -507,6 +639,35 @@ $10 = 0x1001f1
         assert_eq!(gdb_value(&write, "Value = "), None);
         assert!(stopped_after(WATCH_OUT, "rwatch", "debuggee_after_load").is_ok());
         assert!(stopped_after(WATCH_OUT, "awatch-write", "debuggee_after_access_store").is_err());
+    }
+
+    #[test]
+    fn step_sections() {
+        let out = "==movss
+debuggee_step_sti2 in section .text
+debuggee_step_movss in section .text
+debuggee_step_movss_shadow in section .text
+==popf
+debuggee_step_popf in section .text
+debuggee_step_after_popf in section .text
+$1 = 0x400c3
+";
+        assert_eq!(
+            symbols_at(&section(out, "movss")),
+            vec![
+                "debuggee_step_sti2",
+                "debuggee_step_movss",
+                "debuggee_step_movss_shadow"
+            ]
+        );
+        assert_eq!(printed_values(&section(out, "popf")), vec![0x400c3]);
+        let s = crate::gdb_tests::step_script(std::path::Path::new("/t/debuggee"));
+        for label in ["sti", "sti2", "pushf", "popf", "cpuid"] {
+            assert!(
+                s.contains(&format!("break *debuggee_step_{label}\n")),
+                "{label}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! compare what gdb printed (`gdb.out` in the run directory) with what the guest reported.
 
 use crate::gdb_checks::{
-    attach_running, debuggee32_alone, debuggee_alone, session, session_i386, vigil_panic,
+    attach_running, debuggee32_alone, debuggee_alone, session, session_i386, step_alone, step_mtf,
+    vigil_panic,
 };
 use crate::outcome::Mode;
 use crate::scenarios::Scenario;
@@ -11,6 +12,13 @@ use crate::scenarios::Scenario;
 /// Frozen time, so the guest's TSC does not see the stops; the stub waits for gdb before the
 /// guest's first instruction.
 const OPTIONS: &str = "gdb=com2 gdb-wait=on tsc=frozen";
+
+/// gdb single-steps by the monitor trap flag over instructions a debugger can get wrong
+/// (`sti`, `mov ss`, `pushfq`, `popfq`, CPUID), on the model that has MTF. Needs a Bochs that
+/// delivers MTF (`scenarios::needs`).
+pub const STEP_SCENARIO: &str = "gdb-step-mtf";
+/// The same `step` case without gdb or Vigil: what the guest must observe.
+pub const STEP_BARE: &str = "gdb-step-bare";
 
 pub fn all() -> Vec<Scenario> {
     vec![
@@ -70,6 +78,28 @@ pub fn all() -> Vec<Scenario> {
             baseline: None,
             check: session_i386,
         },
+        Scenario {
+            name: STEP_BARE,
+            guest: "debuggee",
+            guest_args: "case=step",
+            mode: Mode::Bare,
+            vigil_options: "",
+            cpu_model: "tigerlake",
+            timeout_secs: 90,
+            baseline: None,
+            check: step_alone,
+        },
+        Scenario {
+            name: STEP_SCENARIO,
+            guest: "debuggee",
+            guest_args: "case=step",
+            mode: Mode::Vigil,
+            vigil_options: OPTIONS,
+            cpu_model: "tigerlake",
+            timeout_secs: 150,
+            baseline: Some(STEP_BARE),
+            check: step_mtf,
+        },
         panic_scenario(),
         Scenario {
             name: "gdb-attach-running",
@@ -127,6 +157,15 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             },
         );
     }
+    if scenario == STEP_SCENARIO {
+        crate::gdb::register(
+            dir,
+            crate::gdb::GdbHookup {
+                listen: 0,
+                script: Some(step_script(debuggee)),
+            },
+        );
+    }
     if scenario == "gdb-session-i386" {
         crate::gdb::register(
             dir,
@@ -144,6 +183,61 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             },
         );
     }
+}
+
+/// The stepping session on the debuggee's `step` case: a breakpoint on each instruction, one
+/// `stepi`, and where it landed (`info symbol`: each stepped instruction is followed by a label).
+/// `monitor status` names the step mechanism.
+pub fn step_script(debuggee: &std::path::Path) -> String {
+    format!(
+        "set pagination off
+set confirm off
+set width 0
+set remotetimeout 30
+file {elf}
+target remote localhost:{{PORT}}
+set language c
+echo ==monitor\\n
+monitor status
+break *debuggee_step_sti
+break *debuggee_step_sti2
+break *debuggee_step_pushf
+break *debuggee_step_popf
+break *debuggee_step_cpuid
+continue
+echo ==sti\\n
+info symbol $pc
+stepi
+info symbol $pc
+continue
+echo ==movss\\n
+info symbol $pc
+stepi
+info symbol $pc
+stepi
+info symbol $pc
+continue
+echo ==pushf\\n
+info symbol $pc
+stepi
+info symbol $pc
+continue
+echo ==popf\\n
+info symbol $pc
+stepi
+info symbol $pc
+p/x $eflags
+continue
+echo ==cpuid\\n
+info symbol $pc
+stepi
+info symbol $pc
+p/x $rax
+detach
+echo ==detached\\n
+",
+        elf = debuggee.display()
+    )
 }
 
 /// The i386 session on `debuggee32`. The ELF is a 64-bit container, so gdb is told the

@@ -3,9 +3,11 @@
 
 mod bench;
 mod bochs;
+mod bochs_build;
 mod build;
 mod cli;
 mod elf;
+mod emulator;
 mod gdb;
 mod gdb_checks;
 mod gdb_tests;
@@ -64,6 +66,20 @@ fn main() -> ExitCode {
     if let Err(e) = prereqs::ensure(&layout) {
         eprintln!("xtask: {e}");
         return ExitCode::FAILURE;
+    }
+    // The emulator: chosen (and built, the first time) before anything runs in it. `test`
+    // chooses it only when it runs scenarios.
+    let bochs_flag = match &command {
+        Command::Run(a) | Command::Build(a) | Command::Bench(a) => Some(a.bochs.as_deref()),
+        _ => None,
+    };
+    if let Some(flag) = bochs_flag {
+        let chosen = emulator::Choice::resolve(flag)
+            .and_then(|choice| emulator::select(&layout, &choice).map(|_| ()));
+        if let Err(e) = chosen {
+            eprintln!("xtask: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let result = match &command {
         Command::Run(args) => run::run(&layout, args),

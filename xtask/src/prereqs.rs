@@ -1,4 +1,5 @@
-//! Prerequisites, checked at the start of every command: the Debian packages for Bochs and the
+//! Prerequisites, checked at the start of every command: the Debian packages for Bochs (Debian's
+//! 2.7 with the BIOS ROMs both emulators use, and what building the reference 3.0 needs), the
 //! GRUB ISO, and the rustup target for the bare-metal crates. Missing Debian packages are
 //! installed when running as root; otherwise the command to run is printed.
 
@@ -22,6 +23,15 @@ pub const PACKAGES: &[&str] = &[
     // The debugger scenarios drive a real gdb against Vigil's stub.
     "gdb",
 ];
+
+/// [`PACKAGES`] and what building the reference Bochs needs (`bochs_build::BUILD_PACKAGES`).
+fn all_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .chain(crate::bochs_build::BUILD_PACKAGES)
+        .copied()
+        .collect()
+}
 
 pub fn ensure(layout: &Layout) -> Result<(), String> {
     let start = Instant::now();
@@ -69,12 +79,13 @@ pub fn ensure(layout: &Layout) -> Result<(), String> {
     Ok(())
 }
 
-/// Packages from [`PACKAGES`] that dpkg does not report as `install ok installed`.
+/// Packages from [`all_packages`] that dpkg does not report as `install ok installed`.
 fn missing_packages() -> Result<Vec<String>, String> {
+    let packages = all_packages();
     let out = Command::new("dpkg-query")
         .arg("-W")
         .arg("-f=${Package} ${Status}\\n")
-        .args(PACKAGES)
+        .args(&packages)
         .stderr(Stdio::null())
         .output();
     let out = match out {
@@ -83,7 +94,7 @@ fn missing_packages() -> Result<Vec<String>, String> {
         Err(_) => return Ok(missing_without_dpkg()),
     };
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(PACKAGES
+    Ok(packages
         .iter()
         .filter(|pkg| {
             !text.lines().any(|line| {
@@ -105,6 +116,9 @@ fn missing_without_dpkg() -> Vec<String> {
         ("xorriso", "/usr/bin/xorriso"),
         ("mtools", "/usr/bin/mformat"),
         ("cpio", "/usr/bin/cpio"),
+        ("g++", "/usr/bin/g++"),
+        ("make", "/usr/bin/make"),
+        ("xz-utils", "/usr/bin/xz"),
     ];
     needs
         .iter()
@@ -143,5 +157,19 @@ fn run_checked(cmd: &mut Command, what: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{what} failed: {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bochs_build_packages_are_prerequisites() {
+        let all = super::all_packages();
+        for p in crate::bochs_build::BUILD_PACKAGES
+            .iter()
+            .chain(super::PACKAGES)
+        {
+            assert!(all.contains(p), "{p}");
+        }
     }
 }

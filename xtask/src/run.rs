@@ -77,10 +77,15 @@ pub fn build(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
     let iso = dir.file("vigil.iso");
     iso::write(
         &dir.file("bochsrc"),
-        &bochs::bochsrc(&machine, &iso, &dir.path),
+        &bochs::bochsrc(crate::emulator::current(), &machine, &iso, &dir.path),
     )?;
-    iso::write(&dir.file("bochs.cmds"), "continue\nquit\n")?;
-    crate::step(&format!("bochsrc {}", dir.file("bochsrc").display()));
+    iso::write(&dir.file("bochs.cmds"), bochs::RUN_COMMANDS)?;
+    crate::step(&format!(
+        "bochsrc {} (run it with `{} -q -f {}`)",
+        dir.file("bochsrc").display(),
+        crate::emulator::current().program.display(),
+        dir.file("bochsrc").display()
+    ));
     Ok(true)
 }
 

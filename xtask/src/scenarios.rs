@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::cli::DEMO_VIGIL_OPTIONS;
+use crate::emulator::Feature;
 use crate::outcome::{Mode, Outcome};
 use crate::report::{self, Status, Summary};
 use crate::stream::Port;
@@ -33,6 +34,19 @@ pub struct Check<'a> {
 }
 
 const SKYLAKE: &str = crate::bochs::DEFAULT_CPU_MODEL;
+
+/// Emulator features a scenario needs, by scenario name; a scenario not listed needs none.
+/// `cargo xtask test` reports a scenario the chosen Bochs cannot run as SKIP with the feature,
+/// and counts it in its closing line.
+const NEEDS: &[(&str, &[Feature])] =
+    &[(crate::gdb_tests::STEP_SCENARIO, &[Feature::MonitorTrapFlag])];
+
+pub fn needs(scenario: &str) -> &'static [Feature] {
+    NEEDS
+        .iter()
+        .find(|(name, _)| *name == scenario)
+        .map_or(&[], |(_, f)| f)
+}
 /// The guest kit's Vigil-specific cases talk to Vigil through hypercalls, which are off unless
 /// asked for.
 const CASES_VIGIL_OPTIONS: &str = "tsc=offset:0x100000000000 hypercall=on";

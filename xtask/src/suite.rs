@@ -26,6 +26,20 @@ const FAIL_TAIL: usize = 30;
 struct Tally {
     passed: u64,
     failed: u64,
+    /// Scenarios not run because the emulator lacks a feature they need (each printed as
+    /// `SKIP name: …`; never with the reference Bochs).
+    skipped: u64,
+}
+
+impl Tally {
+    /// The closing line: `N passed, N failed`, with `, N skipped` when any was skipped.
+    fn line(&self) -> String {
+        let mut line = format!("{} passed, {} failed", self.passed, self.failed);
+        if self.skipped > 0 {
+            line.push_str(&format!(", {} skipped", self.skipped));
+        }
+        line
+    }
 }
 
 pub fn list() {
@@ -36,8 +50,12 @@ pub fn list() {
             Mode::Bare => "bare".to_string(),
         };
         let guest = [s.guest, s.guest_args].join(" ");
+        let needs: String = scenarios::needs(s.name)
+            .iter()
+            .map(|f| format!(", needs Bochs {}+: {}", f.since(), f.describe()))
+            .collect();
         println!(
-            "{:<22} {} {how}, {}, timeout {} s",
+            "{:<22} {} {how}, {}, timeout {} s{needs}",
             s.name,
             guest.trim(),
             s.cpu_model,
@@ -51,12 +69,18 @@ pub fn list() {
 
 pub fn test(layout: &Layout, args: &TestArgs) -> Result<bool, String> {
     let all = scenarios::all();
-    let (host, selected) = select(&all, args.filter.as_deref())?;
+    let filters: Vec<&str> = args.filters.iter().map(String::as_str).collect();
+    let (host, selected) = select(&all, &filters)?;
     let mut tally = Tally::default();
     if host {
         host_tests(layout, &mut tally);
     }
+    let mut emulator = None;
     if !selected.is_empty() && !sys::interrupted() {
+        let choice = crate::emulator::Choice::resolve(args.bochs.as_deref())?;
+        let emu = crate::emulator::select(layout, &choice)?;
+        emulator = Some(emu);
+        let selected = runnable(&all, &selected, emu, &mut tally);
         let builds = builds(layout, &all, &selected, args.no_build);
         let jobs = args
             .jobs
@@ -71,26 +95,72 @@ pub fn test(layout: &Layout, args: &TestArgs) -> Result<bool, String> {
             &mut tally,
         );
     }
-    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if let Some(emu) = emulator {
+        crate::step(&format!("the scenarios ran on {}", emu.describe()));
+    }
+    if tally.skipped > 0 {
+        crate::step(&format!(
+            "{} scenario(s) skipped: this Bochs lacks what they test (see SKIP above); \
+             the reference emulator runs them (`--bochs 3.0`)",
+            tally.skipped
+        ));
+    }
+    println!("{}", tally.line());
     Ok(tally.failed == 0)
 }
 
+/// The selected scenarios this emulator can run; the others are reported as SKIP with the
+/// feature they need, and counted. A baseline is kept as long as anything selected needs it.
+fn runnable(
+    all: &[Scenario],
+    selected: &[usize],
+    emulator: &crate::emulator::Emulator,
+    tally: &mut Tally,
+) -> Vec<usize> {
+    let mut keep = Vec::new();
+    for &i in selected {
+        let lacks = emulator.lacks(scenarios::needs(all[i].name));
+        if lacks.is_empty() {
+            keep.push(i);
+            continue;
+        }
+        let what: Vec<&str> = lacks.iter().map(|f| f.describe()).collect();
+        println!(
+            "SKIP {}: needs {}; this is Bochs {}",
+            all[i].name,
+            what.join(", "),
+            emulator.version
+        );
+        tally.skipped += 1;
+    }
+    keep
+}
+
 /// Whether to run the host tests, and which scenarios (indices into `all`, baselines first).
-fn select(all: &[Scenario], filter: Option<&str>) -> Result<(bool, Vec<usize>), String> {
-    let filter = match filter {
-        None => return Ok((true, (0..all.len()).collect())),
-        Some("host") => return Ok((true, Vec::new())),
-        Some(f) => f,
-    };
-    let mut chosen: Vec<usize> = (0..all.len())
-        .filter(|&i| all[i].name.contains(filter))
-        .collect();
-    if chosen.is_empty() {
-        let names: Vec<&str> = all.iter().map(|s| s.name).collect();
-        return Err(format!(
-            "no scenario matches {filter:?}; scenarios: {}, or `host`",
-            names.join(", ")
-        ));
+/// No filter selects everything; `host` the host tests; any other word the scenarios whose
+/// name contains it (several words: the union).
+fn select(all: &[Scenario], filters: &[&str]) -> Result<(bool, Vec<usize>), String> {
+    if filters.is_empty() {
+        return Ok((true, (0..all.len()).collect()));
+    }
+    let host = filters.contains(&"host");
+    let mut chosen: Vec<usize> = Vec::new();
+    for &filter in filters.iter().filter(|f| **f != "host") {
+        let matching: Vec<usize> = (0..all.len())
+            .filter(|&i| all[i].name.contains(filter))
+            .collect();
+        if matching.is_empty() {
+            let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+            return Err(format!(
+                "no scenario matches {filter:?}; scenarios: {}, or `host`",
+                names.join(", ")
+            ));
+        }
+        for i in matching {
+            if !chosen.contains(&i) {
+                chosen.push(i);
+            }
+        }
     }
     for i in chosen.clone() {
         if let Some(base) = all[i].baseline {
@@ -108,7 +178,7 @@ fn select(all: &[Scenario], filter: Option<&str>) -> Result<(bool, Vec<usize>), 
         }
     }
     chosen.sort_unstable();
-    Ok((false, chosen))
+    Ok((host, chosen))
 }
 
 /// The host test runs: the pure crates, and the host-tested boot logic inside the hypervisor
@@ -446,14 +516,46 @@ mod tests {
     }
 
     #[test]
+    fn the_closing_line_counts_skipped_scenarios_only_when_there_are_any() {
+        let mut t = Tally {
+            passed: 24,
+            failed: 0,
+            skipped: 0,
+        };
+        assert_eq!(t.line(), "24 passed, 0 failed");
+        t.skipped = 1;
+        assert_eq!(t.line(), "24 passed, 0 failed, 1 skipped");
+    }
+
+    #[test]
+    fn scenarios_an_older_bochs_cannot_run_are_skipped_and_counted() {
+        let all = scenarios::all();
+        let (_, gdb) = select(&all, &["gdb-step"]).unwrap();
+        let emulator = |major, minor| crate::emulator::Emulator {
+            program: "bochs".into(),
+            version: crate::emulator::Version(major, minor),
+            origin: String::new(),
+            sound: false,
+        };
+        let mut tally = Tally::default();
+        let kept = runnable(&all, &gdb, &emulator(2, 7), &mut tally);
+        let names: Vec<&str> = kept.iter().map(|&i| all[i].name).collect();
+        assert_eq!(names, vec!["gdb-step-bare"]);
+        assert_eq!(tally.skipped, 1);
+        let mut tally = Tally::default();
+        assert_eq!(runnable(&all, &gdb, &emulator(3, 0), &mut tally), gdb);
+        assert_eq!(tally.skipped, 0);
+    }
+
+    #[test]
     fn selection() {
         let all = scenarios::all();
         let names = |v: &[usize]| v.iter().map(|&i| all[i].name).collect::<Vec<_>>();
-        let (host, every) = select(&all, None).unwrap();
+        let (host, every) = select(&all, &[]).unwrap();
         assert!(host);
         assert_eq!(every.len(), all.len());
-        assert_eq!(select(&all, Some("host")).unwrap(), (true, vec![]));
-        let (host, bare) = select(&all, Some("bare")).unwrap();
+        assert_eq!(select(&all, &["host"]).unwrap(), (true, vec![]));
+        let (host, bare) = select(&all, &["bare"]).unwrap();
         assert!(!host);
         assert_eq!(
             names(&bare),
@@ -463,15 +565,21 @@ mod tests {
                 "linux-bare",
                 "hostile-bare",
                 "gdb-debuggee-bare",
-                "gdb-debuggee32-bare"
+                "gdb-debuggee32-bare",
+                "gdb-step-bare"
             ]
         );
         // cases-vigil brings its baseline along, which runs first.
-        let (_, cv) = select(&all, Some("cases-vigil")).unwrap();
+        let (_, cv) = select(&all, &["cases-vigil"]).unwrap();
         assert_eq!(
             names(&cv),
             vec!["cases-bare", "cases-vigil", "cases-vigil-trap"]
         );
-        assert!(select(&all, Some("nope")).is_err());
+        assert!(select(&all, &["nope"]).is_err());
+        assert!(select(&all, &["demo", "nope"]).is_err());
+        // Several words: the union, each scenario once, with the host tests if named.
+        let (host, some) = select(&all, &["demo", "demo-bare", "host"]).unwrap();
+        assert!(host);
+        assert_eq!(names(&some), vec!["demo-vigil", "demo-bare"]);
     }
 }

@@ -15,6 +15,7 @@
 //! | `stepi` | calls `debuggee_step_here` (`mov eax, 1` is 5 bytes) | `stepi` from its first instruction |
 //! | `tsc-stop` | RDTSC, call `debuggee_tsc_stop`, RDTSC: `delta=` | holds the guest there ≥ 2 s |
 //! | `attach` (only when named) | spins until `DEBUGGEE_RELEASE` is set, at most ~2^31 ticks; SKIP if no one did | attaches while the guest runs (break-in), sets the variable, detaches |
+//! | `step` (only when named) | runs `debuggee_step_seq` (below): a self-IPI left pending behind `sti`, another behind `sti; mov ss`, then `pushfq`, `popfq` and CPUID; reports where each interrupt landed and what the shadowed instruction had done by then (`irq0=`, `mark0=`, `irq1=`, `mark1=`), the flags it pushed and loaded (`pushed=`, `popped=`) and CPUID leaf 0 (`cpuid=`); FAIL if an interrupt landed inside a shadow | `stepi` over `sti`, `mov ss`, `pushfq`, `popfq` and `cpuid`; compared with the same case run bare |
 
 #![no_std]
 #![no_main]
@@ -35,6 +36,7 @@ static CASES: &[Case] = &[
     Case::new("stepi", stepi),
     Case::new("tsc-stop", tsc_stop),
     Case::explicit("attach", attach),
+    Case::explicit("step", step),
 ];
 
 /// Set by a debugger that attached while the guest ran (the `attach` case waits for it).
@@ -160,8 +162,126 @@ debuggee_step_here:
 debuggee_tsc_stop:
     nop
     ret
+
+    # step: instructions whose single-stepping a debugger can get wrong, each at a label gdb
+    # steps from, and each followed by a label gdb must land on. rdi = the local APIC's ICR,
+    # esi = a fixed self-IPI, rdx = flags for POPFQ; interrupts are off on entry and on return.
+    # An interrupt left pending behind STI is taken only after the next instruction (the STI
+    # shadow), one behind STI; MOV SS only after the instruction after MOV SS (SDM Vol. 3A
+    # 6.8.3): the handler records where it landed and the mark the shadowed store had written.
+    .global debuggee_step_seq
+debuggee_step_seq:
+    push rbx
+    mov dword ptr [rdi], esi
+    .global debuggee_step_sti
+debuggee_step_sti:
+    sti
+    .global debuggee_step_sti_shadow
+debuggee_step_sti_shadow:
+    mov byte ptr [rip + DEBUGGEE_STEP_MARK], 1
+    .global debuggee_step_after_sti
+debuggee_step_after_sti:
+    nop
+    cli
+    mov dword ptr [rdi], esi
+    mov ax, ss
+    .global debuggee_step_sti2
+debuggee_step_sti2:
+    sti
+    .global debuggee_step_movss
+debuggee_step_movss:
+    mov ss, ax
+    .global debuggee_step_movss_shadow
+debuggee_step_movss_shadow:
+    mov byte ptr [rip + DEBUGGEE_STEP_MARK], 2
+    .global debuggee_step_after_movss
+debuggee_step_after_movss:
+    nop
+    cli
+    .global debuggee_step_pushf
+debuggee_step_pushf:
+    pushfq
+    .global debuggee_step_after_pushf
+debuggee_step_after_pushf:
+    pop qword ptr [rip + DEBUGGEE_STEP_PUSHED]
+    push rdx
+    .global debuggee_step_popf
+debuggee_step_popf:
+    popfq
+    .global debuggee_step_after_popf
+debuggee_step_after_popf:
+    pushfq
+    pop qword ptr [rip + DEBUGGEE_STEP_POPPED]
+    # Back to plain flags (interrupts off, AC and DF clear) before returning to Rust.
+    push 2
+    popfq
+    xor eax, eax
+    xor ecx, ecx
+    .global debuggee_step_cpuid
+debuggee_step_cpuid:
+    cpuid
+    .global debuggee_step_after_cpuid
+debuggee_step_after_cpuid:
+    mov dword ptr [rip + DEBUGGEE_STEP_CPUID], eax
+    mov dword ptr [rip + DEBUGGEE_STEP_CPUID + 4], ebx
+    mov dword ptr [rip + DEBUGGEE_STEP_CPUID + 8], ecx
+    mov dword ptr [rip + DEBUGGEE_STEP_CPUID + 12], edx
+    pop rbx
+    ret
+
+    # The self-IPI's handler: records the interrupted RIP and the mark, then EOI.
+    .global debuggee_step_isr
+debuggee_step_isr:
+    push rax
+    push rdx
+    mov rdx, qword ptr [rip + DEBUGGEE_STEP_IRQS]
+    and rdx, 1
+    shl rdx, 3
+    mov rax, qword ptr [rsp + 16]
+    push rcx
+    lea rcx, [rip + DEBUGGEE_STEP_IRQ_RIP]
+    mov qword ptr [rcx + rdx], rax
+    movzx eax, byte ptr [rip + DEBUGGEE_STEP_MARK]
+    lea rcx, [rip + DEBUGGEE_STEP_IRQ_MARK]
+    mov qword ptr [rcx + rdx], rax
+    pop rcx
+    add qword ptr [rip + DEBUGGEE_STEP_IRQS], 1
+    mov rax, qword ptr [rip + DEBUGGEE_STEP_EOI]
+    mov dword ptr [rax], 0
+    pop rdx
+    pop rax
+    iretq
 "#
 );
+
+/// What `debuggee_step_seq` and its interrupt handler record.
+#[unsafe(no_mangle)]
+static mut DEBUGGEE_STEP_MARK: u8 = 0;
+#[unsafe(no_mangle)]
+static mut DEBUGGEE_STEP_IRQS: u64 = 0;
+#[unsafe(no_mangle)]
+static mut DEBUGGEE_STEP_IRQ_RIP: [u64; 2] = [0; 2];
+#[unsafe(no_mangle)]
+static mut DEBUGGEE_STEP_IRQ_MARK: [u64; 2] = [0; 2];
+#[unsafe(no_mangle)]
+static mut DEBUGGEE_STEP_PUSHED: u64 = 0;
+#[unsafe(no_mangle)]
+static mut DEBUGGEE_STEP_POPPED: u64 = 0;
+#[unsafe(no_mangle)]
+static mut DEBUGGEE_STEP_CPUID: [u32; 4] = [0; 4];
+#[unsafe(no_mangle)]
+static mut DEBUGGEE_STEP_EOI: u64 = 0;
+
+/// The self-IPI's vector (unused by the kit's PIC range and its APIC timer).
+const STEP_VECTOR: u8 = 0xD0;
+/// What POPFQ loads: CF, ZF, SF, AC and the reserved bit 1; IF and TF clear.
+const STEP_POPF: u64 = 0x4_00C3;
+const APIC_EOI: u64 = 0xB0;
+const APIC_SVR: u64 = 0xF0;
+const APIC_ICR_LOW: u64 = 0x300;
+/// ICR: fixed delivery, destination shorthand "self" (bits 19:18 = 01).
+const ICR_SELF_FIXED: u32 = 1 << 18;
+const TF: u64 = 1 << 8;
 
 unsafe extern "C" {
     fn debuggee_set_regs();
@@ -172,6 +292,10 @@ unsafe extern "C" {
     fn debuggee_update_accessed(addend: u64) -> u64;
     fn debuggee_step_here() -> u32;
     fn debuggee_tsc_stop();
+    fn debuggee_step_seq(icr: u64, command: u32, flags: u64);
+    fn debuggee_step_isr();
+    static debuggee_step_after_sti: u8;
+    static debuggee_step_after_movss: u8;
 }
 
 /// A guest-kit function for `break debuggee_checkpoint`.
@@ -265,6 +389,57 @@ fn attach() -> Outcome {
         spins += 1;
         core::hint::spin_loop();
     }
+}
+
+/// Single-stepped by gdb in the `gdb-step-mtf` scenario; the same run bare is the reference
+/// (`gdb-step-bare`). Interrupts must land after the shadowed instructions, and the flags the
+/// guest pushes must not show a debugger's TF.
+fn step() -> Outcome {
+    // SAFETY: the kit identity-maps the local APIC's page; interrupts are off in the kit.
+    let apic = unsafe { cpu::rdmsr(cpu::IA32_APIC_BASE) } & 0xF_FFFF_F000;
+    let reg = |r: u64| (apic + r) as *mut u32;
+    unsafe {
+        core::ptr::addr_of_mut!(DEBUGGEE_STEP_EOI).write_volatile(apic + APIC_EOI);
+        // Software-enable the APIC (spurious vector 0xFF).
+        reg(APIC_SVR).write_volatile(reg(APIC_SVR).read_volatile() | 0x100 | 0xFF);
+    }
+    guest_kit::interrupts::set_handler(STEP_VECTOR, debuggee_step_isr as *const () as u64);
+    unsafe {
+        debuggee_step_seq(
+            apic + APIC_ICR_LOW,
+            ICR_SELF_FIXED | STEP_VECTOR as u32,
+            STEP_POPF,
+        )
+    };
+    let read = |p: *const u64| unsafe { p.read_volatile() };
+    let irqs = read(core::ptr::addr_of!(DEBUGGEE_STEP_IRQS));
+    let rips = unsafe { core::ptr::addr_of!(DEBUGGEE_STEP_IRQ_RIP).read_volatile() };
+    let marks = unsafe { core::ptr::addr_of!(DEBUGGEE_STEP_IRQ_MARK).read_volatile() };
+    let pushed = read(core::ptr::addr_of!(DEBUGGEE_STEP_PUSHED));
+    let popped = read(core::ptr::addr_of!(DEBUGGEE_STEP_POPPED));
+    let id = unsafe { core::ptr::addr_of!(DEBUGGEE_STEP_CPUID).read_volatile() };
+    let after_sti = core::ptr::addr_of!(debuggee_step_after_sti) as u64;
+    let after_movss = core::ptr::addr_of!(debuggee_step_after_movss) as u64;
+    let fields = guest_kit::harness::text(format_args!(
+        "irqs={irqs} irq0={:#x} mark0={} irq1={:#x} mark1={} pushed={pushed:#x} \
+         popped={popped:#x} cpuid={:#x}:{:#x}:{:#x}:{:#x}",
+        rips[0], marks[0], rips[1], marks[1], id[0], id[1], id[2], id[3]
+    ));
+    if irqs != 2 {
+        return fail!("interrupts-lost {fields}");
+    }
+    if rips != [after_sti, after_movss] || marks != [1, 2] {
+        return fail!(
+            "shadow-broken after_sti={after_sti:#x} after_movss={after_movss:#x} {fields}"
+        );
+    }
+    if pushed & TF != 0 || popped & TF != 0 {
+        return fail!("tf-visible {fields}");
+    }
+    if popped & 0xFFFF_FFFF != STEP_POPF {
+        return fail!("popf-wrong want={STEP_POPF:#x} {fields}");
+    }
+    pass!("{fields}")
 }
 
 fn tsc_stop() -> Outcome {
