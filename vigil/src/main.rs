@@ -124,7 +124,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     if vcpu.tsc.v.hides_exits() {
         // The scratch bytes are in the boot data page, after the GDT and before the multiboot
         // information.
-        match vcpu.calibrate(guest::CALIBRATION_SCRATCH) {
+        match vcpu.calibrate(guest::calibration_scratch()) {
             Ok(c) => vcpu.tsc.v.calibration = c,
             Err(failure) => {
                 report::entry_failure(&vcpu, failure);

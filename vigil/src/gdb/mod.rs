@@ -259,7 +259,7 @@ pub fn after(vcpu: &mut Vcpu, action: Action) -> Action {
 /// after the NOP, not at the CPUID. Emulators may report the control without implementing it.
 fn mtf_works(vcpu: &mut Vcpu) -> bool {
     use vigil::loader::GuestMemory;
-    let scratch = crate::guest::CALIBRATION_SCRATCH;
+    let scratch = crate::guest::calibration_scratch();
     if crate::vmm::guest_mem::Loader
         .write(scratch, &[0x90, 0x0F, 0xA2])
         .is_err()
