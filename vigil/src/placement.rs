@@ -60,15 +60,11 @@ pub fn ept_frames_bound(
     let mut blocks_2m = [u64::MAX; 64];
     let mut overflow = 0u64;
     for e in edges.filter(|&e| e < top) {
-        if !e.is_multiple_of(GIB) {
-            if !note(&mut blocks_1g, e / GIB) {
-                overflow += 1;
-            }
+        if !e.is_multiple_of(GIB) && !note(&mut blocks_1g, e / GIB) {
+            overflow += 1;
         }
-        if !e.is_multiple_of(MIB2) {
-            if !note(&mut blocks_2m, e / MIB2) {
-                overflow += 1;
-            }
+        if !e.is_multiple_of(MIB2) && !note(&mut blocks_2m, e / MIB2) {
+            overflow += 1;
         }
     }
     let distinct = |b: &[u64; 64]| b.iter().filter(|&&x| x != u64::MAX).count() as u64;

@@ -48,7 +48,7 @@ pub fn bochsrc(machine: &Machine, iso: &Path, dir: &Path) -> String {
     let p = |name: &str| dir.join(name).display().to_string();
     format!(
         "# Written by cargo xtask for this run.\n\
-         megs: {megs}\n\
+         {memory}\n\
          # A triple fault stops the emulator (a Bochs panic) instead of rebooting forever.\n\
          cpu: model={model}, count=1, ips={IPS}, reset_on_triple_fault=0\n\
          clock: sync=none, time0={TIME0}\n\
@@ -67,13 +67,36 @@ pub fn bochsrc(machine: &Machine, iso: &Path, dir: &Path) -> String {
          log: {log}\n\
          panic: action=fatal\n\
          error: action=report\n",
-        megs = machine.megs,
+        memory = memory_line(machine.megs),
         model = machine.cpu_model,
         iso = iso.display(),
         com1 = p("com1.txt"),
         com2 = p("com2.txt"),
         log = p("bochs.log"),
     )
+}
+
+/// Bochs' largest `megs:` (its host allocation) is 2048; more guest RAM, up to [`MAX_MEGS`], is
+/// `memory: guest=N, host=2048` (Bochs then keeps the part touched beyond the host allocation in
+/// a swap file). RAM above 3 GiB appears above 4 GiB in the BIOS's memory map.
+pub const MAX_MEGS: u32 = 8192;
+
+fn memory_line(megs: u32) -> String {
+    if megs <= 2048 {
+        format!("megs: {megs}")
+    } else {
+        format!("memory: guest={megs}, host=2048")
+    }
+}
+
+/// The Bochs debugger commands of a run: run to the end, or stop after `ticks` emulated
+/// instructions (a time breakpoint, `sb`) and quit — a budget that is the same for every run,
+/// whatever the machine's load.
+pub fn debugger_commands(ticks: Option<u64>) -> String {
+    match ticks {
+        Some(t) => format!("sb {t}\ncontinue\nquit\n"),
+        None => "continue\nquit\n".to_string(),
+    }
 }
 
 /// Everything one Bochs run needs.
@@ -117,7 +140,10 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     }
     write(&rc, &rc_text)?;
     // The debugger is compiled in: without commands Bochs stops at t=0 and waits for input.
-    write(&cmds, "continue\nquit\n")?;
+    write(
+        &cmds,
+        &debugger_commands(crate::scenarios_guests::tick_budget_for(&dir.path)),
+    )?;
 
     let (mut child, start) = start(&rc, &cmds, dir, &log, &out)?;
     let pgid = child.id();
@@ -411,5 +437,14 @@ mod tests {
         ] {
             assert!(rc.contains(want), "missing {want:?} in\n{rc}");
         }
+        let big = Machine {
+            megs: 4096,
+            ..machine
+        };
+        let rc = bochsrc(&big, Path::new("/r/vigil.iso"), Path::new("/r"));
+        assert!(rc.contains("memory: guest=4096, host=2048\n"), "{rc}");
+        assert!(!rc.contains("megs:"));
+        assert_eq!(debugger_commands(None), "continue\nquit\n");
+        assert_eq!(debugger_commands(Some(5)), "sb 5\ncontinue\nquit\n");
     }
 }

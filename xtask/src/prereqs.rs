@@ -21,6 +21,8 @@ pub const PACKAGES: &[&str] = &[
     "cpio",
     // The debugger scenarios drive a real gdb against Vigil's stub.
     "gdb",
+    // A guest users bring: /boot/memtest86+x64.bin, a non-relocatable bzImage (memtest scenarios).
+    "memtest86+",
 ];
 
 pub fn ensure(layout: &Layout) -> Result<(), String> {
@@ -105,6 +107,7 @@ fn missing_without_dpkg() -> Vec<String> {
         ("xorriso", "/usr/bin/xorriso"),
         ("mtools", "/usr/bin/mformat"),
         ("cpio", "/usr/bin/cpio"),
+        ("memtest86+", "/boot/memtest86+x64.bin"),
     ];
     needs
         .iter()

@@ -57,6 +57,7 @@ fn prepare(layout: &Layout, args: &RunArgs) -> Result<(RunDir, std::path::PathBu
         guest,
         guest_args: args.guest_args.clone(),
         vigil,
+        modules: Vec::new(),
     };
     let (iso, took) = iso::make(&dir, &spec)?;
     crate::step(&format!(

@@ -40,6 +40,7 @@ static CASES: &[Case] = &[
     Case::new("tsc-deadline", tsc_deadline),
     Case::new("tsc-adjust", tsc_adjust),
     Case::new("isolation", isolation),
+    Case::new("modules", modules),
 ];
 
 fn main(boot: &'static BootInfo) -> ! {
