@@ -190,7 +190,7 @@ fn common(c: &Check) -> Result<InitReport, String> {
     if vendor != "GenuineIntel" {
         return Err(format!("cpuinfo vendor_id is {vendor:?}, not GenuineIntel"));
     }
-    let megs = crate::bochs::DEFAULT_MEGS as u64;
+    let megs = crate::scenarios_guests::megs(c.scenario.name) as u64;
     let total = init.mem_total_kib()?;
     if total < megs * 1024 / 2 || total > megs * 1024 {
         return Err(format!(

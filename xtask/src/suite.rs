@@ -460,12 +460,12 @@ mod tests {
                 "gdb-debuggee32-bare",
                 "demo-32m-bare",
                 "demo-64m-bare",
-                "demo-4g-bare",
+                "demo-5g-bare",
                 "cases-32m-bare",
                 "cases-64m-bare",
-                "cases-4g-bare",
+                "cases-5g-bare",
                 "linux-128m-bare",
-                "linux-4g-bare",
+                "linux-5g-bare",
                 "memtest-bare",
                 "modules-bare"
             ]
