@@ -78,7 +78,8 @@ pub fn bochsrc(machine: &Machine, iso: &Path, dir: &Path) -> String {
 
 /// Bochs' largest `megs:` (its host allocation) is 2048; more guest RAM, up to [`MAX_MEGS`], is
 /// `memory: guest=N, host=2048` (Bochs then keeps the part touched beyond the host allocation in
-/// a swap file). RAM above 3 GiB appears above 4 GiB in the BIOS's memory map.
+/// a swap file). The BIOS's memory map ends RAM below 4 GiB at 3 GiB, and shows what is beyond
+/// 4096 MiB above 4 GiB.
 pub const MAX_MEGS: u32 = 8192;
 
 fn memory_line(megs: u32) -> String {

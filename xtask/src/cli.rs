@@ -46,8 +46,8 @@ OPTIONS (run, build):
     --cpu-model MODEL    Bochs CPU model (default corei7_skylake_x; see `bochs --help cpu`;
                          tigerlake adds the monitor trap flag)
     --timeout SECONDS    Kill Bochs after this many seconds (default 120; 600 for linux)
-    --megs N             Machine RAM in MiB (default 256, at most 8192; above 3072 the
-                         rest is above 4 GiB)
+    --megs N             Machine RAM in MiB (default 256, at most 8192; RAM below 4 GiB
+                         ends at 3072, what is beyond 4096 is above 4 GiB)
     --no-build           Use the binaries already built instead of running cargo build
     --gdb PORT           Vigil's GDB stub (gdb=com2): COM2 becomes a socket that xtask relays
                          to TCP PORT (`target remote localhost:PORT`); Vigil's log still
