@@ -235,3 +235,46 @@ pub(super) fn modules() -> Outcome {
     }
     pass!("count={}{}", count, out.as_str())
 }
+
+/// Device space far above RAM (where firmware puts 64-bit BARs) reads as on bare metal: the
+/// guest's EPT covers the whole physical address space the processor reports, so a read at
+/// 256 GiB — above any RAM these machines have, below MAXPHYADDR — reaches the bus as bare,
+/// with no #GP. Reports the value read, which bare and Vigil runs must share.
+pub(super) fn high_mmio() -> Outcome {
+    const GPA: u64 = 256 << 30;
+    if cpu::cpuid(0x8000_0000, 0).eax < 0x8000_0008 {
+        return skip!("no-leaf-80000008");
+    }
+    let phys_bits = cpu::cpuid(0x8000_0008, 0).eax & 0xFF;
+    if phys_bits < 39 {
+        return skip!("maxphyaddr-below-256gib phys_bits={}", phys_bits);
+    }
+    if cpu::cpuid(0x8000_0001, 0).edx & (1 << 26) == 0 {
+        return skip!("no-1gib-pages");
+    }
+    let below_ram = boot_ram_end().is_some_and(|end| end <= GPA);
+    if !below_ram {
+        return skip!("ram-reaches-256gib");
+    }
+    // SAFETY: the kit's page tables leave that linear range unused.
+    unsafe { guest_kit::boot::map_gib(GPA, true) };
+    let read = fault::try_read_u64(GPA);
+    // SAFETY: as above; the mapping goes away again.
+    unsafe { guest_kit::boot::map_gib(GPA, false) };
+    match read {
+        Ok(value) => pass!("gpa={:#x} value={:#x} phys_bits={}", GPA, value, phys_bits),
+        Err(c) => fail!(
+            "fault vector={} error={:#x} gpa={:#x} phys_bits={}",
+            c.vector,
+            c.error,
+            GPA,
+            phys_bits
+        ),
+    }
+}
+
+/// The end of the highest region of the memory map.
+fn boot_ram_end() -> Option<u64> {
+    let map = guest_kit::boot_info()?.memory_map()?;
+    map.map(|r| r.end()).max()
+}
