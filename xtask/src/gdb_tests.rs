@@ -291,6 +291,7 @@ pub fn panic_scenario() -> Scenario {
 }
 
 pub const PANIC_SCRIPT: &str = "set pagination off
+set remotetimeout 30
 target remote localhost:{PORT}
 monitor vigil-panic
 ";

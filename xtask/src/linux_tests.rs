@@ -295,7 +295,7 @@ fn command_lines_and_grub_entries() {
     assert!(bare.contains(&format!("    linux /boot/vmlinuz {BASE_CMDLINE}\n")));
     assert!(bare.contains("    initrd /boot/initrd.gz\n"));
     assert!(!bare.contains("multiboot"));
-    assert!(bare.ends_with("    boot\n}\n"));
+    assert!(bare.contains("        if initrd /boot/initrd.gz; then\n            boot\n"));
 }
 
 #[test]
