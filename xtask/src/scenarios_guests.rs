@@ -271,6 +271,17 @@ pub fn all() -> Vec<Scenario> {
             Some("memtest-bare"),
             memtest_vigil,
         ),
+        scenario("lowload-bare", LOWLOAD, "", Bare, "", 120, None, lowload),
+        scenario(
+            "lowload-vigil",
+            LOWLOAD,
+            "",
+            Vigil,
+            "",
+            120,
+            Some("lowload-bare"),
+            lowload,
+        ),
         scenario(
             "modules-bare",
             "cases",
@@ -292,6 +303,143 @@ pub fn all() -> Vec<Scenario> {
             modules_vigil,
         ),
     ]
+}
+
+/// The `guest` of the `lowload` scenarios: a multiboot kernel that loads at 0x8000 (built by
+/// [`low_kernel`]).
+pub const LOWLOAD: &str = "lowload";
+const LOWLOAD_OK: &str = "lowload: multiboot ok";
+
+/// A minimal multiboot kernel whose image covers [0x8000, 0xA000) — where GRUB and Vigil put
+/// boot data by default — through the header's address fields (multiboot spec 3.1.3, flag 16).
+/// It checks EAX = 0x2BADB002 and that EBX (the boot information) is not inside its image,
+/// prints [`LOWLOAD_OK`] or `lowload: bad boot info` on COM1, and writes `Shutdown` to port
+/// 0x8900. 32-bit protected mode, flat segments, as multiboot enters it.
+pub fn low_kernel() -> Vec<u8> {
+    const BASE: u32 = 0x8000;
+    const END: u32 = 0xA000;
+    let flags: u32 = 0x0001_0003;
+    let mut b: Vec<u8> = Vec::new();
+    let words = [
+        0x1BAD_B002u32,
+        flags,
+        0u32.wrapping_sub(0x1BAD_B002u32.wrapping_add(flags)),
+        BASE,        // header_addr
+        BASE,        // load_addr
+        0,           // load_end_addr: the whole file
+        END,         // bss_end_addr
+        BASE + 0x20, // entry_addr
+    ];
+    for w in words {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
+    let ok = format!("{LOWLOAD_OK}\n");
+    let bad = "lowload: bad boot info\n";
+    // Strings after the code, at fixed offsets.
+    let (ok_at, bad_at, down_at) = (0x100u32, 0x140u32, 0x180u32);
+    let code: Vec<u8> = [
+        &[0xFC][..], // cld: nothing says the loader left the direction flag clear
+        &[0x3D],
+        &0x2BAD_B002u32.to_le_bytes(), // cmp eax, magic
+        &[0x75, 0x1C],                 // jne bad
+        &[0x81, 0xFB],
+        &BASE.to_le_bytes(), // cmp ebx, BASE
+        &[0x72, 0x08],       // jb good
+        &[0x81, 0xFB],
+        &END.to_le_bytes(), // cmp ebx, END
+        &[0x72, 0x0C],      // jb bad
+        // good:
+        &[0xBE],
+        &(BASE + ok_at).to_le_bytes(), // mov esi, ok
+        &[0xB9],
+        &(ok.len() as u32).to_le_bytes(), // mov ecx, len
+        &[0xEB, 0x0A],                    // jmp print
+        // bad:
+        &[0xBE],
+        &(BASE + bad_at).to_le_bytes(),
+        &[0xB9],
+        &(bad.len() as u32).to_le_bytes(),
+        // print: COM1 as 115200 8N1 (the firmware may leave it at 5-bit words): DLAB, divisor
+        // 1, LCR 3.
+        &[0x66, 0xBA, 0xFB, 0x03, 0xB0, 0x80, 0xEE],
+        &[0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x01, 0xEE],
+        &[0x66, 0xBA, 0xF9, 0x03, 0xB0, 0x00, 0xEE],
+        &[0x66, 0xBA, 0xFB, 0x03, 0xB0, 0x03, 0xEE],
+        // Then one byte at a time, each once the transmitter holding register is empty (LSR
+        // bit 5): the emulated UART drops bytes written faster than its line speed.
+        &[0x66, 0xBA, 0xFD, 0x03], // next: mov dx, 0x3FD (LSR)
+        &[0xEC],                   // wait: in al, dx
+        &[0xA8, 0x20],             // test al, 0x20
+        &[0x74, 0xFB],             // jz wait
+        &[0x66, 0xBA, 0xF8, 0x03], // mov dx, 0x3F8 (THR)
+        &[0xAC],                   // lodsb
+        &[0xEE],                   // out dx, al
+        &[0xE2, 0xEF],             // loop next
+        // Until the last byte is on the line (LSR bit 6), then the shutdown port.
+        &[0x66, 0xBA, 0xFD, 0x03], // mov dx, 0x3FD
+        &[0xEC, 0xA8, 0x40],       // sent: in al, dx; test al, 0x40
+        &[0x74, 0xFB],             // jz sent
+        &[0xBE],
+        &(BASE + down_at).to_le_bytes(), // mov esi, "Shutdown"
+        &[0xB9, 0x08, 0x00, 0x00, 0x00], // mov ecx, 8
+        &[0x66, 0xBA, 0x00, 0x89],       // mov dx, 0x8900
+        &[0xF3, 0x6E],                   // rep outsb
+        &[0xF4, 0xEB, 0xFD],             // hlt; jmp hlt
+    ]
+    .concat();
+    b.extend_from_slice(&code);
+    for (at, text) in [
+        (ok_at, ok.as_bytes()),
+        (bad_at, bad.as_bytes()),
+        (down_at, b"Shutdown"),
+    ] {
+        b.resize(at as usize, 0);
+        b.extend_from_slice(text);
+    }
+    b.resize(0x200, 0);
+    b
+}
+
+/// The low-loading kernel ran and found proper boot information; under Vigil, Vigil put its
+/// boot data elsewhere.
+fn lowload(c: &Check) -> Result<(), String> {
+    if let Some(why) = c.outcome.grub_failure() {
+        return Err(why);
+    }
+    if !c
+        .outcome
+        .capture
+        .com1()
+        .iter()
+        .any(|l| l.trim() == LOWLOAD_OK)
+    {
+        return Err(format!(
+            "the kernel did not print `{LOWLOAD_OK}` (COM1: {:?})",
+            c.outcome.capture.com1()
+        ));
+    }
+    if c.outcome.mode == Mode::Vigil {
+        c.outcome.normal_end()?;
+        let line = c
+            .outcome
+            .capture
+            .com2()
+            .into_iter()
+            .find(|l| l.contains("guest: multiboot kernel"))
+            .ok_or("Vigil printed no `guest: multiboot kernel` line")?
+            .to_string();
+        let at = line
+            .rsplit("boot data at ")
+            .next()
+            .and_then(report::parse_hex)
+            .ok_or_else(|| format!("no boot data address in {line:?}"))?;
+        if (0x6000..0xA000).contains(&at) {
+            return Err(format!("boot data at {at:#x}, on the kernel's image"));
+        }
+    } else if !c.outcome.exited_by_itself() {
+        return Err(c.outcome.end_phrase());
+    }
+    Ok(())
 }
 
 /// The modules the `modules` scenarios hand the guest: one with a string of several words,
@@ -633,6 +781,23 @@ fn memtest_vigil(c: &Check) -> Result<(), String> {
     Ok(())
 }
 
+/// A `lowload` scenario: the kernel of [`low_kernel`], written into the run directory.
+pub fn run_lowload(layout: &Layout, s: &Scenario, verbose: bool) -> Result<Outcome, String> {
+    let vigil = crate::linux::vigil_bin(layout, s.mode)?;
+    crate::suite::boot(layout, s, verbose, |dir| {
+        let kernel = dir.file("lowload.bin");
+        std::fs::write(&kernel, low_kernel())
+            .map_err(|e| format!("cannot write {}: {e}", kernel.display()))?;
+        let spec = iso::IsoSpec {
+            guest: kernel,
+            guest_args: String::new(),
+            vigil: vigil.map(|b| (b, s.vigil_options.to_string())),
+            modules: Vec::new(),
+        };
+        Ok(iso::make(dir, &spec)?.0)
+    })
+}
+
 /// A memtest scenario: memtest86+'s image as a Linux-protocol kernel without an initrd.
 pub fn run_memtest(layout: &Layout, s: &Scenario, verbose: bool) -> Result<Outcome, String> {
     let image = Path::new(MEMTEST_IMAGE);
@@ -701,7 +866,8 @@ mod tests {
             assert!(
                 s.name.contains(&tag)
                     || s.name.starts_with("memtest-")
-                    || s.name.starts_with("modules-"),
+                    || s.name.starts_with("modules-")
+                    || s.name.starts_with("lowload-"),
                 "{} runs with {m} MiB",
                 s.name
             );
@@ -738,6 +904,54 @@ mod tests {
             ..f
         };
         assert!(split.check(32).is_err());
+    }
+
+    #[test]
+    fn the_low_kernel_is_a_multiboot_image_at_0x8000() {
+        let k = low_kernel();
+        let word = |o: usize| u32::from_le_bytes(k[o..o + 4].try_into().unwrap());
+        assert_eq!(word(0), 0x1BAD_B002);
+        assert_eq!(word(0).wrapping_add(word(4)).wrapping_add(word(8)), 0);
+        assert_eq!(
+            (word(12), word(16), word(24), word(28)),
+            (0x8000, 0x8000, 0xA000, 0x8020)
+        );
+        // The jumps land where the comments say: jne → bad, jb → good, jb → bad, jmp → print,
+        // and the print loop's jz and loop go back where they should.
+        assert_eq!(k[0x20], 0xFC, "cld first");
+        let code = &k[0x21..];
+        let rel = |at: usize| (at + 2) as isize + code[at + 1] as i8 as isize;
+        assert_eq!(code[5], 0x75);
+        let bad = rel(5) as usize;
+        assert_eq!(code[bad], 0xBE, "bad: mov esi");
+        let imm = |at: usize| u32::from_le_bytes(code[at + 1..at + 5].try_into().unwrap());
+        assert_eq!(imm(bad), 0x8140);
+        assert_eq!(code[13], 0x72);
+        let good = rel(13) as usize;
+        assert_eq!(imm(good), 0x8100);
+        assert_eq!(code[21], 0x72);
+        assert_eq!(rel(21) as usize, bad);
+        let jmp = good + 10;
+        assert_eq!(code[jmp], 0xEB);
+        let init = rel(jmp) as usize;
+        assert_eq!(init, bad + 10, "print follows bad's two moves");
+        assert_eq!(
+            &code[init + 21..init + 28],
+            &[0x66, 0xBA, 0xFB, 0x03, 0xB0, 0x03, 0xEE]
+        );
+        let print = init + 28;
+        assert_eq!(&code[print..print + 4], &[0x66, 0xBA, 0xFD, 0x03]);
+        let jz = print + 7;
+        assert_eq!(code[jz], 0x74);
+        assert_eq!(rel(jz) as usize, print + 4, "jz back to the in");
+        let lp = print + 15;
+        assert_eq!(code[lp], 0xE2);
+        assert_eq!(rel(lp) as usize, print, "loop back to the LSR port");
+        let sent = lp + 2 + 4;
+        assert_eq!(code[sent + 3], 0x74);
+        assert_eq!(rel(sent + 3) as usize, sent, "jz back to its in");
+        assert_eq!(&k[0x100..0x100 + LOWLOAD_OK.len()], LOWLOAD_OK.as_bytes());
+        assert_eq!(&k[0x180..0x188], b"Shutdown");
     }
 
     #[test]

@@ -312,6 +312,7 @@ fn scenario_table_is_consistent() {
             crate::build::GUEST_KIT_BINS.contains(&s.guest)
                 || s.guest == crate::linux::GUEST
                 || s.guest == crate::scenarios_guests::MEMTEST
+                || s.guest == crate::scenarios_guests::LOWLOAD
         );
     }
     assert_eq!(

@@ -324,6 +324,9 @@ fn run_one(
     if s.guest == crate::scenarios_guests::MEMTEST {
         return crate::scenarios_guests::run_memtest(layout, s, verbose);
     }
+    if s.guest == crate::scenarios_guests::LOWLOAD {
+        return crate::scenarios_guests::run_lowload(layout, s, verbose);
+    }
     let guest = layout.bare_bin(s.guest);
     if !guest.is_file() {
         return Err(format!("no guest binary at {}", guest.display()));
@@ -467,6 +470,7 @@ mod tests {
                 "linux-128m-bare",
                 "linux-5g-bare",
                 "memtest-bare",
+                "lowload-bare",
                 "modules-bare"
             ]
         );
