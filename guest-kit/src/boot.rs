@@ -237,6 +237,7 @@ boot_multiboot_info:
     .p2align 12
 boot_pml4:
     .skip 4096
+    .global boot_pdpt
 boot_pdpt:
     .skip 4096
 boot_pd:
@@ -249,6 +250,33 @@ boot_stack_bottom:
 boot_stack_top:
 "#
 );
+
+unsafe extern "C" {
+    /// The PDPT of the first 512 GiB: entries 0-3 map the first 4 GiB, the rest are free.
+    static mut boot_pdpt: [u64; 512];
+}
+
+/// Maps the 1 GiB at physical `gib_base` (1 GiB-aligned, in [4 GiB, 512 GiB)) uncacheable at
+/// the same linear address with a 1 GiB page (needs CPUID.80000001H:EDX[26]), or removes that
+/// mapping again; returns false for an address outside that range.
+///
+/// # Safety
+/// Nothing else may use that linear range meanwhile; the kit runs on one CPU.
+pub unsafe fn map_gib(gib_base: u64, on: bool) -> bool {
+    const GIB: u64 = 1 << 30;
+    if !gib_base.is_multiple_of(GIB) || !(4 * GIB..512 * GIB).contains(&gib_base) {
+        return false;
+    }
+    let index = (gib_base / GIB) as usize;
+    // Present, writable, PCD (uncacheable: device memory), PS (SDM Vol. 3A, the table for a
+    // PDPTE that maps a 1-GByte page).
+    let entry = if on { gib_base | 0x93 } else { 0 };
+    unsafe {
+        (*core::ptr::addr_of_mut!(boot_pdpt))[index] = entry;
+        core::arch::asm!("invlpg [{}]", in(reg) gib_base, options(nostack, preserves_flags));
+    }
+    true
+}
 
 /// Selector of the 64-bit code segment in the boot GDT; interrupt gates use it.
 pub const CODE_SELECTOR: u16 = 0x08;

@@ -38,6 +38,19 @@ unsafe extern "Rust" {
     fn guest_kit_main(boot: &'static BootInfo) -> !;
 }
 
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// Where this image lies in memory, [start, end) (link.ld).
+pub fn image_range() -> (u64, u64) {
+    (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__image_end) as u64,
+    )
+}
+
 /// The multiboot information of this boot (set before the binary's main runs).
 pub fn boot_info() -> Option<&'static BootInfo> {
     unsafe { (*BOOT.0.get()).as_ref() }

@@ -1,5 +1,5 @@
 //! The multiboot1 information structure (multiboot spec 0.6.96, section 3.3 "Boot information
-//! format"): the command line and the memory map.
+//! format"): the command line, the boot modules and the memory map.
 //!
 //! All addresses in it are physical and below 4 GiB, so with the boot identity map they are
 //! pointers as they stand.
@@ -8,6 +8,8 @@
 const FLAG_MEM: u32 = 1 << 0;
 /// flags bit 2: cmdline is valid.
 const FLAG_CMDLINE: u32 = 1 << 2;
+/// flags bit 3: mods_count / mods_addr are valid.
+const FLAG_MODS: u32 = 1 << 3;
 /// flags bit 6: mmap_length / mmap_addr are valid.
 const FLAG_MMAP: u32 = 1 << 6;
 
@@ -40,6 +42,7 @@ pub struct BootInfo {
     cmdline: &'static str,
     mem: Option<(u32, u32)>,
     mmap: Option<(u32, u32)>,
+    mods: Option<(u32, u32)>,
 }
 
 impl BootInfo {
@@ -60,6 +63,7 @@ impl BootInfo {
             cmdline,
             mem: (raw.flags & FLAG_MEM != 0).then_some((raw.mem_lower, raw.mem_upper)),
             mmap: (raw.flags & FLAG_MMAP != 0).then_some((raw.mmap_addr, raw.mmap_length)),
+            mods: (raw.flags & FLAG_MODS != 0).then_some((raw.mods_addr, raw.mods_count)),
         }
     }
 
@@ -88,6 +92,32 @@ impl BootInfo {
             next: addr,
             end: addr.saturating_add(len),
         })
+    }
+}
+
+impl BootInfo {
+    /// The boot modules, if the loader gave the list (flag 3): `(start, end, string)` each
+    /// (spec 3.3: 16-byte entries of mod_start, mod_end, string, reserved).
+    pub fn modules(&self) -> Option<impl Iterator<Item = (u32, u32, &'static str)>> {
+        let (addr, count) = self.mods?;
+        Some((0..count.min(64)).map(move |i| {
+            let p = (addr as usize + 16 * i as usize) as *const u32;
+            // SAFETY: the loader's module list: `count` entries of four dwords at `addr`.
+            let (start, end, string) = unsafe {
+                (
+                    core::ptr::read_unaligned(p),
+                    core::ptr::read_unaligned(p.add(1)),
+                    core::ptr::read_unaligned(p.add(2)),
+                )
+            };
+            let text = if string != 0 {
+                // SAFETY: a NUL-terminated string the loader wrote.
+                unsafe { c_str(string) }
+            } else {
+                ""
+            };
+            (start, end, text)
+        }))
     }
 }
 

@@ -19,7 +19,8 @@ macro_rules! eprintln {
 fn backtrace(mut rbp: u64, rip: u64) {
     eprintln!("backtrace:");
     eprintln!("  0: {rip:#018x}");
-    let (lo, hi) = crate::mem::image_range();
+    // Stacks are in the image's .bss (at its virtual addresses) or in the pool (identity-mapped).
+    let (lo, hi) = crate::arch::boot::image_virt();
     for depth in 1..32 {
         // Frames live on Vigil's stacks, inside its image (.bss) or pool.
         let (plo, phi) = crate::mem::pool_range();

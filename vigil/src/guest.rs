@@ -1,26 +1,40 @@
-//! From GRUB's modules to a guest ready to launch: find the guest image (and an initrd), tell a
-//! Linux bzImage from a multiboot kernel, load it with the matching boot protocol, write the
-//! boot data it expects, and build its EPT.
+//! From GRUB's modules to a guest ready to launch: find the guest image (and an initrd, and a
+//! multiboot guest's own modules), tell a Linux bzImage from a multiboot kernel, load it with the
+//! matching boot protocol, write the boot data it expects, and build its EPT.
 //!
 //! Modules (docs/architecture.md): `module2 PATH guest [COMMAND LINE]` is the kernel,
-//! `module2 PATH initrd` an initial ramdisk for a Linux kernel.
+//! `module2 PATH initrd` an initial ramdisk for a Linux kernel, `module2 PATH module [STRING]` a
+//! module of a multiboot kernel's own (it finds them in its multiboot information, with their
+//! strings, as GRUB's `module` command gives them).
 
 use crate::{acpi, guest_mem, intel, mem};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use vigil::loader::{linux, multiboot1, EntryState, GuestMemory, LoadError};
+use core::sync::atomic::{AtomicU64, Ordering};
+use vigil::loader::multiboot1::InfoModule;
+use vigil::loader::{linux, multiboot1, relocate_sources, EntryState, GuestMemory, LoadError};
 use vigil::memmap::MemoryMap;
 
-/// Guest-physical page where Vigil writes the boot GDT and the boot protocol's data (multiboot
-/// information, Linux command line), in conventional memory that boot protocols leave to the
-/// loader. The Linux zero page follows at 0x9000.
-const BOOT_DATA: u64 = 0x8000;
-const BOOT_DATA_SIZE: u64 = 0x2000;
-/// Two bytes in the boot data page, after the GDT, where calibration runs a CPUID before the
-/// guest starts.
-pub const CALIBRATION_SCRATCH: u64 = BOOT_DATA + 0x80;
+/// Guest-physical place for a Linux guest's boot data: the boot GDT, then the command line at
+/// 0x8200 and the zero page at 0x9000, in conventional memory the boot protocol leaves to the
+/// loader. A multiboot guest's boot data (GDT, then its multiboot information) goes there too
+/// unless its image does ([`multiboot1::boot_data_at`]).
+const LINUX_BOOT_DATA: u64 = 0x8000;
+const BOOT_DATA_SIZE: u64 = multiboot1::BOOT_DATA_SIZE;
+/// Where, in the boot data, calibration runs a CPUID before the guest starts (after the GDT).
+const CALIBRATION_OFFSET: u64 = 0x80;
 pub const MAX_MODULES: usize = 8;
+
+/// Where this guest's boot data is (set by [`load`]).
+static BOOT_DATA: AtomicU64 = AtomicU64::new(0);
+
+/// A few bytes of guest RAM, in this guest's boot data after the GDT, that nothing else uses:
+/// calibration and the debugger's MTF probe run an instruction or two there before the guest
+/// starts.
+pub fn calibration_scratch() -> u64 {
+    BOOT_DATA.load(Ordering::Relaxed) + CALIBRATION_OFFSET
+}
 
 #[derive(Clone, Copy)]
 struct Module<'a> {
@@ -30,13 +44,17 @@ struct Module<'a> {
 }
 
 impl Module<'_> {
-    fn bytes(&self) -> &'static [u8] {
-        // SAFETY: modules lie in RAM GRUB reported, which Vigil's pool avoided; they are only
-        // read, and only before the guest runs.
-        unsafe {
-            core::slice::from_raw_parts(self.start as *const u8, (self.end - self.start) as usize)
-        }
+    fn range(&self) -> (u64, u64) {
+        (self.start, self.end)
     }
+}
+
+/// The bytes of a module at `range`.
+fn bytes(range: (u64, u64)) -> &'static [u8] {
+    // SAFETY: modules lie in RAM GRUB reported, which Vigil's memory avoided; they are only
+    // read, and only before the guest runs, while nothing writes over them (`relocate_sources`
+    // keeps every write clear of them).
+    unsafe { core::slice::from_raw_parts(range.0 as *const u8, (range.1 - range.0) as usize) }
 }
 
 /// The modules GRUB loaded, by role. Built before the heap exists: no allocation.
@@ -45,6 +63,8 @@ pub struct Modules<'a> {
     count: usize,
     guest: Option<Module<'a>>,
     initrd: Option<Module<'a>>,
+    /// A multiboot guest's own modules, in GRUB's order.
+    own: [Option<Module<'a>>; MAX_MODULES],
 }
 
 impl<'a> Modules<'a> {
@@ -54,7 +74,9 @@ impl<'a> Modules<'a> {
             count: 0,
             guest: None,
             initrd: None,
+            own: [None; MAX_MODULES],
         };
+        let mut own = 0;
         for tag in mbi.module_tags().take(MAX_MODULES) {
             let (start, end) = (tag.start_address() as u64, tag.end_address() as u64);
             m.all[m.count] = (start, end);
@@ -65,7 +87,11 @@ impl<'a> Modules<'a> {
             match role {
                 "guest" if m.guest.is_none() => m.guest = Some(module),
                 "initrd" if m.initrd.is_none() => m.initrd = Some(module),
-                _ => log::warn!("ignoring boot module [{start:#x}-{end:#x}) \"{line}\": role is not guest or initrd"),
+                "module" => {
+                    m.own[own] = Some(module);
+                    own += 1;
+                }
+                _ => log::warn!("ignoring boot module [{start:#x}-{end:#x}) \"{line}\": role is not guest, initrd or module"),
             }
         }
         m
@@ -75,6 +101,44 @@ impl<'a> Modules<'a> {
     pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.all[..self.count].iter().copied()
     }
+
+    fn own(&self) -> impl Iterator<Item = Module<'a>> + '_ {
+        self.own.iter().flatten().copied()
+    }
+}
+
+/// Moves each module from `from[i]` to `to[i]` where they differ (guest RAM to guest RAM, with
+/// memmove semantics; no destination overlaps any module, so the order does not matter).
+fn move_modules(
+    from: &[(u64, u64)],
+    to: &[(u64, u64)],
+    memory: &mut guest_mem::Loader,
+) -> Result<(), String> {
+    for (&f, &t) in from.iter().zip(to) {
+        if f != t {
+            log::debug!(
+                "boot module [{:#x}-{:#x}) is in the way: moved to [{:#x}-{:#x})",
+                f.0,
+                f.1,
+                t.0,
+                t.1
+            );
+            memory
+                .write(t.0, bytes(f))
+                .map_err(|e| format!("moving a boot module aside: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Flat 32-bit code (0x10) and data (0x18) descriptors: the selectors both boot protocols
+/// start with (multiboot spec 3.2; Linux boot.rst, __BOOT_CS and __BOOT_DS).
+fn write_gdt(memory: &mut guest_mem::Loader, at: u64) -> Result<(), String> {
+    let gdt: [u64; 4] = [0, 0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
+    let gdt_bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
+    memory
+        .write(at, &gdt_bytes)
+        .map_err(|e| format!("boot data: {e}"))
 }
 
 /// Loads the guest and builds what the vCPU needs to start it.
@@ -88,30 +152,22 @@ pub fn load(
     let guest = modules
         .guest
         .ok_or("no guest module: GRUB must load one with `module2 PATH guest [ARGS]`")?;
-    // The command line lives in GRUB's boot information, which is guest RAM like any other and
-    // may lie where the guest loads: keep a copy before writing a byte of guest memory.
+    // Command lines live in GRUB's boot information, which is guest RAM like any other and may
+    // lie where the guest loads: keep copies before writing a byte of guest memory.
     let args = String::from(guest.args);
-    let guest = Module {
-        args: &args,
-        ..guest
-    };
     let mut memory = guest_mem::Loader;
-    // Flat 32-bit code (0x10) and data (0x18) descriptors: the selectors both boot protocols
-    // start with (multiboot spec 3.2; Linux boot.rst, __BOOT_CS and __BOOT_DS).
-    let gdt: [u64; 4] = [0, 0, 0x00CF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
-    let gdt_bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
-    memory
-        .write(BOOT_DATA, &gdt_bytes)
-        .map_err(|e| format!("boot data: {e}"))?;
-
-    let entry = if linux::is_bzimage(guest.bytes()) {
-        load_linux(&guest, modules, map, &mut memory)?
+    let (entry, boot_data) = if linux::is_bzimage(bytes(guest.range())) {
+        if modules.own().next().is_some() {
+            log::warn!("`module` modules are for multiboot guests; a Linux guest takes one initrd: ignored");
+        }
+        load_linux(&guest, &args, modules, map, &mut memory)?
     } else {
         if modules.initrd.is_some() {
             log::warn!("an initrd module was given, but the guest is not a Linux kernel: ignored");
         }
-        load_multiboot(&guest, map, &mut memory)?
+        load_multiboot(&guest, &args, modules, map, &mut memory)?
     };
+    BOOT_DATA.store(boot_data, Ordering::Relaxed);
     let pm1a_control = acpi::pm1a_control_port(rsdt, xsdt);
     match pm1a_control {
         Some(p) => log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off"),
@@ -121,7 +177,7 @@ pub fn load(
     let eptp = intel::ept::build(map, &vigil_ranges, caps)?;
     Ok(intel::setup::GuestSetup {
         entry,
-        gdt: BOOT_DATA,
+        gdt: boot_data,
         eptp,
         pm1a_control,
     })
@@ -129,91 +185,117 @@ pub fn load(
 
 fn load_linux(
     guest: &Module,
+    args: &str,
     modules: &Modules,
     map: &MemoryMap,
     memory: &mut guest_mem::Loader,
-) -> Result<EntryState, String> {
+) -> Result<(EntryState, u64), String> {
     let err = |e: LoadError| format!("Linux kernel: {e}");
-    let initrd = modules.initrd.map(|m| m.bytes());
-    // Module sources must survive until everything is copied; the boot data page is Vigil's.
-    let mut avoid: Vec<(u64, u64)> = modules.ranges().collect();
-    avoid.push((BOOT_DATA, BOOT_DATA + BOOT_DATA_SIZE));
-    let (at, entry) =
-        linux::load(guest.bytes(), initrd, guest.args, map, &avoid, None, memory).map_err(err)?;
+    let bz = linux::BzImage::parse(bytes(guest.range())).map_err(err)?;
+    let boot = (LINUX_BOOT_DATA, LINUX_BOOT_DATA + BOOT_DATA_SIZE);
+    let mut sources = alloc::vec![guest.range()];
+    sources.extend(modules.initrd.map(|m| m.range()));
+    let initrd_len = modules.initrd.map(|m| m.end - m.start);
+    let mut avoid = sources.clone();
+    avoid.push(boot);
+    let at = linux::place(&bz, initrd_len, args.len() as u64, map, &avoid).map_err(err)?;
+    // A non-relocatable kernel goes to its fixed address whatever GRUB put there: modules in
+    // the way (its own image, the initrd) move aside first, and load from there.
+    let mut keep = alloc::vec![boot, (at.kernel, at.kernel + bz.footprint())];
+    if let (Some(a), Some(len)) = (at.initrd, initrd_len) {
+        keep.push((a, a + len));
+    }
+    let moved = relocate_sources(&sources, &keep, map).map_err(err)?;
+    move_modules(&sources, &moved, memory)?;
+    let bz = linux::BzImage::parse(bytes(moved[0])).map_err(err)?;
+    let initrd = moved.get(1).map(|&r| bytes(r));
+    write_gdt(memory, boot.0)?;
+    let entry = linux::write(&bz, &at, initrd, args, map, None, memory).map_err(err)?;
+    let version = bz.header.version;
     log::info!(
-        "guest: Linux kernel at {:#x} ({} KiB, boot protocol {}.{:02}), command line \"{}\"",
+        "guest: Linux kernel at {:#x} ({} KiB, boot protocol {}.{:02}, {}), command line \"{}\"",
         at.kernel,
-        guest.bytes().len() / 1024,
-        read_version(guest.bytes()) >> 8,
-        read_version(guest.bytes()) & 0xFF,
-        guest.args
+        (guest.end - guest.start) / 1024,
+        version >> 8,
+        version & 0xFF,
+        if bz.header.relocatable {
+            "relocatable"
+        } else {
+            "not relocatable"
+        },
+        args
     );
-    if let (Some(addr), Some(data)) = (at.initrd, initrd) {
+    if let (Some(addr), Some(len)) = (at.initrd, initrd_len) {
         log::info!(
             "guest: initrd at [{:#x}-{:#x}) ({} KiB)",
             addr,
-            addr + data.len() as u64,
-            data.len() / 1024
+            addr + len,
+            len / 1024
         );
     }
-    Ok(entry)
-}
-
-fn read_version(image: &[u8]) -> u16 {
-    image
-        .get(0x206..0x208)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]))
-        .unwrap_or(0)
+    Ok((entry, boot.0))
 }
 
 fn load_multiboot(
     guest: &Module,
+    args: &str,
+    modules: &Modules,
     map: &MemoryMap,
     memory: &mut guest_mem::Loader,
-) -> Result<EntryState, String> {
+) -> Result<(EntryState, u64), String> {
     let err = |e: LoadError| {
         format!("guest image (not a Linux bzImage, so read as a multiboot kernel): {e}")
     };
-    let image = guest.bytes();
-    // GRUB may have put the module where the image loads: then load from a copy.
-    let (start, end) = multiboot1::extent(image).map_err(err)?;
-    let copy;
-    let image = if start < guest.end && guest.start < end {
-        let mut v = Vec::new();
-        v.try_reserve_exact(image.len()).map_err(|_| {
-            format!(
-                "guest image: it loads to [{start:#x}-{end:#x}), over its own module at [{:#x}-{:#x}), \
-                 which is too large ({} bytes) to copy aside",
-                guest.start,
-                guest.end,
-                image.len()
-            )
-        })?;
-        v.extend_from_slice(image);
-        log::debug!("guest module overlaps its load range: loading from a copy");
-        copy = v;
-        &copy[..]
-    } else {
-        image
-    };
-    if start < BOOT_DATA + BOOT_DATA_SIZE && BOOT_DATA < end {
-        return Err(format!(
-            "guest image: it loads over Vigil's boot data at {BOOT_DATA:#x}"
-        ));
-    }
-    let loaded = multiboot1::load(image, memory).map_err(err)?;
-    let info_at = BOOT_DATA + 0x100;
-    let info = multiboot1::build_info(info_at as u32, guest.args, map);
+    let extent = multiboot1::extent(bytes(guest.range())).map_err(err)?;
+    let own: Vec<Module> = modules.own().collect();
+    let strings: Vec<String> = own.iter().map(|m| String::from(m.args)).collect();
+    let mut sources = alloc::vec![guest.range()];
+    sources.extend(own.iter().map(Module::range));
+    let mut avoid = sources.clone();
+    avoid.push(extent);
+    let boot = multiboot1::boot_data_at(map, &avoid).ok_or_else(|| {
+        format!(
+            "no room in the guest's RAM for its boot data ({BOOT_DATA_SIZE} bytes) clear of its \
+             image [{:#x}-{:#x}) and its modules",
+            extent.0, extent.1
+        )
+    })?;
+    // The image and its modules stay clear of where the image loads and of the boot data:
+    // GRUB may have put the guest's own module where it loads, for one.
+    let keep = [extent, (boot, boot + BOOT_DATA_SIZE)];
+    let moved = relocate_sources(&sources, &keep, map).map_err(err)?;
+    move_modules(&sources, &moved, memory)?;
+    write_gdt(memory, boot)?;
+    let loaded = multiboot1::load(bytes(moved[0]), memory).map_err(err)?;
+    let info_modules: Vec<InfoModule> = moved[1..]
+        .iter()
+        .zip(&strings)
+        .map(|(&(start, end), string)| InfoModule { start, end, string })
+        .collect();
+    let info_at = boot + 0x100;
+    let info = multiboot1::build_info(info_at as u32, args, map, &info_modules);
     if info.len() as u64 > BOOT_DATA_SIZE - 0x100 {
-        return Err("guest command line and memory map do not fit the boot data page".into());
+        return Err(
+            "guest command line, module strings and memory map do not fit the boot data".into(),
+        );
     }
     memory.write(info_at, &info).map_err(err)?;
     log::info!(
-        "guest: multiboot kernel [{:#x}-{:#x}), entry {:#x}, command line \"{}\"",
+        "guest: multiboot kernel [{:#x}-{:#x}), entry {:#x}, command line \"{}\", {} module(s), boot data at {:#x}",
         loaded.start,
         loaded.end,
         loaded.entry,
-        guest.args
+        args,
+        info_modules.len(),
+        boot
     );
-    Ok(multiboot1::entry_state(&loaded, info_at as u32))
+    for m in &info_modules {
+        log::debug!(
+            "guest module [{:#x}-{:#x}) \"{}\"",
+            m.start,
+            m.end,
+            m.string
+        );
+    }
+    Ok((multiboot1::entry_state(&loaded, info_at as u32), boot))
 }

@@ -1,5 +1,5 @@
-//! The parts of the hypervisor binary that are plain logic run at boot — the memory map and the
-//! guest loaders — kept apart from the bare-metal code so `cargo test -p vigil --lib` runs them
+//! The parts of the hypervisor binary that are plain logic run at boot — the memory map, Vigil's
+//! placement and the guest loaders — kept apart from the bare-metal code so `cargo test -p vigil --lib` runs them
 //! on the host. The exit layer's logic lives in `vigil-core`.
 #![cfg_attr(not(test), no_std)]
 
@@ -7,3 +7,4 @@ extern crate alloc;
 
 pub mod loader;
 pub mod memmap;
+pub mod placement;

@@ -37,7 +37,8 @@ use vigil_core::time::Time;
 const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
 
 #[no_mangle]
-extern "C" fn vigil_main(magic: u32, info: u32) -> ! {
+extern "C" fn vigil_main(magic: u32, info: u32, load: u64) -> ! {
+    arch::boot::set_load_address(load);
     serial::init();
     println!(
         "Vigil {} — Intel VT-x hypervisor",
@@ -57,13 +58,19 @@ extern "C" fn vigil_main(magic: u32, info: u32) -> ! {
     }
 }
 
+/// A failure before the heap exists: `why` is printed as it is (no allocation).
+fn early_failure(why: &'static str) -> ! {
+    println!("error: {why}");
+    end_run(Outcome::Failed(why))
+}
+
 fn boot(info: u64) -> Result<Outcome<'static>, String> {
     // SAFETY: GRUB passed this pointer to a complete boot information structure, which nothing
     // overwrites before Vigil has copied what it needs from it.
     let mbi = unsafe {
         multiboot2::BootInformation::load(info as *const multiboot2::BootInformationHeader)
     }
-    .map_err(|e| format!("bad multiboot2 boot information: {e:?}"))?;
+    .unwrap_or_else(|_| early_failure("bad multiboot2 boot information"));
     let cmdline = mbi
         .command_line_tag()
         .and_then(|t| t.cmdline().ok())
@@ -71,24 +78,19 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     let mut map = MemoryMap::new();
     let areas = mbi
         .memory_map_tag()
-        .ok_or("the boot loader passed no memory map")?;
+        .unwrap_or_else(|| early_failure("the boot loader passed no memory map"));
     for a in areas.memory_areas() {
         let kind = Kind::from_e820(u32::from(a.typ()));
-        map.add(a.start_address(), a.end_address(), kind)
-            .map_err(|_| "memory map has too many regions")?;
+        if map.add(a.start_address(), a.end_address(), kind).is_err() {
+            early_failure("memory map has too many regions");
+        }
     }
     let modules = guest::Modules::from_boot_info(&mbi);
     let guest_elf_class = debugger::elf_class(modules.ranges());
     let rsdt = mbi.rsdp_v1_tag().map(|t| t.rsdt_address() as u64);
     let xsdt = mbi.rsdp_v2_tag().map(|t| t.xsdt_address() as u64);
 
-    // Vigil's memory: the pool must not land on the boot information or the modules.
-    let mut avoid = [(0u64, 0u64); 1 + guest::MAX_MODULES];
-    avoid[0] = (info, info + mbi.total_size() as u64);
-    for (slot, m) in avoid[1..].iter_mut().zip(modules.ranges()) {
-        *slot = m;
-    }
-    mem::init(&mut map, &avoid).map_err(String::from)?;
+    take_memory(&mut map, info, mbi.total_size() as u64, &modules);
     let ram_end = map.ram_end();
     let mapped = arch::boot::extend_identity_map(ram_end, || mem::alloc_frames(1));
     if mapped < ram_end {
@@ -100,11 +102,12 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     log::set_max_level(level_filter(config.log));
     let (image, pool) = (mem::image_range(), mem::pool_range());
     log::info!(
-        "vigil memory: image [{:#x}-{:#x}), pool [{:#x}-{:#x}) — absent from the guest",
+        "vigil memory: image [{:#x}-{:#x}), pool [{:#x}-{:#x}) — absent from the guest ({} KiB in all)",
         image.0,
         image.1,
         pool.0,
-        pool.1
+        pool.1,
+        (image.1 - image.0 + pool.1 - pool.0) / 1024
     );
     for r in map.regions() {
         log::debug!("memory {r}");
@@ -132,7 +135,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     if time.v.hides_exits() {
         // The scratch bytes are in the boot data page, after the GDT and before the multiboot
         // information.
-        match vcpu.calibrate(guest::CALIBRATION_SCRATCH, time.v.offset) {
+        match vcpu.calibrate(guest::calibration_scratch(), time.v.offset) {
             Ok(c) => time.v.calibration = c,
             Err(failure) => {
                 intel::report::entry_failure(&vcpu, failure);
@@ -140,7 +143,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             }
         }
     }
-    if config.gdb && !vcpu.probe_monitor_trap(guest::CALIBRATION_SCRATCH) && caps.has_mtf() {
+    if config.gdb && !vcpu.probe_monitor_trap(guest::calibration_scratch()) && caps.has_mtf() {
         log::warn!(
             "gdb: the monitor trap flag is reported but did not trap: stepping with RFLAGS.TF"
         );
@@ -155,6 +158,12 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         } else {
             "paging guest"
         }
+    );
+    let ((heap_used, heap), (frames_used, frames)) = (mem::heap_usage(), mem::frame_usage());
+    log::info!(
+        "vigil pool in use: heap {} of {} KiB, {frames_used} of {frames} page frames",
+        heap_used / 1024,
+        heap / 1024
     );
     let cpu = Cpu::new(vcpu, vm, cpu.id, time);
     let mut machine: Machine<VmxVcpu, debugger::Com2> = if config.gdb {
@@ -175,6 +184,49 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         Stop::PowerOff => Outcome::Ok,
         Stop::Failed(why) => Outcome::Failed(why),
     })
+}
+
+/// Sizes Vigil's memory for this machine, moves the image to the top of RAM below 4 GiB with the
+/// pool right after it (away from the boot information, the modules and the image's load
+/// address), starts the heap and marks both ranges reserved in `map`. A machine too small for
+/// Vigil and a guest ends the run here, saying how much is missing.
+fn take_memory(map: &mut MemoryMap, info: u64, info_len: u64, modules: &guest::Modules) {
+    let mut edges = [0u64; 48];
+    let (machine, n) = mem::machine_facts(&mut edges);
+    let (vs, ve) = arch::boot::image_virt();
+    let needs = vigil::placement::needs(map, ve - vs, &machine, &edges[..n]);
+    let mut avoid = [(0u64, 0u64); 2 + guest::MAX_MODULES];
+    avoid[0] = (info, info + info_len);
+    avoid[1] = arch::boot::image_phys();
+    for (slot, m) in avoid[2..].iter_mut().zip(modules.ranges()) {
+        *slot = m;
+    }
+    let Some(base) = vigil::placement::place(map, needs.total(), &avoid) else {
+        println!(
+            "error: not enough RAM: Vigil needs {} KiB (image {} KiB, heap {} KiB, {} page frames) \
+             in one piece of RAM between 1 MiB and 4 GiB, clear of the boot modules; this machine \
+             has {} KiB of RAM in all",
+            needs.total() / 1024,
+            needs.image / 1024,
+            needs.heap / 1024,
+            needs.frames,
+            map.ram_bytes() / 1024
+        );
+        end_run(Outcome::Failed("not enough RAM for Vigil"));
+    };
+    // SAFETY: only the boot CPU runs; [base, base + total) is RAM no one else uses (the
+    // boot information and modules were avoided) and becomes Vigil's.
+    unsafe { arch::boot::move_image(base) };
+    let pool = base + needs.image.next_multiple_of(mem::PAGE);
+    if let Err(why) = mem::init(map, pool, &needs) {
+        early_failure(why);
+    }
+    log::debug!(
+        "footprint for this machine: EPT leaves up to {:?}, MAXPHYADDR {}, {} page frames",
+        machine.ept_leaf,
+        machine.phys_bits,
+        needs.frames
+    );
 }
 
 fn print_statistics(cpu: &Cpu<VmxVcpu>) {

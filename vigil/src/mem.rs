@@ -1,23 +1,20 @@
-//! Vigil's own memory: one contiguous pool carved from the top of RAM below 4 GiB, holding the
-//! heap and every page-granular structure (VMXON/VMCS regions, bitmaps, EPT tables). The pool and
-//! the image are reserved: they are absent from the guest's EPT and memory map.
+//! Vigil's own memory: its image, and right after it one contiguous pool holding the heap and
+//! every page-granular structure (VMXON/VMCS regions, bitmaps, EPT tables), together at the top
+//! of RAM below 4 GiB (`vigil::placement`). The pool and the image are reserved: they are absent
+//! from the guest's EPT and memory map.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 use vigil::memmap::{Kind, MemoryMap};
+use vigil::placement::Needs;
 
 pub const PAGE: u64 = 4096;
-pub const HEAP_SIZE: u64 = 8 << 20;
-pub const FRAMES_SIZE: u64 = 8 << 20;
-pub const POOL_SIZE: u64 = HEAP_SIZE + FRAMES_SIZE;
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
 
 extern "C" {
-    static __vigil_start: u8;
-    static __vigil_end: u8;
     static __text_start: u8;
     static __rodata_end: u8;
 }
@@ -54,12 +51,9 @@ pub fn protected_checksum() -> u64 {
     hash
 }
 
-/// Vigil's image, [start, end).
+/// Vigil's image in physical memory, [start, end).
 pub fn image_range() -> (u64, u64) {
-    (
-        core::ptr::addr_of!(__vigil_start) as u64,
-        core::ptr::addr_of!(__vigil_end) as u64,
-    )
+    crate::arch::boot::image_phys()
 }
 
 struct Frames {
@@ -70,31 +64,40 @@ struct Frames {
 static FRAMES: Mutex<Frames> = Mutex::new(Frames { next: 0, end: 0 });
 static POOL_START: AtomicU64 = AtomicU64::new(0);
 static POOL_END: AtomicU64 = AtomicU64::new(0);
+static FRAMES_START: AtomicU64 = AtomicU64::new(0);
 
-/// Places the pool, starts the heap, and marks Vigil's memory as reserved in `map`.
-/// `avoid` lists ranges the pool must not overlap (boot information, modules).
-pub fn init(map: &mut MemoryMap, avoid: &[(u64, u64)]) -> Result<(), &'static str> {
+/// Starts the pool at `start` (right after the moved image), starts the heap, and marks
+/// Vigil's memory as reserved in `map`.
+pub fn init(map: &mut MemoryMap, start: u64, needs: &Needs) -> Result<(), &'static str> {
     let image = image_range();
-    let mut all_avoid = [(0u64, 0u64); 16];
-    all_avoid[0] = image;
-    let n = avoid.len().min(15);
-    all_avoid[1..=n].copy_from_slice(&avoid[..n]);
-    let pool = map
-        .find_top(POOL_SIZE, 2 << 20, 1 << 32, &all_avoid[..=n])
-        .ok_or("no room below 4 GiB for Vigil's memory pool")?;
+    let end = start + needs.pool();
     map.set(image.0, image.1, Kind::Reserved)
         .map_err(|_| "memory map too fragmented")?;
-    map.set(pool, pool + POOL_SIZE, Kind::Reserved)
+    map.set(start, end, Kind::Reserved)
         .map_err(|_| "memory map too fragmented")?;
-    POOL_START.store(pool, Ordering::Relaxed);
-    POOL_END.store(pool + POOL_SIZE, Ordering::Relaxed);
+    POOL_START.store(start, Ordering::Relaxed);
+    POOL_END.store(end, Ordering::Relaxed);
     // SAFETY: the heap range is RAM reserved for Vigil alone, identity-mapped, and unused.
-    unsafe { HEAP.lock().init(pool as *mut u8, HEAP_SIZE as usize) };
+    unsafe { HEAP.lock().init(start as *mut u8, needs.heap as usize) };
+    FRAMES_START.store(start + needs.heap, Ordering::Relaxed);
     *FRAMES.lock() = Frames {
-        next: pool + HEAP_SIZE,
-        end: pool + POOL_SIZE,
+        next: start + needs.heap,
+        end,
     };
     Ok(())
+}
+
+/// Bytes of the heap in use now, and its size.
+pub fn heap_usage() -> (usize, usize) {
+    let heap = HEAP.lock();
+    (heap.used(), heap.size())
+}
+
+/// Frames handed out so far, and how many the pool has.
+pub fn frame_usage() -> (u64, u64) {
+    let f = FRAMES.lock();
+    let start = FRAMES_START.load(Ordering::Relaxed);
+    ((f.next - start) / PAGE, (f.end - start) / PAGE)
 }
 
 /// Vigil's pool, [start, end).
@@ -121,4 +124,66 @@ pub fn alloc_frames(count: u64) -> Option<u64> {
     // SAFETY: the frames are in Vigil's pool, identity-mapped and handed out once.
     unsafe { core::ptr::write_bytes(at as *mut u8, 0, (count * PAGE) as usize) };
     Some(at)
+}
+
+/// The facts Vigil's footprint depends on, read without the heap (it does not exist yet):
+/// the EPT's largest leaf, MAXPHYADDR, 1 GiB pages for Vigil's own map, and the edges of the
+/// host's variable MTRR ranges (the guest's EPT splits large pages there). Returns the machine
+/// and how many of `edges` it filled.
+pub fn machine_facts(edges: &mut [u64]) -> (vigil::placement::Machine, usize) {
+    use crate::arch::regs::{cpuid, rdmsr};
+    use vigil::placement::{Leaf, Machine};
+    let max_ext = cpuid(0x8000_0000, 0)[0];
+    let phys_bits = if max_ext >= 0x8000_0008 {
+        (cpuid(0x8000_0008, 0)[0] & 0xFF) as u8
+    } else {
+        36
+    };
+    let host_1g_pages = max_ext >= 0x8000_0001 && cpuid(0x8000_0001, 0)[3] & (1 << 26) != 0;
+    // SDM Vol. 3D A.3.2, A.3.3, A.10: the EPT capability MSR exists only when the secondary
+    // controls and their "enable EPT" bit may be 1.
+    let vmx = cpuid(1, 0)[2] & (1 << 5) != 0;
+    let ept_leaf = if vmx && rdmsr(0x482) & (1 << 63) != 0 && rdmsr(0x48B) & (1 << 33) != 0 {
+        let cap = rdmsr(0x48C);
+        match (cap & (1 << 16) != 0, cap & (1 << 17) != 0) {
+            (true, true) => Leaf::Size1G,
+            (true, false) => Leaf::Size2M,
+            _ => Leaf::Size4K,
+        }
+    } else {
+        Leaf::Size4K
+    };
+    let mut n = 0;
+    // MTRRs (SDM Vol. 3A 12.11.2): present with CPUID.1:EDX[12], on with IA32_MTRR_DEF_TYPE.E.
+    if cpuid(1, 0)[3] & (1 << 12) != 0 {
+        let cap = rdmsr(0xFE);
+        let def = rdmsr(0x2FF);
+        let addr_mask = ((1u64 << phys_bits) - 1) & !0xFFF;
+        if def & (1 << 11) != 0 {
+            if def & (1 << 10) != 0 && cap & (1 << 8) != 0 && n < edges.len() {
+                // Fixed ranges cover the first MiB in pieces down to 4 KiB.
+                edges[n] = 0x1000;
+                n += 1;
+            }
+            for i in 0..(cap & 0xFF) as u32 {
+                let mask = rdmsr(0x201 + 2 * i);
+                let bits = mask & addr_mask;
+                if mask & (1 << 11) == 0 || bits == 0 || n + 2 > edges.len() {
+                    continue;
+                }
+                let base = rdmsr(0x200 + 2 * i) & addr_mask;
+                edges[n] = base;
+                edges[n + 1] = base + (1u64 << bits.trailing_zeros());
+                n += 2;
+            }
+        }
+    }
+    (
+        Machine {
+            ept_leaf,
+            phys_bits,
+            host_1g_pages,
+        },
+        n,
+    )
 }

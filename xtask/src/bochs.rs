@@ -57,7 +57,7 @@ pub fn bochsrc(emulator: &Emulator, machine: &Machine, iso: &Path, dir: &Path) -
     };
     format!(
         "# Written by cargo xtask for this run.\n\
-         megs: {megs}\n\
+         {memory}\n\
          # A triple fault stops the emulator (a Bochs panic) instead of rebooting forever.\n\
          cpu: model={model}, count=1, ips={IPS}, reset_on_triple_fault=0\n\
          clock: sync=none, time0={TIME0}\n\
@@ -75,7 +75,7 @@ pub fn bochsrc(emulator: &Emulator, machine: &Machine, iso: &Path, dir: &Path) -
          log: {log}\n\
          panic: action=fatal\n\
          error: action=report\n",
-        megs = machine.megs,
+        memory = memory_line(machine.megs),
         model = machine.cpu_model,
         iso = iso.display(),
         com1 = p("com1.txt"),
@@ -84,9 +84,29 @@ pub fn bochsrc(emulator: &Emulator, machine: &Machine, iso: &Path, dir: &Path) -
     )
 }
 
-/// The debugger commands of a run that just runs: the debugger is compiled in, and without
-/// commands Bochs stops at t=0 and waits for input.
-pub const RUN_COMMANDS: &str = "continue\nquit\n";
+/// Bochs' largest `megs:` (its host allocation) is 2048; more guest RAM, up to [`MAX_MEGS`], is
+/// `memory: guest=N, host=2048` (Bochs then keeps the part touched beyond the host allocation in
+/// a swap file). The BIOS's memory map ends RAM below 4 GiB at 3 GiB, and shows what is beyond
+/// 4096 MiB above 4 GiB.
+pub const MAX_MEGS: u32 = 8192;
+
+fn memory_line(megs: u32) -> String {
+    if megs <= 2048 {
+        format!("megs: {megs}")
+    } else {
+        format!("memory: guest={megs}, host=2048")
+    }
+}
+
+/// The Bochs debugger commands of a run: run to the end, or stop after `ticks` emulated
+/// instructions (a time breakpoint, `sb`) and quit — a budget that is the same for every run,
+/// whatever the machine's load.
+pub fn debugger_commands(ticks: Option<u64>) -> String {
+    match ticks {
+        Some(t) => format!("sb {t}\ncontinue\nquit\n"),
+        None => "continue\nquit\n".to_string(),
+    }
+}
 
 /// The one way xtask starts Bochs: the chosen emulator (`emulator.rs`) on the run's bochsrc
 /// and debugger command file, in the run directory. Callers add the standard streams.
@@ -146,7 +166,11 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
         relay = Some(r);
     }
     write(&rc, &rc_text)?;
-    write(&cmds, RUN_COMMANDS)?;
+    // The debugger is compiled in: without commands Bochs stops at t=0 and waits for input.
+    write(
+        &cmds,
+        &debugger_commands(crate::scenarios_guests::tick_budget_for(&dir.path)),
+    )?;
 
     let (mut child, start) = start(&rc, &cmds, dir, &log, &out)?;
     let pgid = child.id();
@@ -455,5 +479,14 @@ mod tests {
         let rc = bochsrc(&built, &machine, Path::new("/r/vigil.iso"), Path::new("/r"));
         assert!(!rc.contains("\nsound:"), "{rc}");
         assert!(rc.contains("speaker: enabled=0\n"));
+        let big = Machine {
+            megs: 4096,
+            ..machine
+        };
+        let rc = bochsrc(&debian, &big, Path::new("/r/vigil.iso"), Path::new("/r"));
+        assert!(rc.contains("memory: guest=4096, host=2048\n"), "{rc}");
+        assert!(!rc.contains("megs:"));
+        assert_eq!(debugger_commands(None), "continue\nquit\n");
+        assert_eq!(debugger_commands(Some(5)), "sb 5\ncontinue\nquit\n");
     }
 }

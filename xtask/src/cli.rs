@@ -60,7 +60,8 @@ OPTIONS (run, build):
     --cpu-model MODEL    Bochs CPU model (default corei7_skylake_x; see `bochs --help cpu`;
                          tigerlake adds the monitor trap flag)
     --timeout SECONDS    Kill Bochs after this many seconds (default 120; 600 for linux)
-    --megs N             Guest RAM in MiB (default 256)
+    --megs N             Machine RAM in MiB (default 256, at most 8192; RAM below 4 GiB
+                         ends at 3072, what is beyond 4096 is above 4 GiB)
     --no-build           Use the binaries already built instead of running cargo build
     --gdb PORT           Vigil's GDB stub (gdb=com2): COM2 becomes a socket that xtask relays
                          to TCP PORT (`target remote localhost:PORT`); Vigil's log still
@@ -270,8 +271,11 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
             }
             "--megs" => {
                 run.megs = number(flag, args.value(flag, inline)?)?;
-                if !(4..=65536).contains(&run.megs) {
-                    return Err("--megs must be between 4 and 65536".into());
+                if !(4..=crate::bochs::MAX_MEGS).contains(&run.megs) {
+                    return Err(format!(
+                        "--megs must be between 4 and {} (Bochs' limit)",
+                        crate::bochs::MAX_MEGS
+                    ));
                 }
             }
             "--no-build" => run.no_build = true,

@@ -1,5 +1,8 @@
 //! The boot ISO of one run: `boot/vigil`, `boot/guest.elf`, `boot/grub/grub.cfg`, made into a
-//! BIOS-bootable image by `grub-mkrescue`. GRUB stays on the VGA console: COM1 is the guest's.
+//! BIOS-bootable image by `grub-mkrescue`. GRUB stays on the VGA console: COM1 is the guest's,
+//! COM2 Vigil's. Only when GRUB cannot load the boot files (too little RAM, a file it refuses)
+//! does it switch to COM2, say why, and end the run through Bochs' shutdown port, so the reason
+//! reaches the user instead of a silent timeout.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,30 +20,89 @@ pub struct IsoSpec {
     pub guest_args: String,
     /// Vigil's ELF and its command line; `None` boots the guest bare.
     pub vigil: Option<(PathBuf, String)>,
+    /// The guest's own boot modules (a multiboot guest reads them from its boot information).
+    pub modules: Vec<IsoModule>,
 }
 
-/// The grub.cfg for a run.
-pub fn grub_cfg(vigil_options: Option<&str>, guest_args: &str) -> String {
-    match vigil_options {
-        Some(options) => grub_entry(
-            "vigil",
-            &[
-                ("multiboot2 /boot/vigil", options),
-                ("module2 /boot/guest.elf guest", guest_args),
-            ],
-        ),
-        None => grub_entry("bare", &[("multiboot /boot/guest.elf", guest_args)]),
-    }
+/// A boot module for the guest: `boot/moduleN` on the ISO with these bytes, loaded by GRUB's
+/// `module` bare and `module2 … module STRING` under Vigil.
+#[derive(Clone, Debug)]
+pub struct IsoModule {
+    pub bytes: Vec<u8>,
+    pub string: String,
 }
+
+/// The grub.cfg for a run without boot modules.
+#[cfg(test)]
+pub fn grub_cfg(vigil_options: Option<&str>, guest_args: &str) -> String {
+    grub_cfg_with_modules(vigil_options, guest_args, &[])
+}
+
+/// The grub.cfg for a run whose guest has boot modules (`boot/module0` … with these strings).
+pub fn grub_cfg_with_modules(
+    vigil_options: Option<&str>,
+    guest_args: &str,
+    module_strings: &[&str],
+) -> String {
+    let heads: Vec<String> = (0..module_strings.len())
+        .map(|i| match vigil_options {
+            Some(_) => format!("module2 /boot/module{i} module"),
+            None => format!("module /boot/module{i}"),
+        })
+        .collect();
+    let mut commands: Vec<(&str, &str)> = match vigil_options {
+        Some(options) => vec![
+            ("multiboot2 /boot/vigil", options),
+            ("module2 /boot/guest.elf guest", guest_args),
+        ],
+        None => vec![("multiboot /boot/guest.elf", guest_args)],
+    };
+    for (head, string) in heads.iter().zip(module_strings) {
+        commands.push((head, string));
+    }
+    let title = if vigil_options.is_some() {
+        "vigil"
+    } else {
+        "bare"
+    };
+    grub_entry(title, &commands)
+}
+
+/// The line GRUB prints on COM2 before the error of a boot file it could not load.
+pub const GRUB_FAILED: &str = "GRUB could not load the boot files:";
 
 /// A grub.cfg with no menu delay and one entry, `title`, that runs `commands` and boots. Each
 /// command is a head, written as it is, and arguments, whose words are quoted for GRUB.
+///
+/// The commands run as the conditions of nested `if`s, and `boot` (which does not return) at
+/// the innermost. If one fails (GRUB prints its error on the console nobody sees), they run
+/// again with GRUB's terminal on COM2, so that its error message goes there after
+/// [`GRUB_FAILED`], and the bytes of `Shutdown` to port 0x8900 end Bochs. No command beyond
+/// the loaders' runs on the way to `boot`: each one GRUB has not loaded yet is a module read from
+/// the emulated CD.
 pub fn grub_entry(title: &str, commands: &[(&str, &str)]) -> String {
     let mut cfg = format!("set timeout=0\nset default=0\n\nmenuentry \"{title}\" {{\n");
+    let mut indent = String::from("    ");
+    for (head, args) in commands {
+        cfg.push_str(&format!("{indent}if {}; then\n", command(head, args)));
+        indent.push_str("    ");
+    }
+    cfg.push_str(&format!("{indent}boot\n"));
+    for _ in commands {
+        indent.truncate(indent.len() - 4);
+        cfg.push_str(&format!("{indent}fi\n"));
+    }
+    cfg.push_str("    serial --unit=1 --speed=115200\n");
+    cfg.push_str("    terminal_output serial\n");
+    cfg.push_str(&format!("    echo \"{GRUB_FAILED}\"\n"));
     for (head, args) in commands {
         cfg.push_str(&format!("    {}\n", command(head, args)));
     }
-    cfg.push_str("    boot\n}\n");
+    cfg.push_str("    insmod iorw\n");
+    for b in b"Shutdown" {
+        cfg.push_str(&format!("    outb 0x8900 {b:#04x}\n"));
+    }
+    cfg.push_str("}\n");
     cfg
 }
 
@@ -83,9 +145,15 @@ pub fn make(dir: &RunDir, spec: &IsoSpec) -> Result<(PathBuf, Duration), String>
     if let Some((vigil, _)) = &spec.vigil {
         copy_stripped(vigil, &tree.join("boot/vigil"))?;
     }
-    let cfg = grub_cfg(
+    for (i, m) in spec.modules.iter().enumerate() {
+        let path = tree.join(format!("boot/module{i}"));
+        fs::write(&path, &m.bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let strings: Vec<&str> = spec.modules.iter().map(|m| m.string.as_str()).collect();
+    let cfg = grub_cfg_with_modules(
         spec.vigil.as_ref().map(|(_, o)| o.as_str()),
         &spec.guest_args,
+        &strings,
     );
     write(&grub.join("grub.cfg"), &cfg)?;
 
@@ -151,8 +219,17 @@ mod tests {
         assert!(cfg.contains("    multiboot2 /boot/vigil trap=rdtsc,io:0x80 tsc=offset:0x1000\n"));
         assert!(cfg.contains("    module2 /boot/guest.elf guest case=all\n"));
         assert_eq!(cfg.matches("menuentry").count(), 1);
-        assert!(!cfg.contains("serial"), "GRUB must stay off COM1");
-        assert!(!cfg.contains("terminal"));
+        assert!(!cfg.contains("--unit=0"), "GRUB must stay off COM1");
+        // GRUB goes to COM2 only after `boot`, which does not return, when a file did not load.
+        let boot = cfg.find("            boot\n        fi\n    fi\n").unwrap();
+        assert!(cfg.find("serial --unit=1").unwrap() > boot);
+        assert!(cfg.find("terminal_output serial").unwrap() > boot);
+        assert!(cfg.contains(
+            "    if multiboot2 /boot/vigil trap=rdtsc,io:0x80 tsc=offset:0x1000; then\n"
+        ));
+        assert!(cfg.contains("        if module2 /boot/guest.elf guest case=all; then\n"));
+        assert_eq!(cfg.matches("outb 0x8900 ").count(), 8);
+        assert!(!cfg.contains("[ "), "no `test` module on the way to boot");
     }
 
     #[test]
@@ -168,6 +245,15 @@ mod tests {
         let cfg = grub_cfg(Some("  "), "");
         assert!(cfg.contains("    multiboot2 /boot/vigil\n"));
         assert!(cfg.contains("    module2 /boot/guest.elf guest\n"));
+    }
+
+    #[test]
+    fn modules_are_module2_under_vigil_and_module_bare() {
+        let vigil = grub_cfg_with_modules(Some(""), "case=modules", &["env a=1", ""]);
+        assert!(vigil.contains("if module2 /boot/module0 module env a=1; then"));
+        assert!(vigil.contains("if module2 /boot/module1 module; then"));
+        let bare = grub_cfg_with_modules(None, "case=modules", &["env a=1"]);
+        assert!(bare.contains("if module /boot/module0 env a=1; then"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod report;
 mod run;
 mod scenarios;
 mod scenarios_entry;
+mod scenarios_guests;
 mod scenarios_hostile;
 mod scenarios_time;
 mod scenarios_traps;

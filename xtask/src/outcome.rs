@@ -80,10 +80,37 @@ impl Outcome {
         }
     }
 
+    /// GRUB's own words when it could not load the boot files (it then writes them to COM2
+    /// after [`crate::iso::GRUB_FAILED`] and ends the run: `iso::grub_entry`).
+    pub fn grub_failure(&self) -> Option<String> {
+        let com2 = self.capture.com2();
+        let at = com2
+            .iter()
+            .position(|l| l.contains(crate::iso::GRUB_FAILED))?;
+        let errors: Vec<&str> = com2[at + 1..]
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .take(2)
+            .collect();
+        Some(format!(
+            "{} {}",
+            crate::iso::GRUB_FAILED,
+            if errors.is_empty() {
+                "(no message)".to_string()
+            } else {
+                errors.join("; ")
+            }
+        ))
+    }
+
     /// A normal end: under Vigil, COM2's last line is `run ended: ok`; bare, the guest-kit
     /// summary reports 0 failed. Either way Bochs must have exited by itself.
     /// `Ok` carries the deciding line.
     pub fn normal_end(&self) -> Result<String, String> {
+        if let Some(why) = self.grub_failure() {
+            return Err(why);
+        }
         let serial = match self.mode {
             Mode::Vigil => match self.capture.last_line(Port::Vigil) {
                 Some("run ended: ok") => Ok("run ended: ok".to_string()),

@@ -22,6 +22,8 @@ pub const PACKAGES: &[&str] = &[
     "cpio",
     // The debugger scenarios drive a real gdb against Vigil's stub.
     "gdb",
+    // A guest users bring: /boot/memtest86+x64.bin, a non-relocatable bzImage (memtest scenarios).
+    "memtest86+",
 ];
 
 /// [`PACKAGES`] and what building the reference Bochs needs (`bochs_build::BUILD_PACKAGES`).
@@ -119,6 +121,7 @@ fn missing_without_dpkg() -> Vec<String> {
         ("g++", "/usr/bin/g++"),
         ("make", "/usr/bin/make"),
         ("xz-utils", "/usr/bin/xz"),
+        ("memtest86+", "/boot/memtest86+x64.bin"),
     ];
     needs
         .iter()

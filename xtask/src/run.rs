@@ -57,6 +57,7 @@ fn prepare(layout: &Layout, args: &RunArgs) -> Result<(RunDir, std::path::PathBu
         guest,
         guest_args: args.guest_args.clone(),
         vigil,
+        modules: Vec::new(),
     };
     let (iso, took) = iso::make(&dir, &spec)?;
     crate::step(&format!(
@@ -79,7 +80,7 @@ pub fn build(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         &dir.file("bochsrc"),
         &bochs::bochsrc(crate::emulator::current(), &machine, &iso, &dir.path),
     )?;
-    iso::write(&dir.file("bochs.cmds"), bochs::RUN_COMMANDS)?;
+    iso::write(&dir.file("bochs.cmds"), &bochs::debugger_commands(None))?;
     crate::step(&format!(
         "bochsrc {} (run it with `{} -q -f {}`)",
         dir.file("bochsrc").display(),

@@ -174,10 +174,11 @@ pub fn all() -> Vec<Scenario> {
     .chain(crate::scenarios_hostile::all())
     .chain(crate::scenarios_traps::all())
     .chain(crate::gdb_tests::all())
+    .chain(crate::scenarios_guests::all())
     .collect()
 }
 
-fn demo_vigil(c: &Check) -> Result<(), String> {
+pub(crate) fn demo_vigil(c: &Check) -> Result<(), String> {
     c.outcome.normal_end()?;
     no_panic(c.outcome, &[Port::Vigil])?;
     zero_failed(c.outcome)?;
@@ -209,7 +210,7 @@ fn demo_vigil(c: &Check) -> Result<(), String> {
     Ok(())
 }
 
-fn demo_bare(c: &Check) -> Result<(), String> {
+pub(crate) fn demo_bare(c: &Check) -> Result<(), String> {
     c.outcome.normal_end()?;
     if c.outcome.capture.com1().is_empty() {
         return Err("the guest printed nothing on COM1".into());
@@ -221,11 +222,11 @@ fn demo_bare(c: &Check) -> Result<(), String> {
     Ok(())
 }
 
-fn cases_bare(c: &Check) -> Result<(), String> {
+pub(crate) fn cases_bare(c: &Check) -> Result<(), String> {
     cases_common(c.outcome).map(|_| ())
 }
 
-fn cases_vigil(c: &Check) -> Result<(), String> {
+pub(crate) fn cases_vigil(c: &Check) -> Result<(), String> {
     cases_common(c.outcome)?;
     no_panic(c.outcome, &[Port::Vigil])?;
     let cases = report::cases(c.outcome.capture.port(Port::Guest));

@@ -308,7 +308,12 @@ fn scenario_table_is_consistent() {
                 s.name
             );
         }
-        assert!(crate::build::GUEST_KIT_BINS.contains(&s.guest) || s.guest == crate::linux::GUEST);
+        assert!(
+            crate::build::GUEST_KIT_BINS.contains(&s.guest)
+                || s.guest == crate::linux::GUEST
+                || s.guest == crate::scenarios_guests::MEMTEST
+                || s.guest == crate::scenarios_guests::LOWLOAD
+        );
     }
     assert_eq!(
         tsc_offset_option(CASES_VIGIL_OPTIONS),

@@ -402,6 +402,12 @@ fn run_one(
     if s.guest == crate::linux::GUEST {
         return crate::linux::run_scenario(layout, s, verbose);
     }
+    if s.guest == crate::scenarios_guests::MEMTEST {
+        return crate::scenarios_guests::run_memtest(layout, s, verbose);
+    }
+    if s.guest == crate::scenarios_guests::LOWLOAD {
+        return crate::scenarios_guests::run_lowload(layout, s, verbose);
+    }
     let guest = layout.bare_bin(s.guest);
     if !guest.is_file() {
         return Err(format!("no guest binary at {}", guest.display()));
@@ -420,6 +426,7 @@ fn run_one(
         guest,
         guest_args: s.guest_args.to_string(),
         vigil,
+        modules: crate::scenarios_guests::modules_for(s.name),
     };
     boot(layout, s, verbose, |dir| Ok(iso::make(dir, &spec)?.0))
 }
@@ -437,12 +444,13 @@ pub fn boot(
     let iso = make_iso(&dir)?;
     crate::step(&format!("started {}", s.name));
     crate::gdb_tests::register(&dir.path, s.name, &layout.bare_bin(s.guest));
+    crate::scenarios_guests::claimed(&dir.path, s.name);
     bochs::run(&RunSpec {
         dir: &dir,
         iso,
         machine: Machine {
+            megs: crate::scenarios_guests::megs(s.name),
             cpu_model: s.cpu_model.to_string(),
-            ..Machine::default()
         },
         mode: s.mode,
         timeout: Duration::from_secs(s.timeout_secs),
@@ -566,7 +574,18 @@ mod tests {
                 "hostile-bare",
                 "gdb-debuggee-bare",
                 "gdb-debuggee32-bare",
-                "gdb-step-bare"
+                "gdb-step-bare",
+                "demo-32m-bare",
+                "demo-64m-bare",
+                "demo-5g-bare",
+                "cases-32m-bare",
+                "cases-64m-bare",
+                "cases-5g-bare",
+                "linux-128m-bare",
+                "linux-5g-bare",
+                "memtest-bare",
+                "lowload-bare",
+                "modules-bare"
             ]
         );
         // cases-vigil brings its baseline along, which runs first.

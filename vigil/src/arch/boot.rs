@@ -1,12 +1,18 @@
-//! From GRUB's hand-over to Rust: the multiboot2 header and the 32-bit trampoline into long mode.
+//! From GRUB's hand-over to Rust, and Vigil's move to the top of RAM.
 //!
 //! GRUB enters `_start` in 32-bit protected mode with paging off, EAX = the multiboot2 magic and
-//! EBX = the boot information (multiboot2 spec 3.3). The trampoline identity-maps the first 4 GiB
-//! with 2 MiB pages, enables PAE, EFER.LME/NXE and paging (SDM Vol. 3A 10.8.5, "Initializing
-//! IA-32e Mode"), loads a 64-bit code segment and calls `vigil_main(magic, info)`.
-//! The boot stack and tables live in .bss, which GRUB zeroes when it loads the ELF image.
+//! EBX = the boot information (multiboot2 spec 3.3), with the image at its load address, low in
+//! memory (link.ld). The trampoline builds temporary page tables — the first 4 GiB identity-mapped
+//! with 2 MiB pages, and Vigil's virtual window (`VIGIL_VMA`, 2 MiB of 4 KiB pages) mapped onto
+//! the load address —, enables PAE, EFER.LME/NXE and paging (SDM Vol. 3A 10.8.5, "Initializing
+//! IA-32e Mode"), loads a 64-bit code segment and calls `vigil_main(magic, info, load)` at its
+//! virtual address. Vigil then decides where it belongs and [`move_image`] copies it there and
+//! switches to its own tables, which map the same window onto the new copy: every pointer stays
+//! valid, and the load address becomes guest RAM.
+//! Numeric local labels are avoided: in Intel syntax they can read as binary numbers.
 
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Size of the boot stack. Later, each CPU runs on its own stack from the per-CPU area.
 pub const BOOT_STACK_SIZE: usize = 64 * 1024;
@@ -31,42 +37,68 @@ mb2_header_end:
 _start:
     cli
     cld
-    movl %eax, %edi                       /* keep magic and info for vigil_main */
+    movl %eax, %ebp                       /* keep magic and info for vigil_main */
     movl %ebx, %esi
-    movl $boot_stack_top, %esp
+
+    movl $tmp_tables, %edi                /* the loader may not zero NOBITS: do it here */
+    movl $((tmp_tables_end - tmp_tables) >> 2), %ecx
+    xorl %eax, %eax
+    rep stosl
 
     /* PML4[0] -> PDPT; PDPT[0..3] -> PD0..PD3; each PD maps 1 GiB with 2 MiB pages. */
-    movl $boot_pdpt, %eax
+    movl $tmp_pdpt, %eax
     orl $0x3, %eax
-    movl %eax, boot_pml4
+    movl %eax, tmp_pml4
     xorl %ecx, %ecx
-pdpt_loop:
+tmp_pdpt_loop:
     movl %ecx, %eax
     shll $12, %eax
-    addl $boot_pd, %eax
+    addl $tmp_pd, %eax
     orl $0x3, %eax
-    movl %eax, boot_pdpt(,%ecx,8)
+    movl %eax, tmp_pdpt(,%ecx,8)
     incl %ecx
     cmpl $4, %ecx
-    jne pdpt_loop
+    jne tmp_pdpt_loop
 
     xorl %ecx, %ecx
-pd_loop:
+tmp_pd_loop:
     movl %ecx, %eax
     shll $21, %eax
     orl $0x83, %eax                       /* present, writable, 2 MiB page */
-    movl %eax, boot_pd(,%ecx,8)
+    movl %eax, tmp_pd(,%ecx,8)
     movl %ecx, %eax
     shrl $11, %eax                        /* high dword: (index * 2 MiB) >> 32 */
-    movl %eax, boot_pd+4(,%ecx,8)
+    movl %eax, tmp_pd+4(,%ecx,8)
     incl %ecx
     cmpl $2048, %ecx
-    jne pd_loop
+    jne tmp_pd_loop
+
+    /* The window: PML4[511] -> PDPT_HI[510] -> PD_HI[0] -> PT_HI, 512 pages from the load
+     * address (VIGIL_VMA = 0xFFFFFFFF80000000 selects exactly these indices). */
+    movl $tmp_pdpt_hi, %eax
+    orl $0x3, %eax
+    movl %eax, tmp_pml4 + 511 * 8
+    movl $tmp_pd_hi, %eax
+    orl $0x3, %eax
+    movl %eax, tmp_pdpt_hi + 510 * 8
+    movl $tmp_pt_hi, %eax
+    orl $0x3, %eax
+    movl %eax, tmp_pd_hi
+    xorl %ecx, %ecx
+tmp_pt_loop:
+    movl %ecx, %eax
+    shll $12, %eax
+    addl $__vigil_load, %eax
+    orl $0x3, %eax
+    movl %eax, tmp_pt_hi(,%ecx,8)
+    incl %ecx
+    cmpl $512, %ecx
+    jne tmp_pt_loop
 
     movl %cr4, %eax
     orl $(1 << 5), %eax                   /* CR4.PAE */
     movl %eax, %cr4
-    movl $boot_pml4, %eax
+    movl $tmp_pml4, %eax
     movl %eax, %cr3
     movl $0xC0000080, %ecx                /* IA32_EFER */
     rdmsr
@@ -76,6 +108,7 @@ pd_loop:
     orl $((1 << 31) | (1 << 16) | (1 << 5) | 1), %eax   /* PG, WP, NE, PE */
     movl %eax, %cr0
 
+    movl %ebp, %edi                       /* magic; esi = info */
     lgdt boot_gdt_ptr
     ljmp $0x08, $long_mode_entry
 
@@ -90,14 +123,15 @@ long_mode_entry:
     movw %ax, %gs
     movabsq $boot_stack_top, %rsp
     xorl %ebp, %ebp
-    /* edi = magic, esi = info (zero-extended by the 32-bit moves above) */
-    call vigil_main
+    /* edi = magic, esi = info (zero-extended by the 32-bit moves above), rdx = load address */
+    movabsq $__vigil_load, %rdx
+    movabsq $vigil_main, %rax
+    call *%rax
 halt_forever:
     cli
     hlt
     jmp halt_forever
 
-    .section .rodata
     .balign 8
 boot_gdt:
     .quad 0
@@ -108,15 +142,25 @@ boot_gdt_ptr:
     .word boot_gdt_end - boot_gdt - 1
     .long boot_gdt
 
+    .section .boot_tables, "aw", @nobits
+    .balign 4096
+tmp_tables:
+tmp_pml4:
+    .skip 4096
+tmp_pdpt:
+    .skip 4096
+tmp_pd:
+    .skip 4096 * 4
+tmp_pdpt_hi:
+    .skip 4096
+tmp_pd_hi:
+    .skip 4096
+tmp_pt_hi:
+    .skip 4096
+tmp_tables_end:
+
     .section .bss
     .balign 4096
-boot_pml4:
-    .skip 4096
-    .global boot_pdpt
-boot_pdpt:
-    .skip 4096
-boot_pd:
-    .skip 4096 * 4
     .global boot_stack_bottom
 boot_stack_bottom:
     .skip {stack_size}
@@ -127,14 +171,118 @@ boot_stack_top:
     options(att_syntax)
 );
 
-extern "C" {
-    static mut boot_pdpt: [u64; 512];
+/// Vigil's fixed virtual address (link.ld): the kernel code model's top 2 GiB.
+pub const VIGIL_VMA: u64 = 0xFFFF_FFFF_8000_0000;
+/// The window's size: one page table of 4 KiB pages (link.ld checks the image fits).
+const WINDOW: u64 = 2 << 20;
+
+#[repr(C, align(4096))]
+struct Table([u64; 512]);
+
+impl Table {
+    const fn new() -> Table {
+        Table([0; 512])
+    }
 }
 
-/// Extends Vigil's identity map (the trampoline maps 4 GiB) up to `end`, so that guest RAM above
+/// Vigil's page tables for its whole life, inside its image: the identity map (first 4 GiB with
+/// 2 MiB pages; [`extend_identity_map`] adds more) and the window onto the image.
+static mut PML4: Table = Table::new();
+static mut PDPT: Table = Table::new();
+static mut PD: [Table; 4] = [const { Table::new() }; 4];
+static mut PDPT_HI: Table = Table::new();
+static mut PD_HI: Table = Table::new();
+static mut PT_HI: Table = Table::new();
+
+/// Where the image is in physical memory now (the load address until [`move_image`]).
+static IMAGE_PHYS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" {
+    static __vigil_start: u8;
+    static __vigil_end: u8;
+}
+
+/// Records the load address the trampoline passed; call once, first thing.
+pub fn set_load_address(phys: u64) {
+    IMAGE_PHYS.store(phys, Ordering::Relaxed);
+}
+
+/// The image's virtual range, [start, end).
+pub fn image_virt() -> (u64, u64) {
+    (
+        core::ptr::addr_of!(__vigil_start) as u64,
+        core::ptr::addr_of!(__vigil_end) as u64,
+    )
+}
+
+/// The image's physical range now, [start, end).
+pub fn image_phys() -> (u64, u64) {
+    let (s, e) = image_virt();
+    let base = IMAGE_PHYS.load(Ordering::Relaxed);
+    (base, base + (e - s))
+}
+
+/// The physical address of something in the image.
+fn phys_of<T>(p: *const T) -> u64 {
+    p as u64 - VIGIL_VMA + IMAGE_PHYS.load(Ordering::Relaxed)
+}
+
+/// Copies the image to physical `new_base` (4 KiB-aligned, below 4 GiB, not overlapping the
+/// image where it is now) and continues there: same virtual addresses, Vigil's own tables.
+///
+/// # Safety
+/// Only the boot CPU runs, before anything outside the image holds a physical address of it
+/// (no VMX, no DMA); `new_base` is RAM Vigil owns from now on.
+pub unsafe fn move_image(new_base: u64) {
+    let (vs, ve) = image_virt();
+    let size = ve - vs;
+    assert!(size <= WINDOW && new_base.is_multiple_of(4096) && new_base + size <= 1 << 32);
+    let old = IMAGE_PHYS.load(Ordering::Relaxed);
+    // The tables are written here, in the old copy, already describing the new one: the copy
+    // carries them over. Entries hold physical addresses in the new copy.
+    IMAGE_PHYS.store(new_base, Ordering::Relaxed);
+    // SAFETY: only the boot CPU runs; these tables are not in use yet (CR3 points at the
+    // trampoline's).
+    unsafe {
+        let pml4 = &mut *core::ptr::addr_of_mut!(PML4);
+        let pdpt = &mut *core::ptr::addr_of_mut!(PDPT);
+        let pd = &mut *core::ptr::addr_of_mut!(PD);
+        let pdpt_hi = &mut *core::ptr::addr_of_mut!(PDPT_HI);
+        let pd_hi = &mut *core::ptr::addr_of_mut!(PD_HI);
+        let pt_hi = &mut *core::ptr::addr_of_mut!(PT_HI);
+        for (i, table) in pd.iter_mut().enumerate() {
+            for (j, e) in table.0.iter_mut().enumerate() {
+                *e = (((i * 512 + j) as u64) << 21) | 0x83; // present, writable, 2 MiB page
+            }
+            pdpt.0[i] = phys_of(table) | 0x3;
+        }
+        pml4.0[0] = phys_of(pdpt) | 0x3;
+        pml4.0[511] = phys_of(pdpt_hi) | 0x3;
+        pdpt_hi.0[510] = phys_of(pd_hi) | 0x3;
+        pd_hi.0[0] = phys_of(pt_hi) | 0x3;
+        for (i, e) in pt_hi.0.iter_mut().enumerate() {
+            *e = (new_base + i as u64 * 4096) | 0x3;
+        }
+        let cr3 = phys_of(pml4);
+        // One block, so nothing is written to the image (the stack included) between the copy
+        // and the switch: after it the same virtual addresses reach identical bytes.
+        core::arch::asm!(
+            "rep movsb",
+            "mov cr3, {cr3}",
+            cr3 = in(reg) cr3,
+            inout("rsi") old => _,
+            inout("rdi") new_base => _,
+            inout("rcx") size => _,
+            options(nostack),
+        );
+    }
+}
+
+/// Extends Vigil's identity map (4 GiB from the start) up to `end`, so that guest RAM above
 /// 4 GiB can be reached when Vigil works on the guest's behalf. Uses 1 GiB pages where the
 /// processor has them (CPUID.80000001H:EDX[26]), else 2 MiB pages in tables from `alloc_frame`.
-/// Covers the first 512 GiB (one PML4 entry); returns the end actually mapped.
+/// Covers the first 512 GiB (one PML4 entry); returns the end actually mapped. Call after
+/// [`move_image`].
 pub fn extend_identity_map(end: u64, mut alloc_frame: impl FnMut() -> Option<u64>) -> u64 {
     const GIB: u64 = 1 << 30;
     let huge = super::regs::cpuid(0x8000_0001, 0)[3] & (1 << 26) != 0;
@@ -153,9 +301,9 @@ pub fn extend_identity_map(end: u64, mut alloc_frame: impl FnMut() -> Option<u64
             }
             pd | 0x3
         };
-        // SAFETY: only the boot CPU runs; the entry was not present (the trampoline fills
-        // entries 0-3), so no live translation changes.
-        unsafe { (*core::ptr::addr_of_mut!(boot_pdpt))[index] = entry };
+        // SAFETY: only the boot CPU runs; the entry was not present (entries 0-3 map the first
+        // 4 GiB), so no live translation changes.
+        unsafe { (*core::ptr::addr_of_mut!(PDPT)).0[index] = entry };
         at += GIB;
     }
     at.min(end).max(4 * GIB)

@@ -1,6 +1,6 @@
 //! The guest's EPT address space, built and changed with `vmx::ept`'s builder: an identity map
-//! of the physical address space up to the top of RAM (and at least 4 GiB, to cover the device
-//! ranges), minus Vigil's memory. Memory types come from the host's MTRRs, as bare metal would
+//! of the physical address space (all of MAXPHYADDR with 1 GiB leaves, else up to the top of RAM
+//! and at least 4 GiB: `vigil::placement::ept_top`), minus Vigil's memory. Memory types come from the host's MTRRs, as bare metal would
 //! have used them; with MTRRs off, RAM is write-back and everything else uncacheable.
 //!
 //! The debugger changes the permissions of single pages while the guest runs
@@ -36,9 +36,15 @@ impl FrameAllocator for PoolFrames {
 pub fn build(guest: &MemoryMap, vigil: &[(u64, u64)], caps: &VmxCaps) -> Result<u64, String> {
     let first_frame = next_frame();
     let err = |e| format!("building the EPT: {e}");
-    let top = guest.ram_end().max(1 << 32).next_multiple_of(1 << 30);
-    let mut ept = EptBuilder::new(PoolFrames, PageSize::largest_supported(caps)).map_err(err)?;
+    let largest = PageSize::largest_supported(caps);
     let phys_bits = (cpuid(0x8000_0008, 0)[0] & 0xFF) as u8;
+    let leaf = match largest {
+        PageSize::Size1G => vigil::placement::Leaf::Size1G,
+        PageSize::Size2M => vigil::placement::Leaf::Size2M,
+        PageSize::Size4K => vigil::placement::Leaf::Size4K,
+    };
+    let top = vigil::placement::ept_top(leaf, phys_bits, guest.ram_end());
+    let mut ept = EptBuilder::new(PoolFrames, largest).map_err(err)?;
     let mtrrs = Mtrrs::from_msrs(&mut |msr| rdmsr(msr), phys_bits);
     if mtrrs.enabled() {
         ept.map_with_mtrrs(0, 0, top, EptPerms::RWX, &mtrrs)

@@ -140,9 +140,11 @@ fn overlaps(a: (u64, u64), avoid: &[(u64, u64)]) -> bool {
     avoid.iter().any(|&(s, e)| s < a.1 && a.0 < e)
 }
 
-/// Chooses addresses: the kernel at the lowest suitably aligned address from its preferred one
-/// upwards whose whole footprint is guest RAM, and the initrd as high as the kernel allows.
-/// `avoid` lists ranges that must stay untouched (the boot modules still to be copied).
+/// Chooses addresses: a relocatable kernel at the lowest suitably aligned address from its
+/// preferred one upwards whose whole footprint is guest RAM clear of `avoid`; a non-relocatable
+/// one at its `code32_start` (boot.rst: it must run there), whatever lies there now — the caller
+/// moves boot modules out of its way ([`super::relocate_sources`]); and the initrd as high as
+/// the kernel allows, clear of the kernel and of `avoid` (the boot modules still to be copied).
 pub fn place(
     bz: &BzImage,
     initrd_len: Option<u64>,
@@ -185,7 +187,7 @@ pub fn place(
         })?
     } else {
         let at = h.code32_start as u64;
-        if !map.is_ram(at, at + footprint) || overlaps((at, at + footprint), avoid) {
+        if !map.is_ram(at, at + footprint) {
             return Err(LoadError::NotGuestRam {
                 what: "non-relocatable Linux kernel",
                 start: at,
@@ -288,7 +290,23 @@ pub fn load(
     let bz = BzImage::parse(image)?;
     let initrd_len = initrd.map(|i| i.len() as u64);
     let at = place(&bz, initrd_len, cmdline.len() as u64, map, avoid)?;
-    let zp = zero_page(&bz, &at, initrd_len.unwrap_or(0), map, rsdp)?;
+    let entry = write(&bz, &at, initrd, cmdline, map, rsdp, mem)?;
+    Ok((at, entry))
+}
+
+/// Writes the kernel, the initrd, the command line and the zero page where `at` says; returns
+/// the entry state.
+pub fn write(
+    bz: &BzImage,
+    at: &Placement,
+    initrd: Option<&[u8]>,
+    cmdline: &str,
+    map: &MemoryMap,
+    rsdp: Option<u64>,
+    mem: &mut dyn GuestMemory,
+) -> Result<EntryState, LoadError> {
+    let initrd_len = initrd.map(|i| i.len() as u64);
+    let zp = zero_page(bz, at, initrd_len.unwrap_or(0), map, rsdp)?;
     mem.write(at.kernel, bz.kernel)?;
     if let (Some(addr), Some(data)) = (at.initrd, initrd) {
         mem.write(addr, data)?;
@@ -298,14 +316,13 @@ pub fn load(
     line.push(0);
     mem.write(at.cmdline, &line)?;
     mem.write(at.zero_page, &zp)?;
-    let entry = EntryState {
+    Ok(EntryState {
         rip: at.kernel,
         rax: 0,
         rbx: 0,
         rsi: at.zero_page,
         protected_mode_flat: true,
-    };
-    Ok((at, entry))
+    })
 }
 
 #[cfg(test)]
@@ -401,6 +418,46 @@ mod tests {
         // above it.
         let at = place(&bz, None, 10, &map, &[(0x100_0000, 0x1F0_0000)]).unwrap();
         assert_eq!(at.kernel, 0x220_0000);
+    }
+
+    #[test]
+    fn a_non_relocatable_kernel_loads_at_code32_start_over_modules() {
+        let mut image = bzimage(0x20C, 0x2000);
+        image[0x234] = 0; // not relocatable
+        image[0x260..0x264].copy_from_slice(&0x6_B000u32.to_le_bytes());
+        let bz = BzImage::parse(&image).unwrap();
+        let map = guest_map();
+        // GRUB put the kernel's own module at 1 MiB: the kernel still goes there.
+        let module = (0x10_0000, 0x10_0000 + image.len() as u64);
+        let at = place(&bz, Some(0x3000), 10, &map, &[module]).unwrap();
+        assert_eq!(at.kernel, 0x10_0000);
+        let initrd = at.initrd.unwrap();
+        assert!(initrd >= 0x10_0000 + 0x6_B000, "initrd clear of the kernel");
+        // The caller moves the module out of the kernel's way, then loads from the copy.
+        let moved = crate::loader::relocate_sources(
+            &[module],
+            &[
+                (at.kernel, at.kernel + bz.footprint()),
+                (initrd, initrd + 0x3000),
+            ],
+            &map,
+        )
+        .unwrap();
+        assert!(moved[0].0 >= 0x10_0000 + 0x6_B000);
+        let mut mem = VecMemory::new(0x400_0000, (0x200_0000, 0x220_0000));
+        mem.bytes[moved[0].0 as usize..moved[0].1 as usize].copy_from_slice(&image);
+        let copy = &mem.bytes[moved[0].0 as usize..moved[0].1 as usize].to_vec();
+        let bz = BzImage::parse(copy).unwrap();
+        let entry = write(&bz, &at, None, "nopause", &map, None, &mut mem).unwrap();
+        assert_eq!(entry.rip, 0x10_0000);
+        assert_eq!(&mem.bytes[0x10_0000..0x10_0004], &[0, 1, 2, 3]);
+        // Where the kernel cannot be in RAM, the error says so.
+        let mut hole = guest_map();
+        hole.set(0x10_0000, 0x11_0000, Kind::Reserved).unwrap();
+        assert!(matches!(
+            place(&bz, None, 10, &hole, &[]),
+            Err(LoadError::NotGuestRam { .. })
+        ));
     }
 
     #[test]

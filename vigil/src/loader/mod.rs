@@ -6,6 +6,8 @@ pub mod elf;
 pub mod linux;
 pub mod multiboot1;
 
+use crate::memmap::MemoryMap;
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Guest-physical memory as a loader sees it.
@@ -95,6 +97,44 @@ pub struct EntryState {
     pub protected_mode_flat: bool,
 }
 
+fn overlaps(a: (u64, u64), others: &[(u64, u64)]) -> bool {
+    others.iter().any(|&(s, e)| s < a.1 && a.0 < e)
+}
+
+/// Where the boot modules (`sources`: images still to be copied, a multiboot guest's own
+/// modules) must be before the loader writes anything: a module that lies in `keep_clear` (where
+/// the kernel, its initrd or the boot data go) is moved to the highest free, page-aligned RAM
+/// below 4 GiB that is clear of `keep_clear`, of every other module and of conventional memory;
+/// the others stay. GRUB places modules where it likes — over a non-relocatable kernel's fixed
+/// address, for one — and this is how they get out of the way (the copy is made with memmove
+/// semantics, so any order of moves is safe: no new place overlaps any module, old or new).
+pub fn relocate_sources(
+    sources: &[(u64, u64)],
+    keep_clear: &[(u64, u64)],
+    map: &MemoryMap,
+) -> Result<Vec<(u64, u64)>, LoadError> {
+    let mut placed: Vec<(u64, u64)> = sources.to_vec();
+    for i in 0..sources.len() {
+        let (start, end) = sources[i];
+        if !overlaps((start, end), keep_clear) {
+            continue;
+        }
+        let len = end - start;
+        let mut avoid: Vec<(u64, u64)> = keep_clear.to_vec();
+        avoid.extend_from_slice(sources);
+        avoid.extend_from_slice(&placed);
+        avoid.push((0, 0x10_0000));
+        let at = map
+            .find_top(len.max(1), 4096, 1 << 32, &avoid)
+            .ok_or(LoadError::DoesNotFit {
+                what: "a boot module in the way of the kernel (moving it aside)",
+                size: len,
+            })?;
+        placed[i] = (at, at + len);
+    }
+    Ok(placed)
+}
+
 pub(crate) fn read_u16(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(off..off + 2)?.try_into().ok()?))
 }
@@ -110,6 +150,51 @@ pub(crate) fn read_u64(b: &[u8], off: usize) -> Option<u64> {
 #[cfg(test)]
 pub(crate) mod testmem {
     use super::{GuestMemory, LoadError};
+    use crate::memmap::{Kind, MemoryMap};
+
+    /// RAM [0, 640 KiB) and [1 MiB, `end`).
+    pub fn ram(end: u64) -> MemoryMap {
+        let mut m = MemoryMap::new();
+        m.add(0, 0x9F000, Kind::Ram).unwrap();
+        m.add(0x9F000, 0x10_0000, Kind::Reserved).unwrap();
+        m.add(0x10_0000, end, Kind::Ram).unwrap();
+        m
+    }
+
+    #[test]
+    fn modules_in_the_way_move_and_the_others_stay() {
+        let map = ram(0x200_0000);
+        let sources = [
+            (0x10_0000, 0x12_0000),
+            (0x12_0000, 0x12_1000),
+            (0x40_0000, 0x41_0000),
+        ];
+        let kernel = (0x10_0000, 0x16_B000);
+        let moved = super::relocate_sources(&sources, &[kernel], &map).unwrap();
+        assert_eq!(moved[2], sources[2], "clear of the kernel: stays");
+        for (i, m) in moved[..2].iter().enumerate() {
+            assert_eq!(m.1 - m.0, sources[i].1 - sources[i].0, "same length");
+            assert_eq!(m.0 % 4096, 0, "page-aligned");
+            assert!(
+                m.1 <= kernel.0 || m.0 >= kernel.1,
+                "clear of the kernel: {m:x?}"
+            );
+            assert!(super::overlaps(*m, &[(0x10_0000, 0x200_0000)]));
+            for other in sources.iter().chain(moved.iter().filter(|o| *o != m)) {
+                assert!(!super::overlaps(*m, &[*other]), "{m:x?} hits {other:x?}");
+            }
+        }
+        assert!(
+            moved[0].0 >= 0x1F0_0000,
+            "as high as RAM allows: {:x?}",
+            moved[0]
+        );
+        let full = [(0x10_0000, 0x1F0_0000)];
+        assert!(matches!(
+            super::relocate_sources(&full, &[(0x10_0000, 0x11_0000)], &map),
+            Err(LoadError::DoesNotFit { .. })
+        ));
+    }
     use alloc::vec;
     use alloc::vec::Vec;
 

@@ -163,9 +163,40 @@ pub fn load(image: &[u8], mem: &mut dyn GuestMemory) -> Result<Loaded, LoadError
     }
 }
 
+/// The boot data Vigil writes for a guest (boot GDT, then the multiboot information).
+pub const BOOT_DATA_SIZE: u64 = 0x2000;
+
+/// Where a multiboot guest's boot data goes: 0x8000, in conventional memory as GRUB does, unless
+/// the image or a module is there (a kernel may load anywhere); then the highest free pages of
+/// conventional memory, then of all RAM below 4 GiB, clear of `avoid`.
+pub fn boot_data_at(map: &MemoryMap, avoid: &[(u64, u64)]) -> Option<u64> {
+    const PREFERRED: u64 = 0x8000;
+    let clear = |at: u64| {
+        !avoid
+            .iter()
+            .any(|&(s, e)| s < at + BOOT_DATA_SIZE && at < e)
+    };
+    if map.is_ram(PREFERRED, PREFERRED + BOOT_DATA_SIZE) && clear(PREFERRED) {
+        return Some(PREFERRED);
+    }
+    let mut low_avoid: Vec<(u64, u64)> = avoid.to_vec();
+    low_avoid.push((0, 0x1000)); // the real-mode IVT and BIOS data stay untouched
+    map.find_top(BOOT_DATA_SIZE, 4096, 0xA_0000, &low_avoid)
+        .or_else(|| map.find_top(BOOT_DATA_SIZE, 4096, 1 << 32, &low_avoid))
+}
+
+/// A boot module handed to a multiboot kernel: [start, end) in guest RAM and its string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InfoModule<'a> {
+    pub start: u64,
+    pub end: u64,
+    pub string: &'a str,
+}
+
 /// Builds the multiboot information structure (spec 3.3) for placement at guest-physical
-/// `base`: the fixed part, then the command line, the boot loader name and the memory map.
-pub fn build_info(base: u32, cmdline: &str, map: &MemoryMap) -> Vec<u8> {
+/// `base`: the fixed part, then the command line, the boot loader name, the module list with
+/// the modules' strings, and the memory map.
+pub fn build_info(base: u32, cmdline: &str, map: &MemoryMap, modules: &[InfoModule]) -> Vec<u8> {
     const FIXED: usize = 88;
     let mut info = alloc::vec![0u8; FIXED];
     let put = |info: &mut Vec<u8>, off: usize, v: u32| {
@@ -198,6 +229,25 @@ pub fn build_info(base: u32, cmdline: &str, map: &MemoryMap) -> Vec<u8> {
     let at = append_str(&mut info, "Vigil");
     put(&mut info, 64, at);
     flags |= 1 << 9;
+
+    // Modules (flag 3): as GRUB does, the list is there even when it is empty.
+    let strings: Vec<u32> = modules
+        .iter()
+        .map(|m| append_str(&mut info, m.string))
+        .collect();
+    while !info.len().is_multiple_of(4) {
+        info.push(0);
+    }
+    let mods_at = base + info.len() as u32;
+    for (m, string) in modules.iter().zip(strings) {
+        info.extend_from_slice(&(m.start as u32).to_le_bytes());
+        info.extend_from_slice(&(m.end as u32).to_le_bytes());
+        info.extend_from_slice(&string.to_le_bytes());
+        info.extend_from_slice(&0u32.to_le_bytes());
+    }
+    put(&mut info, 20, modules.len() as u32);
+    put(&mut info, 24, mods_at);
+    flags |= 1 << 3;
 
     while !info.len().is_multiple_of(4) {
         info.push(0);
@@ -287,13 +337,32 @@ mod tests {
     }
 
     #[test]
+    fn boot_data_goes_where_the_image_is_not() {
+        let mut map = MemoryMap::new();
+        map.add(0, 0x9F000, Kind::Ram).unwrap();
+        map.add(0x10_0000, 0x200_0000, Kind::Ram).unwrap();
+        assert_eq!(boot_data_at(&map, &[(0x10_0000, 0x12_0000)]), Some(0x8000));
+        // A kernel that loads at 0x8000: the boot data moves to the top of conventional memory.
+        let at = boot_data_at(&map, &[(0x7000, 0x2_0000)]).unwrap();
+        assert_eq!(at, 0x9D000);
+        // All conventional memory taken: above 1 MiB, clear of the image.
+        let at = boot_data_at(&map, &[(0, 0x9F000), (0x10_0000, 0x1FF_0000)]).unwrap();
+        assert!(at >= 0x1FF_0000 && at + BOOT_DATA_SIZE <= 0x200_0000);
+    }
+
+    #[test]
     fn info_describes_memory_and_command_line() {
         let mut map = MemoryMap::new();
         map.add(0, 0x9F000, Kind::Ram).unwrap();
         map.add(0x9F000, 0xA0000, Kind::Reserved).unwrap();
         map.add(0x10_0000, 0x400_0000, Kind::Ram).unwrap();
-        let info = build_info(0x8000, "case=all", &map);
-        let flags = (1 << 0) | (1 << 2) | (1 << 6) | (1 << 9);
+        let modules = [InfoModule {
+            start: 0x20_0000,
+            end: 0x20_0123,
+            string: "env a=1",
+        }];
+        let info = build_info(0x8000, "case=all", &map, &modules);
+        let flags = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 9);
         assert_eq!(read_u32(&info, 0).unwrap() & flags, flags);
         assert_eq!(read_u32(&info, 4), Some(0x9F000 / 1024));
         assert_eq!(read_u32(&info, 8), Some((0x400_0000 - 0x10_0000) / 1024));
@@ -306,5 +375,11 @@ mod tests {
         assert_eq!(len, 3 * 24);
         assert_eq!(crate::loader::read_u64(&info, at + 4 + 24), Some(0x9F000));
         assert_eq!(read_u32(&info, at + 20 + 24), Some(2));
+        assert_eq!(read_u32(&info, 20), Some(1), "mods_count");
+        let m = read_u32(&info, 24).unwrap() as usize - 0x8000;
+        assert_eq!(read_u32(&info, m), Some(0x20_0000));
+        assert_eq!(read_u32(&info, m + 4), Some(0x20_0123));
+        let string = read_u32(&info, m + 8).unwrap() as usize - 0x8000;
+        assert_eq!(&info[string..string + 8], b"env a=1\0");
     }
 }

@@ -43,6 +43,8 @@ static CASES: &[Case] = &[
     Case::new("tsc-deadline", tsc_deadline),
     Case::new("tsc-adjust", tsc_adjust),
     Case::new("isolation", isolation),
+    Case::new("modules", modules),
+    Case::new("high-mmio", high_mmio),
 ];
 
 fn main(boot: &'static BootInfo) -> ! {

@@ -168,3 +168,113 @@ fn unless_gp(access: &str, probe: Probe, range: VigilRange, address: u64) -> Opt
         )),
     }
 }
+
+/// The boot modules the loader handed over (multiboot spec 3.3: `module` lines under GRUB,
+/// `module2 PATH module STRING` under Vigil): their number, and for each its length, an FNV-1a
+/// checksum of its bytes and its string (spaces as `+`), which the scenario compares with the
+/// files it put on the ISO. Each must be page-aligned, non-empty, in RAM the memory map offers
+/// and clear of the kit's own image. Skips when there are none.
+pub(super) fn modules() -> Outcome {
+    let Some(boot) = guest_kit::boot_info() else {
+        return fail!("no-boot-info");
+    };
+    let Some(mods) = boot.modules() else {
+        return skip!("no-module-list flags={:#x}", boot.flags);
+    };
+    let (image_start, image_end) = guest_kit::image_range();
+    let mut out = guest_kit::harness::Text::new();
+    let mut count = 0;
+    for (i, (start, end, string)) in mods.enumerate() {
+        count += 1;
+        let (start, end) = (start as u64, end as u64);
+        if end <= start || start % PAGE != 0 {
+            return fail!("bad-module index={} start={:#x} end={:#x}", i, start, end);
+        }
+        if start < image_end && image_start < end {
+            return fail!(
+                "module-over-the-image index={} module={:#x}-{:#x} image={:#x}-{:#x}",
+                i,
+                start,
+                end,
+                image_start,
+                image_end
+            );
+        }
+        let in_ram = boot
+            .memory_map()
+            .into_iter()
+            .flatten()
+            .any(|r| r.available() && r.base <= start && end <= r.end());
+        if !in_ram {
+            return fail!(
+                "module-not-in-ram index={} module={:#x}-{:#x}",
+                i,
+                start,
+                end
+            );
+        }
+        // SAFETY: the module lies in RAM (checked above), identity-mapped below 4 GiB.
+        let bytes =
+            unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
+        let mut hash = 0xCBF2_9CE4_8422_2325u64;
+        for &b in bytes {
+            hash = (hash ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+        use core::fmt::Write;
+        let _ = write!(
+            out,
+            " m{i}.len={} m{i}.fnv={hash:#x} m{i}.string=",
+            end - start
+        );
+        for c in string.chars() {
+            let _ = out.write_char(if c == ' ' { '+' } else { c });
+        }
+    }
+    if count == 0 {
+        return skip!("no-modules");
+    }
+    pass!("count={}{}", count, out.as_str())
+}
+
+/// Device space far above RAM (where firmware puts 64-bit BARs) reads as on bare metal: the
+/// guest's EPT covers the whole physical address space the processor reports, so a read at
+/// 256 GiB — above any RAM these machines have, below MAXPHYADDR — reaches the bus as bare,
+/// with no #GP. Reports the value read, which bare and Vigil runs must share.
+pub(super) fn high_mmio() -> Outcome {
+    const GPA: u64 = 256 << 30;
+    if cpu::cpuid(0x8000_0000, 0).eax < 0x8000_0008 {
+        return skip!("no-leaf-80000008");
+    }
+    let phys_bits = cpu::cpuid(0x8000_0008, 0).eax & 0xFF;
+    if phys_bits < 39 {
+        return skip!("maxphyaddr-below-256gib phys_bits={}", phys_bits);
+    }
+    if cpu::cpuid(0x8000_0001, 0).edx & (1 << 26) == 0 {
+        return skip!("no-1gib-pages");
+    }
+    let below_ram = boot_ram_end().is_some_and(|end| end <= GPA);
+    if !below_ram {
+        return skip!("ram-reaches-256gib");
+    }
+    // SAFETY: the kit's page tables leave that linear range unused.
+    unsafe { guest_kit::boot::map_gib(GPA, true) };
+    let read = fault::try_read_u64(GPA);
+    // SAFETY: as above; the mapping goes away again.
+    unsafe { guest_kit::boot::map_gib(GPA, false) };
+    match read {
+        Ok(value) => pass!("gpa={:#x} value={:#x} phys_bits={}", GPA, value, phys_bits),
+        Err(c) => fail!(
+            "fault vector={} error={:#x} gpa={:#x} phys_bits={}",
+            c.vector,
+            c.error,
+            GPA,
+            phys_bits
+        ),
+    }
+}
+
+/// The end of the highest region of the memory map.
+fn boot_ram_end() -> Option<u64> {
+    let map = guest_kit::boot_info()?.memory_map()?;
+    map.map(|r| r.end()).max()
+}
