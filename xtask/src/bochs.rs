@@ -115,11 +115,24 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
         }
         relay = Some(r);
     }
+    // --- emulator-side oracle (oracle.rs): its bochsrc lines, debugger commands and flag.
+    let oracle = crate::oracle::hookup_for(&dir.path);
+    if oracle.is_some() {
+        rc_text = crate::oracle::bochsrc(&rc_text);
+    }
+    let cmds_text = oracle
+        .as_ref()
+        .map_or_else(|| "continue\nquit\n".to_string(), |p| p.commands());
+    let extra_args: Vec<&str> = match oracle {
+        Some(_) => crate::oracle::debugger_flag("bochs").into_iter().collect(),
+        None => Vec::new(),
+    };
+    // --- end of the oracle's hook.
     write(&rc, &rc_text)?;
     // The debugger is compiled in: without commands Bochs stops at t=0 and waits for input.
-    write(&cmds, "continue\nquit\n")?;
+    write(&cmds, &cmds_text)?;
 
-    let (mut child, start) = start(&rc, &cmds, dir, &log, &out)?;
+    let (mut child, start) = start(&rc, &cmds, &extra_args, dir, &log, &out)?;
     let pgid = child.id();
     let mut gdb = match (&hookup, &relay) {
         (
@@ -183,6 +196,16 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     };
     progress.done();
     let elapsed = start.elapsed();
+    // --- emulator-side oracle: a run that did not end by itself first gets SIGINT, which
+    // Bochs' debugger turns into a stop that dumps memory (oracle.rs); then it is killed.
+    if oracle.is_some() && !matches!(end, End::Exited(_) | End::Interrupted) {
+        crate::oracle::interrupt(pgid);
+        let deadline = Instant::now() + END_GRACE;
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(POLL);
+        }
+    }
+    // --- end of the oracle's hook.
     if !matches!(end, End::Exited(_)) {
         sys::kill_process_group(pgid);
         let _ = child.wait();
@@ -234,6 +257,7 @@ const START_ATTEMPTS: u32 = 4;
 fn start(
     rc: &Path,
     cmds: &Path,
+    extra_args: &[&str],
     dir: &RunDir,
     log: &Path,
     out: &Path,
@@ -256,6 +280,7 @@ fn start(
             .arg("-q")
             .arg("-f")
             .arg(rc)
+            .args(extra_args)
             .arg("-rc")
             .arg(cmds)
             .current_dir(&dir.path)

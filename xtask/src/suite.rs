@@ -356,6 +356,7 @@ pub fn boot(
     let iso = make_iso(&dir)?;
     crate::step(&format!("started {}", s.name));
     crate::gdb_tests::register(&dir.path, s.name, &layout.bare_bin(s.guest));
+    crate::oracle::register_for(layout, s, &dir.path);
     bochs::run(&RunSpec {
         dir: &dir,
         iso,
