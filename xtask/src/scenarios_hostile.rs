@@ -16,7 +16,7 @@ use crate::scenarios::{Check, Scenario};
 const SKYLAKE: &str = crate::bochs::DEFAULT_CPU_MODEL;
 
 /// The exit-handler cases the first two scenarios run.
-const HANDLER_CASES: &str = "case=vmx-insn,xsetbv-invalid,msr-absent,invd,ud2";
+pub const HANDLER_CASES: &str = "case=vmx-insn,xsetbv-invalid,msr-absent,invd,ud2";
 
 /// Whether a scenario gets the emulator-side oracle: the hostile guest under Vigil.
 pub fn wants_oracle(s: &Scenario) -> bool {
