@@ -13,7 +13,8 @@ use guest_kit::{cpu, fail, pass, Outcome};
 const BASE_MASK: u64 = 0xF_FFFF_F000;
 const EXTD: u64 = 1 << 10;
 
-fn control() -> Result<(), Outcome> {
+/// `Some(failure)` when moving the APIC over a page of the guest's own does not work as bare.
+fn control() -> Option<Outcome> {
     let old = unsafe { cpu::rdmsr(0x1B) };
     let id = read32((old & BASE_MASK) + 0x20);
     let page = 0x40_0000u64;
@@ -22,13 +23,13 @@ fn control() -> Result<(), Outcome> {
     let seen = read32(page + 0x20);
     let _ = unsafe { fault::try_wrmsr(0x1B, old) };
     match r {
-        Ok(()) if seen == id => Ok(()),
-        Ok(()) => Err(fail!(
+        Ok(()) if seen == id => None,
+        Ok(()) => Some(fail!(
             "control-move-no-effect seen={:#x} id={:#x}",
             seen,
             id
         )),
-        Err(c) => Err(fail!("control-move-faulted vector={}", c.vector)),
+        Err(c) => Some(fail!("control-move-faulted vector={}", c.vector)),
     }
 }
 
@@ -37,7 +38,7 @@ fn control() -> Result<(), Outcome> {
 /// (the MSR's base still moves; the MMIO page is off but the base field is kept).
 pub fn relocate(pages: u64, x2apic: bool) -> Outcome {
     let t = find_targets();
-    if let Err(o) = control() {
+    if let Some(o) = control() {
         return o;
     }
     let old = unsafe { cpu::rdmsr(0x1B) };
