@@ -110,14 +110,16 @@ pub fn debugger_commands(ticks: Option<u64>) -> String {
 
 /// The one way xtask starts Bochs: the chosen emulator (`emulator.rs`) on the run's bochsrc
 /// and debugger command file, in the run directory. Callers add the standard streams.
-pub fn command(rc: &Path, cmds: &Path, dir: &Path) -> Command {
-    let mut c = crate::emulator::current().command();
-    c.arg("-q")
-        .arg("-f")
-        .arg(rc)
-        .arg("-rc")
-        .arg(cmds)
-        .current_dir(dir);
+/// `debugger`: the command file does more than run to the end (breakpoints, a tick budget, an
+/// interactive session), so the emulator's debugger must be active.
+pub fn command(rc: &Path, cmds: &Path, dir: &Path, debugger: bool) -> Command {
+    let emulator = crate::emulator::current();
+    let mut c = emulator.command();
+    c.arg("-q").arg("-f").arg(rc);
+    if debugger {
+        c.args(emulator.debugger_flag());
+    }
+    c.arg("-rc").arg(cmds).current_dir(dir);
     c
 }
 
@@ -165,14 +167,24 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
         }
         relay = Some(r);
     }
+    // --- emulator-side oracle (oracle.rs): its bochsrc lines, debugger commands and flag.
+    let oracle = crate::oracle::hookup_for(&dir.path);
+    if oracle.is_some() {
+        rc_text = crate::oracle::bochsrc(&rc_text);
+    }
+    let budget = crate::scenarios_guests::tick_budget_for(&dir.path);
+    let cmds_text = match &oracle {
+        Some(plan) => plan.commands(),
+        None => debugger_commands(budget),
+    };
+    // The debugger must act on the commands only when they do more than run to the end.
+    let debugger = oracle.is_some() || budget.is_some();
+    // --- end of the oracle's hook.
     write(&rc, &rc_text)?;
     // The debugger is compiled in: without commands Bochs stops at t=0 and waits for input.
-    write(
-        &cmds,
-        &debugger_commands(crate::scenarios_guests::tick_budget_for(&dir.path)),
-    )?;
+    write(&cmds, &cmds_text)?;
 
-    let (mut child, start) = start(&rc, &cmds, dir, &log, &out)?;
+    let (mut child, start) = start(&rc, &cmds, debugger, dir, &log, &out)?;
     let pgid = child.id();
     let mut gdb = match (&hookup, &relay) {
         (
@@ -236,6 +248,16 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     };
     progress.done();
     let elapsed = start.elapsed();
+    // --- emulator-side oracle: a run that did not end by itself first gets SIGINT, which
+    // Bochs' debugger turns into a stop that dumps memory (oracle.rs); then it is killed.
+    if oracle.is_some() && !matches!(end, End::Exited(_) | End::Interrupted) {
+        crate::oracle::interrupt(pgid);
+        let deadline = Instant::now() + END_GRACE;
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(POLL);
+        }
+    }
+    // --- end of the oracle's hook.
     if !matches!(end, End::Exited(_)) {
         sys::kill_process_group(pgid);
         let _ = child.wait();
@@ -287,6 +309,7 @@ const START_ATTEMPTS: u32 = 4;
 fn start(
     rc: &Path,
     cmds: &Path,
+    debugger: bool,
     dir: &RunDir,
     log: &Path,
     out: &Path,
@@ -305,7 +328,7 @@ fn start(
             File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
         let err_file = out_file.try_clone().map_err(|e| format!("{e}"))?;
         let started = Instant::now();
-        let mut child = command(rc, cmds, &dir.path)
+        let mut child = command(rc, cmds, &dir.path, debugger)
             .stdin(Stdio::null())
             .stdout(out_file)
             .stderr(err_file)
@@ -474,7 +497,7 @@ mod tests {
         let built = Emulator {
             version: crate::emulator::Version(3, 0),
             sound: false,
-            ..debian
+            ..debian.clone()
         };
         let rc = bochsrc(&built, &machine, Path::new("/r/vigil.iso"), Path::new("/r"));
         assert!(!rc.contains("\nsound:"), "{rc}");

@@ -135,6 +135,14 @@ impl Emulator {
         )
     }
 
+    /// The flag that makes this Bochs run its debugger (and so the `-rc` command file): 3.0
+    /// starts its debugger only when asked with `-debugger`; 2.7 has no such flag (it refuses
+    /// it) because its debugger is always active when compiled in. Without it, 3.0 ignores the
+    /// command file and just runs, which is what a plain run wants.
+    pub fn debugger_flag(&self) -> Option<&'static str> {
+        (self.version >= Version(3, 0)).then_some("-debugger")
+    }
+
     /// A `Command` for this Bochs (Debian's wrapper script adds `-q` itself; another `-q` is
     /// harmless).
     pub fn command(&self) -> Command {

@@ -416,7 +416,7 @@ pub fn debug_vigil(
         dir.file("com2.txt").display()
     ));
     // In the foreground, on this terminal: the debugger reads the user's commands.
-    let status = crate::bochs::command(&rc, &cmds, &dir.path)
+    let status = crate::bochs::command(&rc, &cmds, &dir.path, true)
         .status()
         .map_err(|e| format!("cannot start bochs: {e}"))?;
     // Bochs exits with 1 after the guest's shutdown port, which is normal.

@@ -17,6 +17,8 @@ mod layout;
 mod linux;
 mod linux_checks;
 mod linux_material;
+mod oracle;
+mod oracle_image;
 mod outcome;
 mod prereqs;
 mod report;

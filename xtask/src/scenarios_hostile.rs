@@ -1,6 +1,13 @@
-//! The `hostile` guest's default cases (VMX instructions, invalid XSETBV, absent MSRs, INVD,
-//! UD2) bare and under Vigil: each must pass both ways, since the guest must see exactly what a
+//! The `hostile` guest bare and under Vigil. Its exit-handler cases (VMX instructions, invalid
+//! XSETBV, absent MSRs, INVD, UD2) must pass both ways, since the guest must see exactly what a
 //! processor without a hypervisor would do, and Vigil must end normally.
+//!
+//! Its platform attacks (docs/security.md: A20, SMM, resets and sleep, local APIC relocation,
+//! PCI configuration, MSRs, port widths, NMIs) run bare — the reference, which must pass — and
+//! under Vigil, where after every run the emulator-side oracle (oracle.rs) compares Vigil's code
+//! and read-only data in the emulator's memory with its ELF and reads Bochs' log for resets and
+//! SMM entries. The non-destructive attacks share one run; each attack that can end the machine
+//! or take Vigil down has its own pair of scenarios.
 
 use crate::outcome::Mode;
 use crate::report::{self, Status};
@@ -8,11 +15,111 @@ use crate::scenarios::{Check, Scenario};
 
 const SKYLAKE: &str = crate::bochs::DEFAULT_CPU_MODEL;
 
+/// The exit-handler cases the first two scenarios run.
+pub const HANDLER_CASES: &str = "case=vmx-insn,xsetbv-invalid,msr-absent,invd,ud2";
+
+/// Whether a scenario gets the emulator-side oracle: the hostile guest under Vigil.
+pub fn wants_oracle(s: &Scenario) -> bool {
+    s.guest == "hostile" && s.mode == Mode::Vigil
+}
+
+/// Attacks with a scenario each, bare and under Vigil: (case, what ends a bare run).
+const DESTRUCTIVE: &[(&str, &str, &str, BareEnd)] = &[
+    (
+        "hostile-apic-over-vigil-pages-bare",
+        "hostile-apic-over-vigil-pages-vigil",
+        "case=apic-over-vigil-pages",
+        BareEnd::Normal,
+    ),
+    (
+        "hostile-msr-misc-enable-xd-bare",
+        "hostile-msr-misc-enable-xd-vigil",
+        "case=msr-misc-enable-xd",
+        BareEnd::Normal,
+    ),
+    (
+        "hostile-msr-efer-reserved-bare",
+        "hostile-msr-efer-reserved-vigil",
+        "case=msr-efer-reserved",
+        BareEnd::Normal,
+    ),
+    (
+        "hostile-msr-pat-reserved-bare",
+        "hostile-msr-pat-reserved-vigil",
+        "case=msr-pat-reserved",
+        BareEnd::Normal,
+    ),
+    (
+        "hostile-nmi-around-exits-bare",
+        "hostile-nmi-around-exits-vigil",
+        "case=nmi-around-exits",
+        BareEnd::Normal,
+    ),
+    (
+        "hostile-reset-cf9-soft-bare",
+        "hostile-reset-cf9-soft-vigil",
+        "case=reset-cf9-soft",
+        BareEnd::Escaped,
+    ),
+    (
+        "hostile-reset-cf9-hard-bare",
+        "hostile-reset-cf9-hard-vigil",
+        "case=reset-cf9-hard",
+        BareEnd::Escaped,
+    ),
+    (
+        "hostile-reset-port92-bare",
+        "hostile-reset-port92-vigil",
+        "case=reset-port92",
+        BareEnd::Escaped,
+    ),
+    (
+        "hostile-reset-kbc-pulse-bare",
+        "hostile-reset-kbc-pulse-vigil",
+        "case=reset-kbc-pulse",
+        BareEnd::Escaped,
+    ),
+    (
+        "hostile-reset-kbc-output-port-bare",
+        "hostile-reset-kbc-output-port-vigil",
+        "case=reset-kbc-output-port",
+        BareEnd::Escaped,
+    ),
+    (
+        "hostile-sleep-s3-bare",
+        "hostile-sleep-s3-vigil",
+        "case=sleep-s3",
+        BareEnd::Escaped,
+    ),
+    (
+        "hostile-sleep-moved-pm-s5-bare",
+        "hostile-sleep-moved-pm-s5-vigil",
+        "case=sleep-moved-pm-s5",
+        BareEnd::AcpiPowerOff,
+    ),
+];
+
+/// What a bare run of a destructive attack shows: the reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BareEnd {
+    /// The case passes and the guest ends the run.
+    Normal,
+    /// The machine reset and the guest's code ran again: the warm-boot stub's line, or a whole
+    /// new boot that found the guest's marker.
+    Escaped,
+    /// Bochs powered off through ACPI S5 (its log says so).
+    AcpiPowerOff,
+}
+
+/// What the warm-boot stub prints when guest code runs after a reset.
+const ESCAPED: &str = "hostile: guest code runs after the reset, outside VMX";
+const BOOTED_AGAIN: &str = "hostile: booted again after the reset";
+
 pub fn all() -> Vec<Scenario> {
     let run = |name, mode, baseline| Scenario {
         name,
         guest: "hostile",
-        guest_args: "",
+        guest_args: HANDLER_CASES,
         mode,
         vigil_options: "",
         cpu_model: SKYLAKE,
@@ -20,9 +127,25 @@ pub fn all() -> Vec<Scenario> {
         baseline,
         check: check_hostile,
     };
-    vec![
+    let mut all = vec![
         run("hostile-bare", Mode::Bare, None),
         run("hostile-vigil", Mode::Vigil, Some("hostile-bare")),
+        Scenario {
+            guest_args: "",
+            timeout_secs: 180,
+            check: check_platform,
+            ..run("hostile-platform-bare", Mode::Bare, None)
+        },
+        Scenario {
+            guest_args: "",
+            timeout_secs: 180,
+            check: check_platform,
+            ..run(
+                "hostile-platform-vigil",
+                Mode::Vigil,
+                Some("hostile-platform-bare"),
+            )
+        },
         Scenario {
             guest_args: "case=triple-fault",
             // #GP and #DF in the exception bitmap: Vigil sees every step of the escalation and
@@ -31,7 +154,147 @@ pub fn all() -> Vec<Scenario> {
             check: check_escalation,
             ..run("hostile-triple-fault-trapped", Mode::Vigil, None)
         },
-    ]
+    ];
+    for &(bare, vigil, args, _) in DESTRUCTIVE {
+        all.push(Scenario {
+            guest_args: args,
+            check: check_destructive,
+            ..run(bare, Mode::Bare, None)
+        });
+        all.push(Scenario {
+            guest_args: args,
+            check: check_destructive,
+            ..run(vigil, Mode::Vigil, Some(bare))
+        });
+    }
+    all
+}
+
+/// The emulator-side oracle's verdict on a run under Vigil (oracle.rs).
+fn oracle(c: &Check) -> Result<(), String> {
+    crate::oracle::verify(&c.outcome.dir)?.result()
+}
+
+/// Every platform attack passes; bare that is the reference, under Vigil it means no attack
+/// reached Vigil. Under Vigil the same cases must have run, the port-width marker must not be in
+/// Vigil's log, and the oracle must find Vigil's memory intact and the processor never out of
+/// VMX.
+fn check_platform(c: &Check) -> Result<(), String> {
+    let o = c.outcome;
+    let cases = report::cases(o.capture.com1());
+    let failed: Vec<String> = cases
+        .iter()
+        .filter(|l| l.status != Status::Pass)
+        .map(|l| format!("{} {:?} {}", l.name, l.status, l.why))
+        .collect();
+    let mut problems = Vec::new();
+    if let Err(e) = o.normal_end() {
+        problems.push(e);
+    }
+    if !failed.is_empty() {
+        problems.push(format!("attacks that did not pass: {}", failed.join(" | ")));
+    }
+    if cases.len() < 30 {
+        problems.push(format!("only {} cases ran", cases.len()));
+    }
+    if o.mode == Mode::Vigil {
+        if o.capture
+            .com2()
+            .iter()
+            .any(|l| l.contains("HOSTILE-PORT-WIDTH"))
+        {
+            problems.push("the port-width attack's bytes reached Vigil's COM2".to_string());
+        }
+        if let Some(b) = c.baseline {
+            let bare: Vec<String> = report::cases(b.capture.com1())
+                .into_iter()
+                .map(|l| l.name)
+                .collect();
+            let here: Vec<String> = cases.iter().map(|l| l.name.clone()).collect();
+            if bare != here {
+                problems.push(format!("bare ran {bare:?}, under Vigil {here:?}"));
+            }
+        }
+        if let Err(e) = oracle(c) {
+            problems.push(e);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n    "))
+    }
+}
+
+/// One attack that may end the machine. Bare: the reference end of its kind. Under Vigil: Vigil
+/// ends the run itself with a reason (`run ended: …`), normally if the attack was an
+/// ordinary instruction, the guest's code never runs after a reset, and the oracle passes.
+fn check_destructive(c: &Check) -> Result<(), String> {
+    let o = c.outcome;
+    let &(_, _, _, bare_end) = DESTRUCTIVE
+        .iter()
+        .find(|d| d.0 == c.scenario.name || d.1 == c.scenario.name)
+        .ok_or("not a destructive scenario")?;
+    let com1 = o.capture.com1();
+    let escaped = com1
+        .iter()
+        .any(|l| l.contains(ESCAPED) || l.contains(BOOTED_AGAIN));
+    if o.mode == Mode::Bare {
+        return match bare_end {
+            BareEnd::Normal => check_case_passed(o),
+            BareEnd::Escaped if escaped => Ok(()),
+            BareEnd::Escaped => Err(format!(
+                "bare: no `{ESCAPED}` nor `{BOOTED_AGAIN}` line: the reset did not hand control \
+                 back ({})",
+                o.end_phrase()
+            )),
+            BareEnd::AcpiPowerOff => {
+                let log = std::fs::read(o.dir.join("bochs.log")).unwrap_or_default();
+                if String::from_utf8_lossy(&log).contains("ACPI control: soft power off") {
+                    Ok(())
+                } else {
+                    Err("bare: Bochs did not power off through ACPI".to_string())
+                }
+            }
+        };
+    }
+    let mut problems = Vec::new();
+    if escaped {
+        problems.push("guest code ran after a reset, outside VMX".to_string());
+    }
+    match (bare_end, o.capture.last_line(crate::stream::Port::Vigil)) {
+        (BareEnd::Normal, _) => {
+            if let Err(e) = check_case_passed(o) {
+                problems.push(e);
+            }
+        }
+        (_, Some(l)) if l.starts_with("run ended:") => {}
+        (_, other) => problems.push(format!(
+            "Vigil did not end the run with a reason (last COM2 line {other:?}; {})",
+            o.end_phrase()
+        )),
+    }
+    if let Err(e) = oracle(c) {
+        problems.push(e);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n    "))
+    }
+}
+
+fn check_case_passed(o: &crate::outcome::Outcome) -> Result<(), String> {
+    o.normal_end()?;
+    let cases = report::cases(o.capture.com1());
+    match cases.iter().find(|l| l.status != Status::Pass) {
+        Some(f) => Err(format!(
+            "case {} did not pass: {:?} {}",
+            f.name, f.status, f.why
+        )),
+        None if cases.is_empty() => Err("no case ran".to_string()),
+        None => Ok(()),
+    }
 }
 
 /// int3 with an empty IDT: #GP (serial after the software exception), #GP while delivering it
@@ -63,6 +326,9 @@ fn check_escalation(c: &Check) -> Result<(), String> {
 fn check_hostile(c: &Check) -> Result<(), String> {
     let o = c.outcome;
     o.normal_end()?;
+    if o.mode == Mode::Vigil {
+        oracle(c)?;
+    }
     let cases = report::cases(o.capture.com1());
     if let Some(f) = cases.iter().find(|l| l.status != Status::Pass) {
         return Err(format!(

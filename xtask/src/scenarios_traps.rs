@@ -15,7 +15,12 @@ pub fn all() -> Vec<Scenario> {
     let run = |name, guest, baseline, check| Scenario {
         name,
         guest,
-        guest_args: "",
+        // The hostile guest's exit-handler cases, as `hostile-bare` runs them.
+        guest_args: if guest == "hostile" {
+            crate::scenarios_hostile::HANDLER_CASES
+        } else {
+            ""
+        },
         mode: Mode::Vigil,
         vigil_options: EVERYTHING,
         cpu_model: crate::bochs::DEFAULT_CPU_MODEL,

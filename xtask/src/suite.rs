@@ -445,6 +445,7 @@ pub fn boot(
     crate::step(&format!("started {}", s.name));
     crate::gdb_tests::register(&dir.path, s.name, &layout.bare_bin(s.guest));
     crate::scenarios_guests::claimed(&dir.path, s.name);
+    crate::oracle::register_for(layout, s, &dir.path);
     bochs::run(&RunSpec {
         dir: &dir,
         iso,
@@ -572,6 +573,19 @@ mod tests {
                 "cases-bare",
                 "linux-bare",
                 "hostile-bare",
+                "hostile-platform-bare",
+                "hostile-apic-over-vigil-pages-bare",
+                "hostile-msr-misc-enable-xd-bare",
+                "hostile-msr-efer-reserved-bare",
+                "hostile-msr-pat-reserved-bare",
+                "hostile-nmi-around-exits-bare",
+                "hostile-reset-cf9-soft-bare",
+                "hostile-reset-cf9-hard-bare",
+                "hostile-reset-port92-bare",
+                "hostile-reset-kbc-pulse-bare",
+                "hostile-reset-kbc-output-port-bare",
+                "hostile-sleep-s3-bare",
+                "hostile-sleep-moved-pm-s5-bare",
                 "gdb-debuggee-bare",
                 "gdb-debuggee32-bare",
                 "gdb-step-bare",
@@ -597,7 +611,7 @@ mod tests {
         assert!(select(&all, &["nope"]).is_err());
         assert!(select(&all, &["demo", "nope"]).is_err());
         // Several words: the union, each scenario once, with the host tests if named.
-        let (host, some) = select(&all, &["demo", "demo-bare", "host"]).unwrap();
+        let (host, some) = select(&all, &["demo-vigil", "demo-bare", "demo-bare", "host"]).unwrap();
         assert!(host);
         assert_eq!(names(&some), vec!["demo-vigil", "demo-bare"]);
     }

@@ -15,6 +15,25 @@ use guest_kit::{cpu, fail, harness, interrupts, pass, println, skip, BootInfo, C
 
 guest_kit::entry!(main);
 
+#[path = "hostile/a20.rs"]
+mod a20;
+#[path = "hostile/apic.rs"]
+mod apic;
+#[path = "hostile/io.rs"]
+mod io;
+#[path = "hostile/msr.rs"]
+mod msr;
+#[path = "hostile/nmi.rs"]
+mod nmi;
+#[path = "hostile/pci.rs"]
+mod pci;
+#[path = "hostile/ports.rs"]
+mod ports;
+#[path = "hostile/reset.rs"]
+mod reset;
+#[path = "hostile/smm.rs"]
+mod smm;
+
 static CASES: &[Case] = &[
     Case::new("vmx-insn", vmx_insn),
     Case::new("xsetbv-invalid", xsetbv_invalid),
@@ -22,6 +41,70 @@ static CASES: &[Case] = &[
     Case::new("invd", invd),
     Case::new("ud2", ud2),
     Case::explicit("triple-fault", triple_fault),
+    // Platform attacks (issue classes; docs/security.md). Each finds Vigil's ranges itself, from
+    // the holes of its memory map confirmed by a probe; hypercalls stay off.
+    Case::new("a20-port92-read", || a20::attack(a20::Gate::Port92, false)),
+    Case::new("a20-port92-write", || a20::attack(a20::Gate::Port92, true)),
+    Case::new("a20-kbc-d1-read", || {
+        a20::attack(a20::Gate::KbcOutputPort, false)
+    }),
+    Case::new("a20-kbc-d1-write", || {
+        a20::attack(a20::Gate::KbcOutputPort, true)
+    }),
+    Case::new("a20-kbc-dd-read", || a20::attack(a20::Gate::KbcDdDf, false)),
+    Case::new("a20-kbc-dd-write", || a20::attack(a20::Gate::KbcDdDf, true)),
+    Case::new("port-2f7-word", ports::word_2f7),
+    Case::new("port-2f5-dword", ports::dword_2f5),
+    Case::new("port-88ff-word", || ports::shutdown_word(0x88FF)),
+    Case::new("port-8fff-word", || ports::shutdown_word(0x8FFF)),
+    Case::new("msr-ds-area", || msr::points_at(0x600, 0)),
+    Case::new("msr-rtit-output-base", || msr::points_at(0x560, 0)),
+    Case::new("msr-mtrr-physbase0", || msr::points_at(0x200, 0)),
+    Case::new("msr-smrr-physbase", || msr::points_at(0x1F2, 6)),
+    Case::new("msr-sysenter-esp", || msr::non_canonical(0x175)),
+    Case::new("msr-sysenter-eip", || msr::non_canonical(0x176)),
+    Case::new("msr-fs-base", || msr::non_canonical(0xC000_0100)),
+    Case::new("msr-gs-base", || msr::non_canonical(0xC000_0101)),
+    Case::new("msr-kernel-gs-base", || msr::non_canonical(0xC000_0102)),
+    Case::new("msr-feature-control", msr::feature_control),
+    Case::new("msr-vmx-capabilities", msr::vmx_capabilities),
+    Case::new("pci-smram-open-byte", || pci::smram_open(pci::Width::Byte)),
+    Case::new("pci-smram-open-word", || pci::smram_open(pci::Width::Word)),
+    Case::new("pci-smram-open-dword", || {
+        pci::smram_open(pci::Width::Dword)
+    }),
+    Case::new("pci-ide-bm-bar", || {
+        pci::move_decoder(io::IDE, 0x20, 16, "ide-bar4")
+    }),
+    Case::new("pci-pm-base", || {
+        pci::move_decoder(io::PM, 0x40, 64, "pm-base")
+    }),
+    Case::new("pci-smbus-base", || {
+        pci::move_decoder(io::PM, 0x90, 16, "smbus-base")
+    }),
+    Case::new("apic-over-vigil", || apic::relocate(1, false)),
+    Case::new("x2apic-over-vigil", || apic::relocate(1, true)),
+    Case::new("smi-apm", || smm::attack(smm::Trigger::Apm)),
+    Case::new("smi-ipi", || smm::attack(smm::Trigger::Ipi)),
+    // Attacks that may end the machine or take Vigil down: one scenario each.
+    Case::explicit("apic-over-vigil-pages", || apic::relocate(8, false)),
+    Case::explicit("msr-misc-enable-xd", msr::misc_enable_xd),
+    Case::explicit("msr-efer-reserved", || {
+        msr::reserved_value(0xC000_0080, 1 << 1)
+    }),
+    Case::explicit("msr-pat-reserved", || msr::reserved_value(0x277, 2)),
+    Case::explicit("nmi-around-exits", nmi::self_ipi_loop),
+    Case::explicit("reset-cf9-soft", || reset::reset(reset::Method::Cf9Soft)),
+    Case::explicit("reset-cf9-hard", || reset::reset(reset::Method::Cf9Hard)),
+    Case::explicit("reset-port92", || reset::reset(reset::Method::Port92)),
+    Case::explicit("reset-kbc-pulse", || reset::reset(reset::Method::KbcPulse)),
+    Case::explicit("reset-kbc-output-port", || {
+        reset::reset(reset::Method::KbcOutputPort)
+    }),
+    Case::explicit("sleep-s3", || reset::reset(reset::Method::SleepS3)),
+    Case::explicit("sleep-moved-pm-s5", || {
+        reset::reset(reset::Method::MovedPmS5)
+    }),
 ];
 
 /// Print `hostile: about to <what>` and wait until it has left the UART: the next instruction
@@ -34,6 +117,11 @@ macro_rules! about {
 }
 
 fn main(boot: &'static BootInfo) -> ! {
+    // A reset case whose BIOS booted the whole machine again instead of taking the warm-boot
+    // vector: report that and stop, rather than resetting forever.
+    if reset::booted_again() {
+        harness::finish()
+    }
     harness::run(CASES, boot)
 }
 
