@@ -23,14 +23,33 @@ pub enum TscMode {
     /// The guest reads host TSC + offset (two's complement), through the VMCS TSC offset or,
     /// when RDTSC is trapped, through emulation that adds the same offset.
     Offset(u64),
-    /// RDTSC/RDTSCP exit, and the guest's TSC loses the host time of every VM exit, so that
-    /// the guest measures trapped instructions as costing what they cost on bare metal.
-    Hide,
+    /// The guest's TSC loses the host time of every VM exit, less what the exiting instruction
+    /// costs on bare metal, so a guest timing an exiting instruction measures bare metal's cost;
+    /// RDTSC and RDTSCP run natively. The time hidden is a debt the guest's TSC repays by running
+    /// slightly fast while the guest runs (`crate::time::debt`); [`HideLimit`] says whether the
+    /// debt is bounded.
+    Hide(HideLimit),
     /// The guest's TSC stands still while Vigil holds the guest (every VM exit, and debugger
     /// stops); it runs at the host rate otherwise.
     Frozen,
     /// The guest's TSC runs at P/Q times the host rate.
     Scale(u32, u32),
+}
+
+/// How much exit time `tsc=hide` may owe the guest at once: the trade-off between hiding every
+/// exit and keeping the TSC true over any second (docs/architecture.md, "Virtual time").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HideLimit {
+    /// `tsc=hide`: every exit is hidden, however long the burst; the debt is repaid while the
+    /// guest runs, its TSC never more than 0.1 % fast. Over a second the TSC is true within
+    /// 0.1 % unless the guest spent more than 0.1 % of it in exits; under a sustained storm of
+    /// exits it falls behind until the storm ends.
+    EveryExit,
+    /// `tsc=hide:strict`: the guest's TSC never lags true time by more than
+    /// `time::debt::MAX_LAG_PPM` millionths of a second, so over any second its rate matches
+    /// bare metal within 0.1 % whatever the guest does; a burst of exits beyond that budget
+    /// shows.
+    Strict,
 }
 
 impl TscMode {
@@ -47,10 +66,15 @@ impl TscMode {
         match self {
             TscMode::Native => 0,
             TscMode::Offset(_) => 1,
-            TscMode::Hide => 2,
+            TscMode::Hide(_) => 2,
             TscMode::Frozen => 3,
             TscMode::Scale(..) => 4,
         }
+    }
+
+    /// Whether the guest's TSC loses the host time of VM exits (`hide` and `frozen`).
+    pub fn hides_exits(self) -> bool {
+        matches!(self, TscMode::Hide(_) | TscMode::Frozen)
     }
 
     /// Whether the guest's TSC is not simply the host's: Vigil then owns IA32_TSC,
@@ -203,10 +227,13 @@ trap=ITEM[,ITEM...]               extra VM exits: cpuid (log them), rdtsc (RDTSC
                                   cr3-store, cr0:MASK, cr4:MASK (writes changing those bits),
                                   movdr, exc:VECTOR, msr:N (reads and writes),
                                   msr-r:N, msr-w:N, io:PORT or io:FIRST-LAST
-tsc=native|offset:N|hide|frozen|scale:P/Q
+tsc=native|offset:N|hide|hide:strict|frozen|scale:P/Q
                                   the guest's TSC: the host's; + N (two's complement, N may be
-                                  negative); with every exit's host time hidden (RDTSC traps);
-                                  standing still while Vigil holds the guest; at P/Q the rate
+                                  negative); with every exit's host time hidden (less the
+                                  instruction's bare cost) and repaid while the guest runs
+                                  (strict: never more than 0.9 ms behind true time, so bursts
+                                  of exits beyond that show); standing still while Vigil holds
+                                  the guest; at P/Q the rate
 hypercall=on|off                  answer Vigil's VMCALL interface (default off: every VMCALL
                                   gets #UD, as on bare metal, and the guest cannot find Vigil)
 check-entry=on|off                run the VM-entry checks before the first VM entry
@@ -248,7 +275,8 @@ impl Config {
                 "tsc" => {
                     config.tsc = match value.split_once(':') {
                         None if value == "native" => TscMode::Native,
-                        None if value == "hide" => TscMode::Hide,
+                        None if value == "hide" => TscMode::Hide(HideLimit::EveryExit),
+                        Some(("hide", "strict")) => TscMode::Hide(HideLimit::Strict),
                         None if value == "frozen" => TscMode::Frozen,
                         Some(("offset", n)) => TscMode::Offset(
                             parse_i64(n).ok_or_else(|| bad("expected offset:N with N a number"))? as u64,
@@ -261,7 +289,7 @@ impl Config {
                                 .ok_or_else(|| bad("expected scale:P/Q with P and Q from 1 to 65536"))?;
                             TscMode::Scale(p, q)
                         }
-                        _ => return Err(bad("expected native, offset:N, hide, frozen or scale:P/Q")),
+                        _ => return Err(bad("expected native, offset:N, hide, hide:strict, frozen or scale:P/Q")),
                     }
                 }
                 "hypercall" => config.hypercalls = parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
@@ -456,7 +484,15 @@ mod tests {
 
     #[test]
     fn time_modes() {
-        assert_eq!(Config::parse("tsc=hide").unwrap().tsc, TscMode::Hide);
+        assert_eq!(
+            Config::parse("tsc=hide").unwrap().tsc,
+            TscMode::Hide(HideLimit::EveryExit)
+        );
+        assert_eq!(
+            Config::parse("tsc=hide:strict").unwrap().tsc,
+            TscMode::Hide(HideLimit::Strict)
+        );
+        assert!(Config::parse("tsc=hide:loose").is_err());
         assert_eq!(Config::parse("tsc=frozen").unwrap().tsc, TscMode::Frozen);
         assert_eq!(
             Config::parse("tsc=scale:3/2").unwrap().tsc,

@@ -207,6 +207,8 @@ pub const IA32_TSC: u32 = 0x10;
 pub const IA32_FEATURE_CONTROL: u32 = 0x3A;
 pub const IA32_TSC_ADJUST: u32 = 0x3B;
 pub const IA32_TSC_DEADLINE: u32 = 0x6E0;
+pub const IA32_MPERF: u32 = 0xE7;
+pub const IA32_APERF: u32 = 0xE8;
 /// The emulator's shutdown port (Bochs and QEMU's debug exit).
 pub const SHUTDOWN_PORT: u16 = 0x8900;
 /// Vigil's console.
@@ -272,6 +274,15 @@ impl Owners {
                     why: "virtual time: TSC_ADJUST and the deadline follow the guest's TSC",
                 });
             }
+        }
+        if config.tsc.hides_exits() {
+            rules.push(MsrRule {
+                msrs: IA32_MPERF..=IA32_APERF,
+                owner: Owner::Vigil,
+                read: Some(MsrHandler::Time),
+                write: Some(MsrHandler::Time),
+                why: "hidden time: MPERF and APERF lose what the TSC loses",
+            });
         }
         for &msr in &config.trap.msr_read {
             rules.push(MsrRule {

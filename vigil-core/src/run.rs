@@ -3,11 +3,13 @@
 
 use crate::cpu::Cpu;
 use crate::debugger::exits::{Debugger, Link};
-use crate::exit::{complete::complete, dispatch, Action, Exit, Stop};
-use crate::time::cost_of;
+use crate::exit::{complete::complete, dispatch, Action, Stop};
 use crate::vcpu::{Host, Vcpu};
 
 /// A vCPU on its own, or under the debugger (which then owns it).
+// The plain vCPU is the exit path's: it stays inline (no indirection per exit), and there is
+// one Machine per vCPU.
+#[allow(clippy::large_enum_variant)]
 pub enum Machine<V: Vcpu, L: Link> {
     Plain(Cpu<V>),
     Debugged(alloc::boxed::Box<Debugger<V, L>>),
@@ -38,10 +40,13 @@ pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
             }
         }
     }
-    let mut last: Option<Exit> = None;
+    // The debugger polls with the backend's timer; time uses it only when it is free.
+    if let Machine::Debugged(d) = machine {
+        d.cpu().time.timer_free = false;
+    }
     loop {
         let cpu = machine.cpu();
-        let plan = cpu.time.plan(last.as_ref().map(cost_of));
+        let plan = cpu.time.plan(&mut cpu.vcpu, cpu.exit_tsc);
         let exited = match cpu.vcpu.run(&plan) {
             Ok(e) => e,
             Err(stop) => return stop,
@@ -58,6 +63,7 @@ pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
         };
         let cpu = machine.cpu();
         complete(cpu, action);
+        cpu.time.exited(&exit, &action);
         // Host ticks from the exit (read by the world switch) to just before the next entry.
         let now = cpu.vcpu.host().rdtsc();
         cpu.stats
@@ -65,6 +71,5 @@ pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
         if let Action::Stop(stop) = action {
             return stop;
         }
-        last = Some(exit);
     }
 }

@@ -326,6 +326,13 @@ pub trait Vcpu {
 
     /// Sets the offset the processor adds to the TSC the guest reads (SDM Vol. 3C 26.3).
     fn set_tsc_offset(&mut self, offset: u64);
+    /// Whether the processor can scale the TSC the guest reads (VMX: TSC scaling, SDM Vol. 3C
+    /// 26.3; SVM: the TSC ratio MSR, APM Vol. 2 15.30.5), enabled for this vCPU.
+    fn tsc_scaling(&self) -> bool {
+        false
+    }
+    /// Sets the 16.48 fixed-point multiplier of the guest's TSC (only with [`Vcpu::tsc_scaling`]).
+    fn set_tsc_multiplier(&mut self, _multiplier: u64) {}
     /// Whether RDTSC and RDTSCP exit.
     fn rdtsc_exits(&self) -> bool;
 

@@ -1,8 +1,10 @@
-//! Just enough ACPI to see the guest power off: the FADT's PM1a control block port
-//! (ACPI 6.5 5.2.9), which the guest writes with SLP_EN to enter S5. Tables are read in place
-//! (firmware memory is identity-mapped) with every length checked before use.
+//! Just enough ACPI to see the guest power off and to time the boot calibration: the FADT's
+//! PM1a control block port (ACPI 6.5 5.2.9), which the guest writes with SLP_EN to enter S5,
+//! and its PM timer port. Tables are read in place (firmware memory is identity-mapped) with
+//! every length checked before use.
 
 const FADT_PM1A_CNT_BLK: usize = 64;
+const FADT_PM_TMR_BLK: usize = 76;
 
 /// Reads `len` bytes at physical `addr` if the table header there claims at least `len`.
 fn table(addr: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
@@ -21,6 +23,16 @@ fn table(addr: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
 
 /// The PM1a control port, from the RSDT (`rsdt`) or XSDT (`xsdt`) address of the RSDP.
 pub fn pm1a_control_port(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<u16> {
+    fadt_port(rsdt, xsdt, FADT_PM1A_CNT_BLK)
+}
+
+/// The ACPI PM timer's port (a free-running 3.579545 MHz counter, ACPI 6.5 4.8.3.3).
+pub fn pm_timer_port(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<u16> {
+    fadt_port(rsdt, xsdt, FADT_PM_TMR_BLK)
+}
+
+/// A 32-bit I/O port field of the FADT.
+fn fadt_port(rsdt: Option<u64>, xsdt: Option<u64>, field: usize) -> Option<u16> {
     let (root, entry_size) = match (
         xsdt.and_then(|a| table(a, b"XSDT")),
         rsdt.and_then(|a| table(a, b"RSDT")),
@@ -36,11 +48,7 @@ pub fn pm1a_control_port(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<u16> {
             u32::from_le_bytes(e.try_into().ok()?) as u64
         };
         let fadt = table(addr, b"FACP")?;
-        let port = u32::from_le_bytes(
-            fadt.get(FADT_PM1A_CNT_BLK..FADT_PM1A_CNT_BLK + 4)?
-                .try_into()
-                .ok()?,
-        );
+        let port = u32::from_le_bytes(fadt.get(field..field + 4)?.try_into().ok()?);
         (port != 0 && port <= 0xFFFF).then_some(port as u16)
     })
 }

@@ -135,8 +135,12 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     if time.v.hides_exits() {
         // The scratch bytes are in the boot data page, after the GDT and before the multiboot
         // information.
-        match vcpu.calibrate(guest::calibration_scratch(), time.v.offset) {
-            Ok(c) => time.v.calibration = c,
+        let pm_timer = acpi::pm_timer_port(rsdt, xsdt);
+        match vcpu.calibrate(guest::calibration_scratch(), time.v.offset, pm_timer) {
+            Ok(c) => {
+                time.v.calibration = c;
+                time.calibrated(vigil_core::vcpu::Vcpu::tsc_scaling(&vcpu));
+            }
             Err(failure) => {
                 intel::report::entry_failure(&vcpu, failure);
                 return Ok(Outcome::Failed("VM entry failed"));

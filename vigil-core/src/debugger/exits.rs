@@ -78,7 +78,7 @@ impl<V: Vcpu, L: Link> Debugger<V, L> {
         let step_trap = cpu.vcpu.has_step_trap();
         let exec_only = cpu.vcpu.exec_only_pages();
         let time_mode = match cpu.config().tsc {
-            TscMode::Frozen | TscMode::Hide => "frozen (hidden)",
+            TscMode::Frozen | TscMode::Hide(_) => "frozen (hidden)",
             TscMode::Native => "running (tsc=native has no offset to hide it)",
             _ => "hidden through the TSC offset",
         };

@@ -23,6 +23,8 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
     let config = cpu.config();
     let vcpu = &mut cpu.vcpu;
     let leaf = vcpu.gpr(0) as u32;
+    // Its bare cost goes by leaf (`crate::time::cost`).
+    cpu.time.detail = leaf;
     let subleaf = vcpu.gpr(1) as u32;
     let mut r = vcpu.host().cpuid(leaf, subleaf);
     match leaf {

@@ -92,6 +92,9 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
             while host.rdtsc().wrapping_sub(start) < ticks {
                 core::hint::spin_loop();
             }
+            // As a debugger stop: hidden (in hide and frozen) and owed to no one.
+            let held = vcpu.host().rdtsc().wrapping_sub(start);
+            cpu.time.held(&mut cpu.vcpu, held);
             OK
         }
         HOST_TSC => {

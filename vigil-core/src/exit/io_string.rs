@@ -108,6 +108,8 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>, io: &IoAccess) -> Action {
             break;
         }
     }
+    // Its bare cost goes by the elements moved (`crate::time::cost`).
+    cpu.time.detail = done as u32;
     // Registers reflect the elements moved, whatever ended the loop.
     let vcpu = &mut cpu.vcpu;
     if index != start {

@@ -4,7 +4,8 @@
 //!
 //! - Vigil's virtualization MSRs: IA32_FEATURE_CONTROL reads back locked with VMX disabled; the
 //!   VMX capability MSRs raise #GP, as on a processor without VMX.
-//! - Time: the guest's TSC, TSC_ADJUST and deadline in guest units (`crate::time`).
+//! - Time: the guest's TSC, TSC_ADJUST and deadline in guest units, and in the hiding modes
+//!   MPERF and APERF (`crate::time`).
 //! - State the processor switches (EFER, PAT, SYSENTER, DEBUGCTL, the FS/GS bases...): the
 //!   vCPU's copy, or the host register where the backend does not switch it. A value the
 //!   processor would refuse gets the #GP its WRMSR would raise, before it can reach the control
@@ -67,7 +68,10 @@ pub fn write<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
     let ok = match cpu.vm.owners.msrs.handler(msr, true) {
         // Locked on every machine Vigil runs on (VMXON needs it locked): writes fault.
         MsrHandler::FeatureControl | MsrHandler::Absent => false,
-        MsrHandler::Time => cpu.time.write_msr(&mut cpu.vcpu, msr, value),
+        MsrHandler::Time => {
+            let exit_tsc = cpu.exit_tsc;
+            cpu.time.write_msr(&mut cpu.vcpu, msr, value, exit_tsc)
+        }
         MsrHandler::Vcpu => match checked(&cpu.vcpu, msr, value) {
             Some(v) => cpu.vcpu.set_msr(msr, v) || cpu.vcpu.host().wrmsr(msr, v),
             None => false,

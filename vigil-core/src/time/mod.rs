@@ -1,21 +1,31 @@
 //! Time as the guest sees it — the one home for virtual time.
 //!
-//! - [`tsc`]: the guest's TSC as a function of the host's (offset, scaling, hidden exit time).
-//! - this module: the per-vCPU state around it, what the world switch must do at each entry
+//! - [`tsc`]: the guest's TSC as a function of the host's (offset, scaling), and its lag behind
+//!   true time.
+//! - [`cost`]: what each exiting instruction costs on bare metal, which `hide` leaves visible.
+//! - [`debt`]: repaying the lag, within bounds.
+//! - [`smp`]: the rule that keeps several vCPUs' clocks coherent.
+//! - this module: the per-vCPU state around them, what the world switch must do at each entry
 //!   ([`Time::plan`], [`EntryTime`]) and take back at each exit ([`Time::after_exit`]), and the
-//!   guest's TSC MSRs (IA32_TSC, IA32_TSC_ADJUST, the TSC deadline), which are Vigil's in every
-//!   virtual mode.
+//!   guest's time MSRs (IA32_TSC, IA32_TSC_ADJUST, the TSC deadline, IA32_MPERF and IA32_APERF),
+//!   which are Vigil's whenever they must follow the virtual TSC.
 //!
 //! What stays in a backend is what only hardware can do: the world switch's own arithmetic
-//! (in assembly, as late as possible before the entry) and the boot-time calibration of the
-//! round trip.
+//! (in assembly, as late as possible before the entry: [`EntryTime::apply`] is the same
+//! arithmetic in Rust) and the boot-time calibration of the round trip and the bare costs.
 
+pub mod cost;
+pub mod debt;
+pub mod smp;
 pub mod tsc;
 
-use crate::exit::Exit;
-use crate::owners::{IA32_TSC, IA32_TSC_ADJUST, IA32_TSC_DEADLINE};
+use crate::config::TscMode;
+use crate::exit::{Action, Exit};
+use crate::owners::{IA32_APERF, IA32_MPERF, IA32_TSC, IA32_TSC_ADJUST, IA32_TSC_DEADLINE};
 use crate::vcpu::{Host, Vcpu};
-use tsc::{Cost, VirtualTsc};
+use cost::Cost;
+use debt::Debt;
+use tsc::{VirtualTsc, UNITY};
 
 /// The guest's view of its time-stamp counter.
 #[derive(Debug)]
@@ -25,19 +35,62 @@ pub struct Time {
     pub last_emulated: Option<u64>,
     /// The host TSC value the guest's deadline was last programmed for (0: none).
     pub deadline_host: u64,
+    /// `hide`'s repayment (`None` in other modes).
+    pub debt: Option<Debt>,
+    /// What the handler of the exit being handled noted about it for its bare cost: CPUID's
+    /// leaf, the elements a string I/O moved.
+    pub detail: u32,
+    /// The kind of the last exit, for the next entry's credit (`None`: no exit yet).
+    last: Option<Cost>,
+    /// Whether this vCPU may use the backend's poll timer (not while the debugger owns it).
+    pub timer_free: bool,
+    timer_armed: bool,
+    /// The guest's IA32_MPERF and IA32_APERF minus the host's, beyond the hidden time (their
+    /// writes); `None` until the host is known to have them.
+    perf: Option<[u64; 2]>,
 }
 
 /// What the world switch does about time at one entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EntryTime {
-    /// Take this exit's host time out of the offset: `offset -= (now - exit_tsc) + credit`,
-    /// as the last step before the entry, then re-arm the deadline for the new offset.
+    /// Take this exit's host time out of the offset as the last step before the entry, then
+    /// re-arm the deadline for the new offset ([`EntryTime::apply`]).
     pub hide: bool,
-    /// Ticks taken off beyond the handling time (wrapping: may give time back).
+    /// Ticks taken off beyond the handling time: the round trip no timestamp covers, less the
+    /// exiting instruction's bare cost and any repayment step (wrapping: may give time back).
     pub credit: u64,
+    /// The most one entry may take off (an `i64`; `i64::MAX` for no limit): the debt's cap.
+    pub limit: u64,
     pub offset: u64,
+    /// The guest's TSC multiplier when it is not 1 (0 for 1): the handling time is taken off at
+    /// the rate the guest's TSC runs.
+    pub multiplier: u64,
     /// The guest's TSC deadline (0: none), re-armed by the switch in host time.
     pub deadline: u64,
+}
+
+impl EntryTime {
+    /// The switch's arithmetic (VMX: `vmx_run` in `vigil/src/intel/switch.rs`, in assembly):
+    /// for an exit stamped `exit_tsc` and the entry's last timestamp `now`, the new TSC offset
+    /// and the host time to arm the deadline timer for (`None`: no deadline).
+    pub fn apply(&self, exit_tsc: u64, now: u64) -> (u64, Option<u64>) {
+        let mut hidden = now.wrapping_sub(exit_tsc);
+        if self.multiplier != 0 {
+            hidden = tsc::scale_by(self.multiplier, hidden);
+        }
+        let hidden = (hidden.wrapping_add(self.credit) as i64).min(self.limit as i64) as u64;
+        let offset = self.offset.wrapping_sub(hidden);
+        if self.deadline == 0 {
+            return (offset, None);
+        }
+        let scaled = self.deadline.wrapping_sub(offset);
+        let host = if self.multiplier == 0 {
+            scaled
+        } else {
+            ((scaled as u128) << 48).div_ceil(self.multiplier as u128) as u64
+        };
+        (offset, Some(host.max(1)))
+    }
 }
 
 /// What the world switch reports after an exit that followed a hiding entry.
@@ -51,37 +104,106 @@ pub struct HiddenTime {
     pub disarm_tsc: u64,
 }
 
-/// What an exit costs on bare metal, for `tsc=hide`.
-pub fn cost_of(exit: &Exit) -> Cost {
-    match exit {
-        Exit::Rdtsc | Exit::Rdtscp => Cost::Rdtsc,
-        Exit::Cpuid => Cost::Cpuid,
-        _ => Cost::Other,
-    }
-}
-
 impl Time {
     pub fn new(v: VirtualTsc) -> Time {
+        let debt = match v.mode {
+            TscMode::Hide(limit) => Some(Debt::new(limit, v.calibration.tsc_hz, false)),
+            _ => None,
+        };
         Time {
             v,
             last_emulated: None,
             deadline_host: 0,
+            debt,
+            detail: 0,
+            last: None,
+            timer_free: true,
+            timer_armed: false,
+            perf: None,
         }
     }
 
-    /// The world switch's time bookkeeping for the entry after `last` (none before the first
-    /// entry): in `hide` and `frozen` the switch takes the exit's host time out of the offset
-    /// itself, as late as it can, and re-arms the guest's TSC deadline for that offset.
+    /// The boot calibration is in `v.calibration`, and the backend can (`scaling`) or cannot
+    /// scale the guest's TSC: size the debt's budget for this machine.
+    pub fn calibrated(&mut self, scaling: bool) {
+        if let TscMode::Hide(limit) = self.v.mode {
+            self.debt = Some(Debt::new(limit, self.v.calibration.tsc_hz, scaling));
+        }
+    }
+
+    /// Records the exit just handled (its kind decides the next entry's credit). Only the
+    /// hiding modes look at it.
     #[inline]
-    pub fn plan(&self, last: Option<Cost>) -> EntryTime {
-        match last {
-            Some(cost) if self.v.hides_exits() => EntryTime {
-                hide: true,
-                credit: self.v.credit(cost),
-                offset: self.v.offset,
-                deadline: self.v.deadline,
-            },
+    pub fn exited(&mut self, exit: &Exit, action: &Action) {
+        if self.v.hides_exits() {
+            self.last = Some(cost::cost_of(exit, action, self.detail));
+        }
+    }
+
+    /// The world switch's time bookkeeping for the next entry, after an exit stamped
+    /// `exit_tsc`: in `hide` and `frozen` the switch takes the exit's host time out of the offset
+    /// itself, as late as it can, and re-arms the guest's TSC deadline for that offset. `hide`
+    /// leaves the instruction's bare cost in, bounds what it takes, and repays.
+    #[inline]
+    pub fn plan<V: Vcpu>(&mut self, vcpu: &mut V, exit_tsc: u64) -> EntryTime {
+        match self.last {
+            Some(cost) if self.v.hides_exits() => self.plan_hidden(vcpu, exit_tsc, cost),
             _ => EntryTime::default(),
+        }
+    }
+
+    fn plan_hidden<V: Vcpu>(&mut self, vcpu: &mut V, exit_tsc: u64, cost: Cost) -> EntryTime {
+        // What the switch takes beyond the handling time: the round trip no timestamp covers
+        // (of the path it takes: scaled or not, a deadline to re-arm or not), less what the
+        // exiting instruction costs on bare metal (in `hide`; `frozen` keeps nothing).
+        let trips = self.v.calibration.round_trip;
+        let path =
+            |v: &VirtualTsc| usize::from(v.multiplier != UNITY) | usize::from(v.deadline != 0) << 1;
+        let mut credit = trips[path(&self.v)];
+        let mut limit = i64::MAX;
+        if let Some(debt) = self.debt.as_mut() {
+            credit = credit.wrapping_sub(self.v.calibration.costs.ticks(cost));
+            let now = vcpu.host().rdtsc();
+            // The lag now (while repaying it shrank during the exit too, which the switch takes
+            // back at the guest's rate), and what the switch would take: the bound applies to
+            // the two together.
+            let lag = self.v.lag(now);
+            let so_far = tsc::scale_by(self.v.multiplier, now.wrapping_sub(exit_tsc));
+            let hidden = so_far.wrapping_add(credit) as i64;
+            let plan = debt.plan(lag, hidden, now, None);
+            limit = plan.limit;
+            credit = credit.wrapping_sub(plan.step);
+            if plan.multiplier != self.v.multiplier {
+                // The switch takes the whole exit out at the new rate, but until `now` the
+                // guest's clock ran at the old one: correct by the difference. Two more ticks
+                // cover the rounding of the four scaled values involved, so the exit never
+                // looks shorter than bare metal's (at most 4 ticks longer, once per change).
+                let so_far = now.wrapping_sub(exit_tsc);
+                let old = tsc::scale_by(self.v.multiplier, so_far);
+                let new = tsc::scale_by(plan.multiplier, so_far);
+                credit = credit.wrapping_sub(new.wrapping_sub(old)).wrapping_sub(2);
+                let before = trips[path(&self.v)];
+                self.v.set_multiplier(plan.multiplier, now);
+                vcpu.set_tsc_multiplier(plan.multiplier);
+                credit = credit
+                    .wrapping_add(trips[path(&self.v)])
+                    .wrapping_sub(before);
+            }
+            if self.timer_free && (plan.timer.is_some() || self.timer_armed) {
+                self.timer_armed = vcpu.set_poll_timer(plan.timer) && plan.timer.is_some();
+            }
+        }
+        EntryTime {
+            hide: true,
+            credit,
+            limit: limit as u64,
+            offset: self.v.offset,
+            multiplier: if self.v.multiplier == UNITY {
+                0
+            } else {
+                self.v.multiplier
+            },
+            deadline: self.v.deadline,
         }
     }
 
@@ -105,10 +227,13 @@ impl Time {
         }
     }
 
-    /// A debugger stop of `held` host ticks: `frozen` and `hide` take the whole exit out at the
-    /// next entry; an offset alone needs the stop taken out here (SDM Vol. 3C 26.3).
+    /// Vigil held the guest for `held` host ticks (a debugger stop, the hold hypercall):
+    /// `frozen` and `hide` take the whole exit out at the next entry and owe nothing for it; an
+    /// offset alone needs the stop taken out here (SDM Vol. 3C 26.3).
     pub fn held<V: Vcpu>(&mut self, vcpu: &mut V, held: u64) {
-        if self.v.mode.virtualized() && !self.v.hides_exits() {
+        if self.v.hides_exits() {
+            self.v.forgive(held);
+        } else if self.v.mode.virtualized() {
             self.v.offset = self.v.offset.wrapping_sub(held);
             self.sync(vcpu);
         }
@@ -131,8 +256,17 @@ impl Time {
         self.v.deadline != 0 && host.rdtsc() < self.deadline_host
     }
 
-    /// RDMSR of one of the TSC MSRs, at an exit stamped `exit_tsc`.
-    pub fn read_msr<H: Host>(&self, host: &mut H, msr: u32, exit_tsc: u64) -> Option<u64> {
+    /// Whether the processor has IA32_MPERF and IA32_APERF (CPUID.06H:ECX[0], SDM Vol. 3B
+    /// 15.2), asked once.
+    fn perf_counters<H: Host>(&mut self, host: &mut H) -> Option<&mut [u64; 2]> {
+        if self.perf.is_none() && host.cpuid(0, 0)[0] >= 6 && host.cpuid(6, 0)[2] & 1 != 0 {
+            self.perf = Some([0, 0]);
+        }
+        self.perf.as_mut()
+    }
+
+    /// RDMSR of one of the time MSRs, at an exit stamped `exit_tsc`.
+    pub fn read_msr<H: Host>(&mut self, host: &mut H, msr: u32, exit_tsc: u64) -> Option<u64> {
         match msr {
             IA32_TSC => Some(self.v.guest_at_exit(exit_tsc)),
             IA32_TSC_ADJUST => Some(self.v.adjust),
@@ -141,19 +275,51 @@ impl Time {
             } else {
                 0
             }),
+            // MPERF counts at the TSC's rate while the processor runs, APERF at its actual
+            // rate (SDM Vol. 3B 15.2): both lose the time the TSC lost, so the guest's
+            // APERF/MPERF and MPERF/TSC ratios are bare metal's (APERF at the nominal rate for
+            // the hidden time).
+            // Without the counters the read goes to the processor, as without Vigil.
+            IA32_MPERF | IA32_APERF => {
+                let hidden = self.v.hidden(self.v.instruction_time(exit_tsc));
+                let value = host.rdmsr(msr)?;
+                match self.perf_counters(host) {
+                    Some(adj) => Some(
+                        value
+                            .wrapping_sub(hidden)
+                            .wrapping_add(adj[(msr - IA32_MPERF) as usize]),
+                    ),
+                    None => Some(value),
+                }
+            }
             _ => None,
         }
     }
 
-    /// WRMSR of one of the TSC MSRs; false if the write faults as it would on hardware.
-    pub fn write_msr<V: Vcpu>(&mut self, vcpu: &mut V, msr: u32, value: u64) -> bool {
+    /// WRMSR of one of the time MSRs at an exit stamped `exit_tsc`; false if the write faults as
+    /// it would on hardware.
+    pub fn write_msr<V: Vcpu>(
+        &mut self,
+        vcpu: &mut V,
+        msr: u32,
+        value: u64,
+        exit_tsc: u64,
+    ) -> bool {
         match msr {
+            // The write happens when the instruction executes, not when Vigil gets to it: the
+            // guest's next read is `value` plus what it ran since (and in `hide`, plus
+            // WRMSR's bare cost), as on bare metal.
             IA32_TSC => {
-                let now = vcpu.host().rdtsc();
-                self.v.write_tsc(now, value);
+                let at = self.v.instruction_time(exit_tsc);
+                self.v.write_tsc(at, value);
             }
             IA32_TSC_ADJUST => self.v.write_adjust(value),
             IA32_TSC_DEADLINE => {
+                // Only a processor with the TSC-deadline timer has the MSR (CPUID.01H:ECX[24],
+                // SDM Vol. 3A 12.5.4.1); the switch would otherwise write it on the host.
+                if vcpu.host().cpuid(1, 0)[2] & (1 << 24) == 0 {
+                    return false;
+                }
                 self.v.deadline = value;
                 if value == 0 {
                     self.deadline_host = 0;
@@ -165,9 +331,25 @@ impl Time {
                 }
                 return true;
             }
+            IA32_MPERF | IA32_APERF => {
+                if self.perf_counters(vcpu.host()).is_none() {
+                    return vcpu.host().wrmsr(msr, value);
+                }
+                let Some(now) = self.read_msr(vcpu.host(), msr, exit_tsc) else {
+                    return false;
+                };
+                if let Some(adj) = self.perf_counters(vcpu.host()) {
+                    let a = &mut adj[(msr - IA32_MPERF) as usize];
+                    *a = a.wrapping_add(value.wrapping_sub(now));
+                }
+                return true;
+            }
             _ => return false,
         }
         self.sync(vcpu);
         true
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,36 +5,31 @@
 //! Multiplier"), so Vigil's emulation and the processor always agree on a value.
 //!
 //! In `hide` and `frozen` modes the offset shrinks at every VM exit by the host time the guest
-//! lost: the handler's time plus the cost of the two VMX transitions (measured once at boot).
-//! `hide` then gives back what the trapped instruction would have cost on bare metal (measured on
-//! the host at boot), so a guest timing `rdtsc; cpuid; rdtsc` sees bare-metal numbers.
+//! lost: the handler's time plus the cost of the two VMX transitions (measured once at boot),
+//! less (in `hide`) what the exiting instruction costs on bare metal (`super::cost`). What was
+//! taken is the guest's *lag* behind true time ([`VirtualTsc::lag`]); `hide` repays it
+//! (`super::debt`), `frozen` never does.
 //!
 //! The guest's IA32_TSC_ADJUST and TSC-deadline timer are kept in guest units here; Vigil
 //! translates the deadline to host units whenever the offset moves.
 
+use super::cost::BareCosts;
 use crate::config::TscMode;
 
 /// Host measurements that make hidden time match bare metal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Calibration {
-    /// Ticks of one VM entry plus one VM exit that no host-side timestamp covers.
-    pub round_trip: u64,
+    /// Ticks of one VM entry plus one VM exit that no host-side timestamp covers, for each path
+    /// of the switch: index bit 0 set when the guest's TSC is scaled, bit 1 when a deadline is
+    /// re-armed.
+    pub round_trip: [u64; 4],
     /// The part of the round trip between the guest's exiting instruction and the exit stub's
     /// timestamp: the exit happened this long before `exit_tsc`.
     pub exit_lag: u64,
-    /// Bare-metal cost of one RDTSC.
-    pub rdtsc: u64,
-    /// Bare-metal cost of one CPUID.
-    pub cpuid: u64,
-}
-
-/// What the guest was doing when it exited, for the bare-metal cost `hide` gives back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cost {
-    Rdtsc,
-    Cpuid,
-    /// Anything else: counted as free.
-    Other,
+    /// What each exiting instruction costs on bare metal.
+    pub costs: BareCosts,
+    /// TSC ticks per second (0: not measured).
+    pub tsc_hz: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,9 +44,25 @@ pub struct VirtualTsc {
     pub adjust: u64,
     /// The guest's TSC deadline (0 = disarmed), in guest units.
     pub deadline: u64,
+    /// Where the guest's clock started (host time, guest time): the reference of [`Self::hidden`].
+    start: (u64, u64),
+    /// What the guest's own writes (IA32_TSC, IA32_TSC_ADJUST) moved its clock by (wrapping).
+    writes: u64,
+    /// Hidden time the guest does not owe: debugger stops and holds, and the lag a write of
+    /// IA32_TSC made moot.
+    forgiven: u64,
 }
 
 pub const UNITY: u64 = 1 << 48;
+
+/// `host` scaled by the 16.48 multiplier `m`.
+pub fn scale_by(m: u64, host: u64) -> u64 {
+    if m == UNITY {
+        host
+    } else {
+        ((host as u128 * m as u128) >> 48) as u64
+    }
+}
 
 impl VirtualTsc {
     /// The guest TSC starts equal to the host's at `host_now`, plus the mode's offset.
@@ -67,19 +78,19 @@ impl VirtualTsc {
             calibration: Calibration::default(),
             adjust,
             deadline: 0,
+            start: (0, 0),
+            writes: 0,
+            forgiven: 0,
         };
         t.offset = host_now
             .wrapping_sub(t.scale(host_now))
             .wrapping_add(mode.offset());
+        t.start = (host_now, t.guest_at(host_now));
         t
     }
 
     pub fn scale(&self, host: u64) -> u64 {
-        if self.multiplier == UNITY {
-            host
-        } else {
-            ((host as u128 * self.multiplier as u128) >> 48) as u64
-        }
+        scale_by(self.multiplier, host)
     }
 
     /// The guest's TSC at host time `host`.
@@ -91,7 +102,12 @@ impl VirtualTsc {
     /// `exit_tsc`: what an emulated RDTSC or RDMSR(IA32_TSC) returns, so that it agrees with
     /// the processor's own reads before and after.
     pub fn guest_at_exit(&self, exit_tsc: u64) -> u64 {
-        self.guest_at(exit_tsc.wrapping_sub(self.calibration.exit_lag))
+        self.guest_at(self.instruction_time(exit_tsc))
+    }
+
+    /// The host time at which the guest executed the instruction of an exit stamped `exit_tsc`.
+    pub fn instruction_time(&self, exit_tsc: u64) -> u64 {
+        exit_tsc.wrapping_sub(self.calibration.exit_lag)
     }
 
     /// The earliest host time at which the guest's TSC reaches `guest` (for the deadline).
@@ -107,46 +123,55 @@ impl VirtualTsc {
 
     /// Whether this mode hides the host time of VM exits from the guest.
     pub fn hides_exits(&self) -> bool {
-        matches!(self.mode, TscMode::Hide | TscMode::Frozen)
+        self.mode.hides_exits()
     }
 
-    /// What an exit of this kind costs the guest beyond the handler's own time: the VMX round
-    /// trip, less (in `hide`) what the instruction costs on bare metal. Wrapping arithmetic:
-    /// a "negative" credit gives time back.
-    pub fn credit(&self, cost: Cost) -> u64 {
-        let c = &self.calibration;
-        let bare = match (self.mode, cost) {
-            (TscMode::Hide, Cost::Rdtsc) => c.rdtsc,
-            (TscMode::Hide, Cost::Cpuid) => c.cpuid,
-            _ => 0,
-        };
-        c.round_trip.wrapping_sub(bare)
+    /// Host time the guest's clock has not seen by host time `host`: the exits hidden so far
+    /// (and what they gave back), less what the TSC's rate added (repayment, or `scale`), not
+    /// counting the guest's own writes of its TSC. It is what IA32_MPERF and IA32_APERF must lose
+    /// to stay in step with the TSC (wrapping: negative when the guest is ahead).
+    pub fn hidden(&self, host: u64) -> u64 {
+        let (h0, g0) = self.start;
+        let natural = self.guest_at(host).wrapping_sub(self.writes);
+        host.wrapping_sub(h0).wrapping_sub(natural.wrapping_sub(g0))
     }
 
-    /// The offset update the world switch performs just before re-entering the guest after an
-    /// exit that happened at host time `exit_tsc`, with `now` read as late as possible (the VMX
-    /// backend's `intel/switch.rs` does this in assembly; this is the same arithmetic, for tests
-    /// and documentation). Returns true when the offset changed.
-    pub fn account_exit(&mut self, exit_tsc: u64, now: u64, cost: Cost) -> bool {
-        if !self.hides_exits() {
-            return false;
-        }
-        let lost = now.wrapping_sub(exit_tsc).wrapping_add(self.credit(cost));
-        self.offset = self.offset.wrapping_sub(lost);
-        true
+    /// How far the guest's TSC is behind true time at host time `host`, in host ticks: the
+    /// hidden time it still owes (negative: ahead).
+    pub fn lag(&self, host: u64) -> i64 {
+        self.hidden(host).wrapping_sub(self.forgiven) as i64
     }
 
-    /// The guest writes IA32_TSC at host time `host_now`: its TSC becomes `value`, and
-    /// IA32_TSC_ADJUST moves by the same amount (SDM Vol. 3B 18.17.3).
-    pub fn write_tsc(&mut self, host_now: u64, value: u64) {
-        let old = self.guest_at(host_now);
-        self.offset = value.wrapping_sub(self.scale(host_now));
-        self.adjust = self.adjust.wrapping_add(value.wrapping_sub(old));
+    /// Time Vigil held the guest that it need not repay (a debugger stop, the hold hypercall):
+    /// hidden, and forgiven.
+    pub fn forgive(&mut self, ticks: u64) {
+        self.forgiven = self.forgiven.wrapping_add(ticks);
+    }
+
+    /// Runs the guest's TSC at multiplier `m` from host time `now` on, without a jump.
+    pub fn set_multiplier(&mut self, m: u64, now: u64) {
+        let before = self.guest_at(now);
+        self.multiplier = m;
+        self.offset = before.wrapping_sub(self.scale(now));
+    }
+
+    /// The guest writes IA32_TSC with its instruction at host time `at`: its TSC becomes
+    /// `value` then, and IA32_TSC_ADJUST moves by the same amount (SDM Vol. 3B 18.17.3). Its lag
+    /// is forgiven: the guest set its clock, and true time goes on from there.
+    pub fn write_tsc(&mut self, at: u64, value: u64) {
+        let old = self.guest_at(at);
+        self.offset = value.wrapping_sub(self.scale(at));
+        let moved = value.wrapping_sub(old);
+        self.adjust = self.adjust.wrapping_add(moved);
+        self.writes = self.writes.wrapping_add(moved);
+        self.forgiven = self.hidden(at);
     }
 
     /// The guest writes IA32_TSC_ADJUST: its TSC moves by the difference (SDM Vol. 3B 18.17.3).
     pub fn write_adjust(&mut self, value: u64) {
-        self.offset = self.offset.wrapping_add(value.wrapping_sub(self.adjust));
+        let moved = value.wrapping_sub(self.adjust);
+        self.offset = self.offset.wrapping_add(moved);
+        self.writes = self.writes.wrapping_add(moved);
         self.adjust = value;
     }
 }
@@ -154,12 +179,14 @@ impl VirtualTsc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::HideLimit;
 
     #[test]
     fn offset_mode_adds_the_offset() {
         let t = VirtualTsc::new(TscMode::Offset(1000), 5000, 0);
         assert_eq!(t.guest_at(6000), 7000);
         assert_eq!(t.host_for(7000), 6000);
+        assert_eq!(t.lag(6000), 0, "an offset hides nothing");
     }
 
     #[test]
@@ -174,64 +201,40 @@ mod tests {
     }
 
     #[test]
-    fn hide_makes_a_trapped_cpuid_cost_bare_metal() {
-        // Bare metal: `rdtsc; mov; cpuid; rdtsc` measures rdtsc + mov + cpuid = 5 + 1 + 4.
-        let mut t = VirtualTsc::new(TscMode::Hide, 0, 0);
-        t.calibration = Calibration {
-            round_trip: 40,
-            exit_lag: 15,
-            rdtsc: 5,
-            cpuid: 4,
-        };
-        let rt = t.calibration.round_trip;
-        // First RDTSC exits at host time 1000 and is handled until 1300.
-        let t1 = t.guest_at_exit(1000);
-        t.account_exit(1000, 1300, Cost::Rdtsc);
-        // After the entry, the guest runs its mov (1 tick), then CPUID exits: one round trip
-        // of transitions plus the mov. Vigil handles it for 500 ticks.
-        let cpuid_exit = 1300 + rt + 1;
-        t.account_exit(cpuid_exit, cpuid_exit + 500, Cost::Cpuid);
-        // The second RDTSC exits right after the next entry.
-        let t2 = t.guest_at_exit(cpuid_exit + 500 + rt);
-        assert_eq!(t2 - t1, 5 + 1 + 4);
+    fn a_new_multiplier_keeps_the_clock_continuous() {
+        let mut t = VirtualTsc::new(TscMode::Hide(HideLimit::Strict), 1 << 40, 0);
+        t.offset = t.offset.wrapping_sub(5000);
+        let before = t.guest_at((1 << 40) + 100);
+        t.set_multiplier(UNITY + (UNITY >> 11), (1 << 40) + 100);
+        assert_eq!(t.guest_at((1 << 40) + 100), before);
+        // 2048 ticks later the guest has gained one.
+        assert_eq!(t.guest_at((1 << 40) + 100 + 2048), before + 2049);
+        assert_eq!(t.lag((1 << 40) + 100 + 2048), 5000 - 1);
     }
 
     #[test]
-    fn emulated_reads_agree_with_the_processor() {
-        // Frozen mode, exit lag 15 of a 40-tick round trip. The guest reads the TSC in hardware
-        // at host 985, then RDMSR(IA32_TSC) exits (the instruction at 986, stamped at 1001),
-        // then after the entry (1300 + 25 ticks) reads in hardware again.
-        let mut t = VirtualTsc::new(TscMode::Frozen, 0, 0);
-        t.calibration = Calibration {
-            round_trip: 40,
-            exit_lag: 15,
-            rdtsc: 1,
-            cpuid: 1,
-        };
-        let before = t.guest_at(985);
-        let emulated = t.guest_at_exit(1001);
-        t.account_exit(1001, 1300, Cost::Other);
-        let after = t.guest_at(1300 + 25);
-        assert!(
-            before < emulated && emulated <= after,
-            "{before} {emulated} {after}"
+    fn writes_move_the_clock_without_making_lag() {
+        let mut t = VirtualTsc::new(TscMode::Hide(HideLimit::Strict), 0, 0);
+        t.offset = t.offset.wrapping_sub(700); // 700 ticks hidden
+        assert_eq!(t.lag(1000), 700);
+        t.write_adjust(1 << 30);
+        assert_eq!(t.guest_at(1000), 300 + (1 << 30));
+        assert_eq!(
+            t.lag(1000),
+            700,
+            "TSC_ADJUST moves the clock, the debt stays"
         );
-    }
-
-    #[test]
-    fn frozen_stops_time_during_exits() {
-        let mut t = VirtualTsc::new(TscMode::Frozen, 0, 0);
-        t.calibration.round_trip = 10;
-        let before = t.guest_at(100);
-        t.account_exit(100, 1_000_000, Cost::Other);
-        assert_eq!(t.guest_at(1_000_010), before);
-    }
-
-    #[test]
-    fn native_and_offset_do_not_hide() {
-        let mut t = VirtualTsc::new(TscMode::Offset(7), 0, 0);
-        assert!(!t.account_exit(0, 100, Cost::Cpuid));
-        assert_eq!(t.offset, 7);
+        // A write of IA32_TSC sets the clock: from then on it counts true time, owing nothing.
+        t.write_tsc(2000, 0);
+        assert_eq!(t.guest_at(2000), 0);
+        assert_eq!(t.lag(2000), 0);
+        assert_eq!(t.guest_at(2100), 100);
+        assert_eq!(
+            t.adjust,
+            (1u64 << 30).wrapping_add(0u64.wrapping_sub(1300 + (1 << 30)))
+        );
+        // IA32_MPERF still loses everything hidden, the write's forgiven debt included.
+        assert_eq!(t.hidden(2100), 700);
     }
 
     #[test]

@@ -153,16 +153,43 @@ pub fn init() {
             } else {
                 0
             };
-            // 64-bit interrupt gate, present, DPL 0 (SDM Vol. 3A 7.14.1).
-            *entry = (handler as u128 & 0xFFFF)
-                | ((KERNEL_CS as u128) << 16)
-                | (ist << 32)
-                | (0x8E << 40)
-                | (((handler as u128 >> 16) & 0xFFFF) << 48)
-                | (((handler as u128) >> 32) << 64);
+            *entry = gate(handler, ist);
         }
         load();
     }
+}
+
+/// A 64-bit interrupt gate to `handler`, present, DPL 0 (SDM Vol. 3A 7.14.1).
+fn gate(handler: u64, ist: u128) -> u128 {
+    (handler as u128 & 0xFFFF)
+        | ((KERNEL_CS as u128) << 16)
+        | (ist << 32)
+        | (0x8E << 40)
+        | (((handler as u128 >> 16) & 0xFFFF) << 48)
+        | (((handler as u128) >> 32) << 64)
+}
+
+/// Points `vector` at `handler` and returns the entry it replaced (give it back with
+/// [`restore_vector`]): the boot calibration times an exception's delivery with a handler of its
+/// own.
+///
+/// # Safety
+/// Boot CPU only, before any other CPU or the guest runs; `handler` must handle the exception.
+pub unsafe fn swap_vector(vector: u8, handler: u64) -> u128 {
+    // SAFETY: see the function contract; nothing else reads or writes the IDT meanwhile.
+    unsafe {
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
+        core::mem::replace(&mut idt.0[vector as usize & 31], gate(handler, 0))
+    }
+}
+
+/// Puts back an entry [`swap_vector`] replaced.
+///
+/// # Safety
+/// As for [`swap_vector`].
+pub unsafe fn restore_vector(vector: u8, entry: u128) {
+    // SAFETY: as above.
+    unsafe { (*core::ptr::addr_of_mut!(IDT)).0[vector as usize & 31] = entry };
 }
 
 pub fn load() {

@@ -1,10 +1,21 @@
 //! What only the hardware can measure or probe before the guest starts: the calibration of
-//! virtual time (the bare cost of RDTSC and CPUID, and the VMX round trip no timestamp covers;
-//! the arithmetic lives in `vigil_core::time`), and whether the monitor trap flag really traps.
+//! virtual time (the bare cost of every kind of exiting instruction, the TSC's frequency, and
+//! the VMX round trip no timestamp covers; the arithmetic lives in `vigil_core::time`), and
+//! whether the monitor trap flag really traps.
+//!
+//! Bare costs are measured on the host, where none of these instructions exits, as the
+//! difference of two timed sequences that differ by the instruction alone, so the code around
+//! it cancels out (the smallest of 64 runs: on a quiet CPU the minimum is the cost without
+//! interference). On Bochs every instruction is one tick; on hardware these are latencies.
+//! Where Vigil cannot execute what the guest would (a device's port, a port write that would
+//! change the machine), it times a stand-in and says so below.
 
 use super::switch::GuestRegs;
 use super::{EntryFailure, VmxVcpu};
+use crate::arch::{idt, regs};
+use core::arch::{asm, global_asm};
 use vigil_core::exit::Exit;
+use vigil_core::time::cost::BareCosts;
 use vigil_core::time::tsc::Calibration;
 use vigil_core::vcpu::Vcpu;
 use vmx::caps::PrimaryProcBased;
@@ -15,49 +26,213 @@ fn min_of(n: usize, mut sample: impl FnMut() -> u64) -> u64 {
     (0..n).map(|_| sample()).min().unwrap_or(0)
 }
 
-/// Ticks between two RDTSCs around the given instructions (which may use r8-r10 and clobber
-/// RAX-RDX): `rdtsc; mov r8d, eax; <body>; rdtsc`.
+/// Ticks of `rdtsc; mov r8d, eax; <body>; rdtsc`, the smallest of 64 runs. The body may use
+/// RAX-RDX (RBX is saved), RSI, RDI and R9; R9 holds `$arg` on entry and R11 points at a 64-byte
+/// scratch buffer.
 macro_rules! timed {
-    ($($body:literal),*) => {{
-        let (start, end): (u32, u32);
-        // SAFETY: the sequence only reads the TSC, moves registers and executes CPUID.
-        unsafe {
-            core::arch::asm!(
-                "mov r10, rbx",
-                "rdtsc",
-                "mov r8d, eax",
-                $($body,)*
-                "rdtsc",
-                "mov rbx, r10",
-                out("eax") end, out("r8") start, out("ecx") _, out("edx") _,
-                out("r9") _, out("r10") _, options(nomem, nostack)
-            );
-        }
-        end.wrapping_sub(start) as u64
+    ($arg:expr; $($body:literal),*) => {{
+        let arg: u64 = $arg;
+        let mut buf = [0u8; 64];
+        let p = buf.as_mut_ptr();
+        min_of(64, || {
+            let (start, end): (u32, u32);
+            // SAFETY: the sequences only read the TSC, move registers, and execute the
+            // instructions being measured on operands chosen to change nothing (see each use).
+            unsafe {
+                asm!(
+                    "mov r10, rbx",
+                    "rdtsc",
+                    "mov r8d, eax",
+                    $($body,)*
+                    "rdtsc",
+                    "mov rbx, r10",
+                    out("eax") end, out("r8") start, out("ecx") _, out("edx") _,
+                    out("rsi") _, out("rdi") _, inout("r9") arg => _, out("r10") _,
+                    in("r11") p, options(nostack)
+                );
+            }
+            end.wrapping_sub(start) as u64
+        })
     }};
+    ($($body:literal),*) => { timed!(0; $($body),*) };
 }
 
-/// Bare-metal cost of RDTSC and of CPUID, measured on the host where nothing traps: the
-/// difference between sequences that differ by one instruction, so the cost of the code around
-/// the measurement cancels out (on Bochs every instruction is one tick; on hardware these are the
-/// instructions' latencies).
-pub fn host_costs() -> (u64, u64) {
-    let one_mov = min_of(64, || timed!());
-    let two_movs = min_of(64, || timed!("mov r9d, eax"));
-    let with_cpuid = min_of(64, || timed!("xor eax, eax", "cpuid"));
-    let mov = two_movs.saturating_sub(one_mov);
-    let rdtsc_cost = one_mov.saturating_sub(mov);
-    // `xor eax, eax` costs what a mov costs.
-    let cpuid_cost = with_cpuid.saturating_sub(one_mov + mov);
-    (rdtsc_cost, cpuid_cost)
+/// The cost of `$insn` after `$setup`: the difference of the two timed sequences.
+macro_rules! cost {
+    ($arg:expr; [$($setup:literal),*] $($insn:literal),+) => {
+        timed!($arg; $($setup,)* $($insn),+).saturating_sub(timed!($arg; $($setup),*)) as u32
+    };
+}
+
+// The calibration's #UD handler: its first instruction reads the TSC (into R9), then it skips
+// the two-byte UD2 and returns.
+global_asm!(
+    r#"
+    .global vigil_calibrate_ud
+vigil_calibrate_ud:
+    rdtsc
+    mov r9d, eax
+    add qword ptr [rsp], 2
+    iretq
+"#
+);
+
+extern "C" {
+    fn vigil_calibrate_ud();
+}
+
+/// Ticks from the start of a faulting instruction to its handler's first instruction: UD2
+/// through Vigil's own IDT, with a handler that reads the TSC first thing.
+fn fault_cost(plain: u64) -> u32 {
+    // SAFETY: boot CPU, before the guest runs; the handler handles #UD from the UD2 below.
+    let saved = unsafe { idt::swap_vector(6, vigil_calibrate_ud as *const () as u64) };
+    let delivered = min_of(64, || {
+        let (start, handler): (u32, u32);
+        // SAFETY: UD2 raises #UD, whose handler (above) returns past it; the exception frame
+        // goes on this stack (no `nostack`).
+        unsafe {
+            asm!(
+                "rdtsc",
+                "mov r8d, eax",
+                "ud2",
+                out("eax") _, out("r8") start, out("edx") _, out("r9") handler,
+            );
+        }
+        handler.wrapping_sub(start) as u64
+    });
+    // SAFETY: as above.
+    unsafe { idt::restore_vector(6, saved) };
+    // `plain` is a read and a move: what the same sequence takes without the fault.
+    delivered.saturating_sub(plain) as u32
+}
+
+/// Bare-metal costs of every kind of exiting instruction (`vigil_core::time::cost`).
+pub fn bare_costs() -> BareCosts {
+    let plain = timed!();
+    let mov = timed!("mov r9d, eax").saturating_sub(plain) as u32;
+    let mut c = BareCosts {
+        rdtsc: (plain as u32).saturating_sub(mov),
+        simple: mov,
+        ..BareCosts::default()
+    };
+    c.rdtscp = if regs::cpuid(0x8000_0001, 0)[3] & (1 << 27) != 0 {
+        cost!(0; [] "rdtscp")
+    } else {
+        c.rdtsc
+    };
+    // CPUID leaf by leaf (subleaf 0): the basic and extended ranges, and one hypervisor-range
+    // leaf for all the others (beyond the maximum, a processor answers as for its highest
+    // basic leaf).
+    for (i, slot) in c.cpuid_basic.iter_mut().enumerate() {
+        *slot = cost!(i as u64; ["mov eax, r9d", "xor ecx, ecx"] "cpuid");
+    }
+    for (i, slot) in c.cpuid_extended.iter_mut().enumerate() {
+        *slot = cost!(0x8000_0000 + i as u64; ["mov eax, r9d", "xor ecx, ecx"] "cpuid");
+    }
+    c.cpuid_other = cost!(0x4000_0000; ["mov eax, r9d", "xor ecx, ecx"] "cpuid");
+    // MSRs: IA32_SYSENTER_CS, which every 64-bit processor has, read and written back with the
+    // value it holds. What a guest's MSR costs depends on the MSR; this is the typical one.
+    let sysenter_cs = regs::rdmsr(0x174) & 0xFFFF_FFFF;
+    c.rdmsr = cost!(0; ["mov ecx, 0x174"] "rdmsr");
+    c.wrmsr = cost!(sysenter_cs; ["mov ecx, 0x174", "mov eax, r9d", "xor edx, edx"] "wrmsr");
+    // XSETBV of the XCR0 in force (Vigil set CR4.OSXSAVE when the processor has XSAVE).
+    c.xsetbv = c.wrmsr;
+    if regs::cr4() & (1 << 18) != 0 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: XGETBV of XCR0 with CR4.OSXSAVE set.
+        unsafe {
+            asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack))
+        };
+        if hi == 0 {
+            c.xsetbv = cost!(lo as u64; ["xor ecx, ecx", "mov eax, r9d", "xor edx, edx"] "xsetbv");
+        }
+    }
+    c.wbinvd = cost!(0; [] "wbinvd");
+    // Ports: a device's own port cannot be touched for a measurement, so port 0x80, the POST
+    // code port that firmware and Linux (its I/O delay) write freely, stands in for them all.
+    // Reads of 0x80-0x83 change nothing; writes wider than a byte would reach the DMA page
+    // registers at 0x81-0x83, so OUT and OUTS of every width are timed as bytes.
+    c.port_in = [
+        cost!(0; [] "in al, 0x80"),
+        cost!(0; [] "in ax, 0x80"),
+        cost!(0; [] "in eax, 0x80"),
+    ];
+    c.port_out = [cost!(0; [] "out 0x80, al"); 3];
+    // INS into Vigil's scratch buffer, and OUTS of zeros: one element, and nine.
+    let strings = |one: u32, nine: u32| (one, nine.saturating_sub(one) / 8);
+    c.ins = [
+        strings(
+            cost!(1; ["mov edx, 0x80", "mov rdi, r11", "mov rcx, r9"] "rep insb"),
+            cost!(9; ["mov edx, 0x80", "mov rdi, r11", "mov rcx, r9"] "rep insb"),
+        ),
+        strings(
+            cost!(1; ["mov edx, 0x80", "mov rdi, r11", "mov rcx, r9"] "rep insw"),
+            cost!(9; ["mov edx, 0x80", "mov rdi, r11", "mov rcx, r9"] "rep insw"),
+        ),
+        strings(
+            cost!(1; ["mov edx, 0x80", "mov rdi, r11", "mov rcx, r9"] "rep insd"),
+            cost!(9; ["mov edx, 0x80", "mov rdi, r11", "mov rcx, r9"] "rep insd"),
+        ),
+    ];
+    c.outs = [strings(
+        cost!(1; ["mov edx, 0x80", "mov rsi, r11", "mov rcx, r9"] "rep outsb"),
+        cost!(9; ["mov edx, 0x80", "mov rsi, r11", "mov rcx, r9"] "rep outsb"),
+    ); 3];
+    c.fault = fault_cost(plain);
+    c
+}
+
+/// The ACPI PM timer's frequency (ACPI 6.5 4.8.3.3).
+const PM_TIMER_HZ: u64 = 3_579_545;
+
+/// TSC ticks per second: against the ACPI PM timer over 10 ms when the firmware has one (a
+/// read-only counter, so reading it changes nothing for the guest), else from CPUID leaf 15H
+/// (crystal ratio) or 16H (base MHz); 0 when nothing says.
+pub fn tsc_hz(pm_timer: Option<u16>) -> u64 {
+    if let Some(port) = pm_timer {
+        let read = || crate::arch::port::inl(port) as u64 & 0xFF_FFFF;
+        let (p0, t0) = (read(), regs::rdtsc());
+        let mut elapsed = 0;
+        // 10 ms, counting the 24-bit counter's wraps.
+        let (mut last, mut spins) = (p0, 0u64);
+        while elapsed < PM_TIMER_HZ / 100 && spins < 1 << 28 {
+            let p = read();
+            elapsed += p.wrapping_sub(last) & 0xFF_FFFF;
+            last = p;
+            spins += 1;
+        }
+        let ticks = regs::rdtsc().wrapping_sub(t0);
+        if elapsed >= PM_TIMER_HZ / 100 {
+            return (ticks as u128 * PM_TIMER_HZ as u128 / elapsed as u128) as u64;
+        }
+    }
+    let max = regs::cpuid(0, 0)[0];
+    if max >= 0x15 {
+        let [den, num, crystal, _] = regs::cpuid(0x15, 0);
+        if den != 0 && num != 0 && crystal != 0 {
+            return crystal as u64 * num as u64 / den as u64;
+        }
+    }
+    if max >= 0x16 {
+        let mhz = regs::cpuid(0x16, 0)[0] & 0xFFFF;
+        return mhz as u64 * 1_000_000;
+    }
+    0
 }
 
 impl VmxVcpu {
     /// Measures the VMX round trip no timestamp covers, by running the guest on a CPUID placed
     /// at guest-physical `scratch` (in the guest's RAM, overwritten by the guest's own boot data
     /// afterwards), then puts the guest back at its entry point.
-    pub fn calibrate(&mut self, scratch: u64, offset: u64) -> Result<Calibration, EntryFailure> {
-        let (rdtsc_cost, cpuid_cost) = host_costs();
+    pub fn calibrate(
+        &mut self,
+        scratch: u64,
+        offset: u64,
+        pm_timer: Option<u16>,
+    ) -> Result<Calibration, EntryFailure> {
+        let costs = bare_costs();
+        let rdtsc_cost = costs.rdtsc as u64;
+        let tsc_hz = tsc_hz(pm_timer);
         let rip = self.rip();
         let regs = self.regs;
         // `rdtsc; cpuid`: the guest's own TSC sample splits the round trip into the part before
@@ -70,54 +245,112 @@ impl VmxVcpu {
             Field::PrimaryProcBasedControls,
             primary & !(PrimaryProcBased::RDTSC_EXITING.bits() as u64),
         );
-        // Run the same bookkeeping the real exits will run (hide set, no credit), so the round
-        // trip covers it; the offset it disturbs is restored afterwards.
-        self.regs.credit = 0;
-        self.regs.tsc_offset = offset;
-        let (mut round_trip, mut exit_side) = (u64::MAX, u64::MAX);
+        // Run the same bookkeeping the real exits will run, so the round trip covers it: each
+        // of its paths (the guest's TSC at the host rate or scaled; no deadline, or one to
+        // re-arm — far in the future, so it never fires), as their costs differ. The offset it
+        // disturbs is restored afterwards.
+        let deadline_timer = regs::cpuid(1, 0)[2] & (1 << 24) != 0;
+        let mut round_trip = [0; 4];
+        let mut exit_side = u64::MAX;
+        for variant in 0..round_trip.len() {
+            let multiplier = if variant & 1 != 0 {
+                vigil_core::time::debt::FAST
+            } else {
+                0
+            };
+            let deadline = variant & 2 != 0;
+            if deadline && !deadline_timer {
+                round_trip[variant] = round_trip[variant & 1];
+                continue;
+            }
+            let (trip, side) = self.round_trip(scratch, offset, multiplier, deadline, regs)?;
+            round_trip[variant] = trip.saturating_sub(rdtsc_cost);
+            exit_side = exit_side.min(side);
+        }
+        self.vmcs.write(Field::PrimaryProcBasedControls, primary);
+        self.set_rip(rip);
+        self.regs.hide = 0;
+        self.vmcs.write(Field::TscOffset, offset);
+        let exit_lag = if exit_side == u64::MAX {
+            0
+        } else {
+            exit_side.saturating_sub(rdtsc_cost)
+        };
+        let c = Calibration {
+            round_trip,
+            exit_lag,
+            costs,
+            tsc_hz,
+        };
+        log::info!(
+            "virtual time: TSC {} kHz; VMX round trip {:?} ticks (host rate, scaled; with a deadline: the same), {} after the exiting instruction",
+            c.tsc_hz / 1000,
+            c.round_trip,
+            c.exit_lag,
+        );
+        log::info!(
+            "bare costs: rdtsc {} rdtscp {} cpuid {}/{}/{} (leaf 0/1/0xb) rdmsr {} wrmsr {} xsetbv {} in {:?} out {} ins {:?} outs {:?} fault {} other {}",
+            costs.rdtsc,
+            costs.rdtscp,
+            costs.cpuid_basic[0],
+            costs.cpuid_basic[1],
+            costs.cpuid_basic[0xB],
+            costs.rdmsr,
+            costs.wrmsr,
+            costs.xsetbv,
+            costs.port_in,
+            costs.port_out[0],
+            costs.ins[0],
+            costs.outs[0],
+            costs.fault,
+            costs.simple,
+        );
+        Ok(c)
+    }
+
+    /// The smallest round trip (host ticks from the switch's last timestamp to the exit stub's)
+    /// and exit side (from the guest's own TSC read to the stub's) of 32 runs of the calibration
+    /// guest, with the switch on the path `multiplier` and `deadline` choose.
+    fn round_trip(
+        &mut self,
+        scratch: u64,
+        offset: u64,
+        multiplier: u64,
+        deadline: bool,
+        saved: GuestRegs,
+    ) -> Result<(u64, u64), EntryFailure> {
+        let (mut trip, mut side) = (u64::MAX, u64::MAX);
         for i in 0..33 {
             self.regs.hide = u64::from(i > 0);
+            self.regs.credit = 0;
+            self.regs.limit = i64::MAX as u64;
+            self.regs.multiplier = multiplier;
+            self.regs.tsc_offset = offset;
+            self.regs.deadline = if deadline {
+                offset.wrapping_add(1 << 62)
+            } else {
+                0
+            };
             self.set_rip(scratch);
             let exited = self.enter()?;
             if i > 0 && matches!(exited.exit, Exit::Cpuid) {
                 let (x, e) = (self.regs.exit_tsc, self.regs.entry_tsc);
                 let sample = (self.regs.rdx << 32 | (self.regs.rax & 0xFFFF_FFFF))
                     .wrapping_sub(self.regs.tsc_offset);
-                round_trip = round_trip.min(x.wrapping_sub(e));
-                exit_side = exit_side.min(x.wrapping_sub(sample));
+                trip = trip.min(x.wrapping_sub(e));
+                side = side.min(x.wrapping_sub(sample));
             }
             // Keep the launch state: the VMCS is launched now.
             self.regs = GuestRegs {
                 launched: self.regs.launched,
                 exit_tsc: self.regs.exit_tsc,
-                ..regs
+                ..saved
             };
         }
-        self.vmcs.write(Field::PrimaryProcBasedControls, primary);
-        self.set_rip(rip);
-        self.regs.hide = 0;
-        self.vmcs.write(Field::TscOffset, offset);
-        let measured = |v: u64| {
-            if v == u64::MAX {
-                0
-            } else {
-                v.saturating_sub(rdtsc_cost)
-            }
-        };
-        let c = Calibration {
-            round_trip: measured(round_trip),
-            exit_lag: measured(exit_side),
-            rdtsc: rdtsc_cost,
-            cpuid: cpuid_cost,
-        };
-        log::info!(
-            "virtual time: VMX round trip {} ticks ({} after the exiting instruction); bare rdtsc {} and cpuid {} ticks",
-            c.round_trip,
-            c.exit_lag,
-            c.rdtsc,
-            c.cpuid
-        );
-        Ok(c)
+        if trip == u64::MAX {
+            return Ok((0, u64::MAX));
+        }
+        Ok((trip, side))
     }
 
     /// Whether the monitor trap flag really traps: one `nop; cpuid` run at `scratch` (guest RAM

@@ -71,7 +71,6 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
             config.tsc.virtualized(),
             PrimaryProcBased::USE_TSC_OFFSETTING,
         ),
-        (config.tsc == TscMode::Hide, PrimaryProcBased::RDTSC_EXITING),
         // Without hardware scaling, a scaled TSC is emulated: every read must exit.
         (
             matches!(config.tsc, TscMode::Scale(..)) && !caps.has_tsc_scaling(),
@@ -97,7 +96,9 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
     if regs::cpuid(0, 0)[0] >= 0xD && regs::cpuid(0xD, 1)[0] & (1 << 3) != 0 {
         secondary |= SecondaryProcBased::ENABLE_XSAVES_XRSTORS;
     }
-    if matches!(config.tsc, TscMode::Scale(..)) && caps.has_tsc_scaling() {
+    // `hide` repays its debt by running the guest's TSC slightly fast (vigil_core::time::debt);
+    // without scaling it repays in steps.
+    if matches!(config.tsc, TscMode::Scale(..) | TscMode::Hide(_)) && caps.has_tsc_scaling() {
         secondary |= SecondaryProcBased::USE_TSC_SCALING;
     }
     let exit = ExitControls::HOST_ADDRESS_SPACE_SIZE

@@ -39,11 +39,12 @@ pub struct GuestRegs {
     /// Host TSC read by `vmx_run` just before the entry (after the time bookkeeping below).
     pub entry_tsc: u64,
     /// Non-zero: hide this exit's host time from the guest. `vmx_run` then does, as its last
-    /// step before the entry, `tsc_offset -= (now - exit_tsc) + credit` and writes the VMCS TSC
-    /// offset, so the time the bookkeeping itself takes is inside the calibrated round trip.
+    /// step before the entry, `tsc_offset -= min(scale(now - exit_tsc) + credit, limit)` and
+    /// writes the VMCS TSC offset, so the time the bookkeeping itself takes is inside the
+    /// calibrated round trip (`vigil_core::time::EntryTime::apply` is the same arithmetic).
     pub hide: u64,
     /// Ticks to take off in addition to the handling time (round trip minus the bare-metal cost
-    /// of the exiting instruction), wrapping.
+    /// of the exiting instruction, less any repayment), wrapping.
     pub credit: u64,
     /// The guest's TSC offset, updated by `vmx_run` when `hide` is set.
     pub tsc_offset: u64,
@@ -54,6 +55,13 @@ pub struct GuestRegs {
     /// Host TSC just after the exit stub disarmed the deadline timer: a timer that fired before
     /// this moment has fired for the guest.
     pub disarm_tsc: u64,
+    /// The most one entry takes off (signed): the bound on the guest's lag.
+    pub limit: u64,
+    /// The guest's TSC multiplier when it is not 1 (0 for 1, and then no multiplication): the
+    /// handling time is taken off at the rate the guest's TSC runs, and the deadline is divided
+    /// by it. Vigil only ever sets 1 or slightly more (`vigil_core::time::debt::FAST`), so the
+    /// division cannot overflow.
+    pub multiplier: u64,
 }
 
 impl GuestRegs {
@@ -113,6 +121,8 @@ const _: () = {
     assert!(core::mem::offset_of!(GuestRegs, tsc_offset) == 160);
     assert!(core::mem::offset_of!(GuestRegs, deadline) == 168);
     assert!(core::mem::offset_of!(GuestRegs, disarm_tsc) == 176);
+    assert!(core::mem::offset_of!(GuestRegs, limit) == 184);
+    assert!(core::mem::offset_of!(GuestRegs, multiplier) == 192);
 };
 
 /// What `vmx_run` came back with.
@@ -174,16 +184,34 @@ vmx_run:
     cmp qword ptr [rcx + 144], 0
     je vmx_run_time_done
     sub rax, [rcx + 120]            /* handling time = now - exit_tsc */
+    mov r8, [rcx + 192]             /* the guest's TSC multiplier (0: 1) */
+    test r8, r8
+    jz vmx_run_unscaled
+    mul r8                          /* at the guest's rate: time * multiplier >> 48 */
+    shrd rax, rdx, 48
+vmx_run_unscaled:
     add rax, [rcx + 152]            /* + credit */
+    cmp rax, [rcx + 184]            /* at most the limit (signed) */
+    cmovg rax, [rcx + 184]
     mov rdx, [rcx + 160]
     sub rdx, rax
     mov [rcx + 160], rdx
-    mov rax, {tsc_offset}
+    mov eax, {tsc_offset}
     vmwrite rax, rdx
     mov rax, [rcx + 168]            /* the guest's deadline, if armed */
     test rax, rax
     jz vmx_run_time_done
-    sub rax, rdx                    /* in host time: deadline - offset */
+    sub rax, rdx                    /* deadline - offset: host time at the guest's rate */
+    test r8, r8
+    jz vmx_run_deadline_host
+    xor edx, edx                    /* divided by the multiplier (>= 1 << 48), rounded up */
+    shld rdx, rax, 48
+    shl rax, 48
+    div r8
+    cmp rdx, 1
+    sbb rax, -1
+vmx_run_deadline_host:
+    test rax, rax
     jnz vmx_run_deadline_nonzero
     inc rax                         /* 0 would disarm: fire now instead */
 vmx_run_deadline_nonzero:

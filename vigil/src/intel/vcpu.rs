@@ -223,9 +223,14 @@ impl Vcpu for VmxVcpu {
     #[inline(always)]
     fn run(&mut self, time: &EntryTime) -> Result<Exited, Stop> {
         self.regs.hide = time.hide as u64;
-        self.regs.deadline = if time.hide { time.deadline } else { 0 };
-        self.regs.credit = time.credit;
-        self.regs.tsc_offset = time.offset;
+        self.regs.deadline = 0;
+        if time.hide {
+            self.regs.deadline = time.deadline;
+            self.regs.credit = time.credit;
+            self.regs.tsc_offset = time.offset;
+            self.regs.limit = time.limit;
+            self.regs.multiplier = time.multiplier;
+        }
         match self.enter() {
             Ok(exited) => Ok(exited),
             Err(failure) => {
@@ -570,6 +575,17 @@ impl Vcpu for VmxVcpu {
 
     fn set_tsc_offset(&mut self, offset: u64) {
         self.vmcs.write(Field::TscOffset, offset);
+    }
+
+    fn tsc_scaling(&self) -> bool {
+        self.vmcs.read(Field::SecondaryProcBasedControls)
+            & SecondaryProcBased::USE_TSC_SCALING.bits() as u64
+            != 0
+    }
+
+    /// The TSC multiplier field (SDM Vol. 3C 25.6.5); the processor reads it at VM entry.
+    fn set_tsc_multiplier(&mut self, multiplier: u64) {
+        self.vmcs.write(Field::TscMultiplier, multiplier);
     }
 
     fn rdtsc_exits(&self) -> bool {

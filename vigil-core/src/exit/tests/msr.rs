@@ -186,6 +186,12 @@ fn the_tsc_msrs_are_virtual_in_a_virtual_time_mode() {
 fn the_deadline_is_programmed_in_host_time() {
     let mut c = cpu("tsc=offset:0x1000");
     c.vcpu.host.msrs.insert(IA32_TSC_DEADLINE, 0);
+    // Without the TSC-deadline timer (CPUID.01H:ECX[24]) the MSR is not there: #GP.
+    assert_eq!(
+        wrmsr(&mut c, IA32_TSC_DEADLINE, 0x9000),
+        Action::Inject(Event::GP0)
+    );
+    c.vcpu.host.cpuid.insert((1, 0), [0, 0, 1 << 24, 0]);
     assert_eq!(wrmsr(&mut c, IA32_TSC_DEADLINE, 0x9000), Action::Advance);
     assert_eq!(c.vcpu.host.msr_writes, [(IA32_TSC_DEADLINE, 0x8000)]);
     rdmsr(&mut c, IA32_TSC_DEADLINE);

@@ -1,0 +1,234 @@
+//! Repaying what `tsc=hide` hides, so the guest's TSC stays true over long times.
+//!
+//! Each exit the switch hides makes the guest's TSC lag true time (the PIT, the ACPI PM timer,
+//! the RTC, the host's TSC) by that exit's overhead. Left alone the lag only grows: an
+//! exit-heavy guest would see its TSC run slow against every other clock, which a detector (or
+//! Linux's clocksource watchdog) measures over a second or two. So the lag is a debt, repaid
+//! under these rules:
+//!
+//! - **Never backwards, no step a short probe can see.** With TSC scaling the guest's TSC runs
+//!   `1 + 2^-10` times the host rate (0.098 % fast) while it owes more than [`Debt::start`]:
+//!   the clock speeds up, it never jumps, and a probe of n ticks reads at most n/1024 ticks
+//!   more — nothing, for anything shorter than 1024 ticks. Repayment accrues only while the
+//!   guest runs (the switch takes exits out at the fast rate), and the backend's timer ends it
+//!   when the debt is paid, so the guest is never ahead of true time. Without TSC scaling the
+//!   debt is repaid in steps at the backend's timer exit (or, without a timer, at the next
+//!   exit), one per [`Debt::period`] of `2^-10` of that period: such a step shows to a probe
+//!   that straddles it, like an interrupt a real machine takes now and then.
+//! - **Never more than 0.1 % fast**, so no window of any length shows the TSC faster than
+//!   bare metal's by 0.1 %; a guest that spends less than 0.1 % of its time in exits (Linux
+//!   spends about 0.02 % booting) sees its TSC true within 0.1 % over every second.
+//! - **Bounded, if asked** (`tsc=hide:strict`): the lag never exceeds [`Debt::cap`],
+//!   [`MAX_LAG_PPM`] millionths of a second, so over any window of a second or more the rate
+//!   differs from true time by at most 0.09 % slow (the cap) or 0.098 % fast (repayment),
+//!   whatever the guest does. The price: a burst of exits whose overhead exceeds the cap shows,
+//!   exit by exit, until repayment makes room (in Bochs, where an exit costs some 600
+//!   instructions at 50 M a second, the cap holds about 70 CPUID exits). Plain `tsc=hide`
+//!   hides every exit and lets the lag grow during a storm of exits.
+//! - **Coherent across vCPUs** (`super::smp`): the bounds of the other vCPUs' lags also bound
+//!   this one's.
+
+use crate::config::HideLimit;
+
+/// Repayment runs the TSC `1 + 2^-REPAY_SHIFT` times fast: 1/1024, 0.098 % — never 0.1 %.
+pub const REPAY_SHIFT: u32 = 10;
+/// The multiplier while repaying (16.48 fixed point, as TSC scaling takes it).
+pub const FAST: u64 = super::tsc::UNITY + (super::tsc::UNITY >> REPAY_SHIFT);
+/// The bound on the lag under `hide:strict`, in millionths of a second of TSC time (0.9 ms).
+pub const MAX_LAG_PPM: u64 = 900;
+/// Repayment starts once the guest owes this much (20 µs of TSC time), and stops below half
+/// of it: the timer exit that ends a repayment is hidden too, and must not start another.
+pub const START_PPM: u64 = 20;
+/// Without TSC scaling: one repayment step per this long (100 ms).
+pub const STEP_PERIOD_PPM: u64 = 100_000;
+/// The TSC frequency assumed when the backend could not measure it.
+pub const FALLBACK_HZ: u64 = 1_000_000_000;
+
+/// The repayment state of one vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Debt {
+    /// The largest lag allowed (`u64::MAX`: unbounded), in host ticks.
+    pub cap: u64,
+    /// Repay once the lag exceeds this; stop below half of it.
+    pub start: u64,
+    /// The backend can scale the guest's TSC (repay continuously).
+    pub scaling: bool,
+    /// Without scaling: the time between two steps, and the largest step.
+    pub period: u64,
+    pub step: u64,
+    /// Repaying now (scaling: the TSC runs fast).
+    pub repaying: bool,
+    /// Host time of the last step (without scaling).
+    last_step: u64,
+}
+
+/// What the switch does about the debt at one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DebtPlan {
+    /// The most this entry may hide (signed host ticks; `i64::MAX`: no limit).
+    pub limit: i64,
+    /// Ticks to give back beyond hiding less (a step, without scaling).
+    pub step: u64,
+    /// The multiplier the guest runs at next.
+    pub multiplier: u64,
+    /// Ask the backend for an exit after this much guest run time (`None`: not needed).
+    pub timer: Option<u64>,
+}
+
+impl Debt {
+    pub fn new(limit: HideLimit, tsc_hz: u64, scaling: bool) -> Debt {
+        let hz = if tsc_hz == 0 { FALLBACK_HZ } else { tsc_hz };
+        let ppm = |n: u64| (hz as u128 * n as u128 / 1_000_000) as u64;
+        let period = ppm(STEP_PERIOD_PPM);
+        Debt {
+            cap: match limit {
+                HideLimit::Strict => ppm(MAX_LAG_PPM),
+                HideLimit::EveryExit => u64::MAX,
+            },
+            start: ppm(START_PPM),
+            scaling,
+            period,
+            step: period >> REPAY_SHIFT,
+            repaying: false,
+            last_step: 0,
+        }
+    }
+
+    /// The plan for the entry after an exit: `lag` is the guest's lag at the exit, `hidden` what
+    /// this entry would hide without a limit (the exit's host time so far and its credit), `now`
+    /// the host time. `floor` and `ceiling` are the bounds other vCPUs put on this one's lag
+    /// (`super::smp`; `None`: alone).
+    pub fn plan(
+        &mut self,
+        lag: i64,
+        hidden: i64,
+        now: u64,
+        bounds: Option<(i64, i64)>,
+    ) -> DebtPlan {
+        let (low, high) = match bounds {
+            Some((low, high)) => (low.max(0), high),
+            None => (0, i64::MAX),
+        };
+        let cap = i64::try_from(self.cap).unwrap_or(i64::MAX).min(high);
+        let limit = if cap == i64::MAX {
+            i64::MAX
+        } else {
+            cap.saturating_sub(lag)
+        };
+        let after = lag.saturating_add(hidden.min(limit));
+        let owed = after.saturating_sub(low);
+        let start = self.start as i64;
+        if self.scaling {
+            self.repaying = if self.repaying {
+                owed > start / 2
+            } else {
+                owed > start
+            };
+            return DebtPlan {
+                limit,
+                step: 0,
+                multiplier: if self.repaying {
+                    FAST
+                } else {
+                    super::tsc::UNITY
+                },
+                // The lag falls by one tick per 2^REPAY_SHIFT ticks the guest runs.
+                timer: self
+                    .repaying
+                    .then(|| (owed as u64).saturating_mul(1 << REPAY_SHIFT)),
+            };
+        }
+        let mut step = 0;
+        if owed > start && now.wrapping_sub(self.last_step) >= self.period {
+            step = (owed as u64).min(self.step);
+            self.last_step = now;
+        }
+        DebtPlan {
+            limit,
+            step,
+            multiplier: super::tsc::UNITY,
+            timer: (owed.saturating_sub(step as i64) > start).then_some(self.period),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HZ: u64 = 50_000_000;
+
+    #[test]
+    fn the_budget_follows_the_tsc_frequency() {
+        let d = Debt::new(HideLimit::Strict, HZ, true);
+        assert_eq!(d.cap, 45_000, "0.9 ms at 50 MHz");
+        assert_eq!(d.start, 1_000, "20 µs");
+        assert_eq!(Debt::new(HideLimit::EveryExit, HZ, true).cap, u64::MAX);
+        // 0.1 % over one second is 50,000 ticks: the cap stays below it.
+        assert!(d.cap < HZ / 1000);
+    }
+
+    #[test]
+    fn bounded_hiding_stops_at_the_cap() {
+        let mut d = Debt::new(HideLimit::Strict, HZ, true);
+        let p = d.plan(44_900, 300, 0, None);
+        assert_eq!(p.limit, 100, "only what is left under the cap");
+        let p = d.plan(0, 300, 0, None);
+        assert_eq!(p.limit, 45_000);
+        let mut u = Debt::new(HideLimit::EveryExit, HZ, true);
+        assert_eq!(u.plan(1 << 40, 300, 0, None).limit, i64::MAX);
+    }
+
+    #[test]
+    fn scaling_repays_with_hysteresis_and_a_timer_for_the_end() {
+        let mut d = Debt::new(HideLimit::Strict, HZ, true);
+        let p = d.plan(500, 300, 0, None);
+        assert_eq!(
+            p.multiplier,
+            super::super::tsc::UNITY,
+            "800 owed: below 1,000"
+        );
+        assert_eq!(p.timer, None);
+        let p = d.plan(900, 300, 0, None);
+        assert_eq!(p.multiplier, FAST);
+        assert_eq!(
+            p.timer,
+            Some(1200 << REPAY_SHIFT),
+            "the debt is paid by then"
+        );
+        // Still repaying above half the start.
+        assert_eq!(d.plan(400, 200, 0, None).multiplier, FAST);
+        // The timer exit that ends it hides ~300 ticks: that does not start it again.
+        assert_eq!(d.plan(0, 300, 0, None).multiplier, super::super::tsc::UNITY);
+        assert!(!d.repaying);
+    }
+
+    #[test]
+    fn without_scaling_steps_come_once_per_period() {
+        let mut d = Debt::new(HideLimit::Strict, HZ, false);
+        assert_eq!(d.period, 5_000_000);
+        let p = d.plan(40_000, 300, 5_000_000, None);
+        assert_eq!(p.step, d.step);
+        assert_eq!(p.step, 5_000_000 >> REPAY_SHIFT);
+        assert_eq!(p.timer, Some(d.period));
+        // Not again before a period has passed.
+        assert_eq!(d.plan(40_000, 300, 5_000_100, None).step, 0);
+        assert_eq!(d.plan(40_000, 300, 10_000_000, None).step, d.step);
+        // A small debt is never stepped: the step would cost more than it repays.
+        assert_eq!(d.plan(100, 300, 50_000_000, None).step, 0);
+    }
+
+    #[test]
+    fn other_vcpus_bound_the_lag() {
+        let mut d = Debt::new(HideLimit::EveryExit, HZ, true);
+        // The others allow at most 2,000 of lag: this exit may hide only 500 more.
+        assert_eq!(d.plan(1_500, 300, 0, Some((0, 2_000))).limit, 500);
+        // And repayment stops at their floor minus nothing: owed counts from the floor.
+        let p = d.plan(1_500, 0, 0, Some((1_400, 3_000)));
+        assert_eq!(
+            p.multiplier,
+            super::super::tsc::UNITY,
+            "only 100 above the floor"
+        );
+    }
+}
