@@ -223,6 +223,8 @@ boot_gdt:
     .quad 0
     .quad 0x00AF9B000000FFFF
     .quad 0x00CF93000000FFFF
+    # 0x18: flat 32-bit code, for cases that run in compatibility mode.
+    .quad 0x00CF9B000000FFFF
 boot_gdt_end:
     .p2align 2
     .word 0
@@ -240,8 +242,12 @@ boot_pml4:
     .global boot_pdpt
 boot_pdpt:
     .skip 4096
+    .global boot_pd
 boot_pd:
     .skip 4 * 4096
+    .global boot_top_pt
+boot_top_pt:
+    .skip 4096
 
     .section .bss.guest_kit_stack, "aw", @nobits
     .p2align 12
@@ -280,3 +286,38 @@ pub unsafe fn map_gib(gib_base: u64, on: bool) -> bool {
 
 /// Selector of the 64-bit code segment in the boot GDT; interrupt gates use it.
 pub const CODE_SELECTOR: u16 = 0x08;
+/// Selector of a flat 32-bit code segment in the boot GDT (compatibility mode).
+pub const CODE32_SELECTOR: u16 = 0x18;
+
+unsafe extern "C" {
+    /// The four page directories of the first 4 GiB (2 MiB pages).
+    static mut boot_pd: [u64; 2048];
+    /// A page table for the last 2 MiB below 4 GiB, used by [`map_top_page`].
+    static mut boot_top_pt: [u64; 512];
+}
+
+/// Maps the last 4 KiB page below 4 GiB (linear 0xFFFFF000) to the RAM page at physical `page`
+/// (4 KiB-aligned, below 4 GiB), splitting the last 2 MiB mapping into 4 KiB pages that keep the
+/// rest identity-mapped; `None` puts the 2 MiB mapping back.
+///
+/// # Safety
+/// Nothing may run from or use that linear range meanwhile; the kit runs on one CPU.
+pub unsafe fn map_top_page(page: Option<u64>) {
+    const TOP: u64 = 0xFFE0_0000;
+    unsafe {
+        let pd = &mut *core::ptr::addr_of_mut!(boot_pd);
+        let pt = &mut *core::ptr::addr_of_mut!(boot_top_pt);
+        match page {
+            Some(page) => {
+                for (i, e) in pt.iter_mut().enumerate() {
+                    *e = (TOP + 4096 * i as u64) | 0x3;
+                }
+                pt[511] = (page & !0xFFF) | 0x3;
+                pd[2047] = core::ptr::addr_of!(boot_top_pt) as u64 | 0x3;
+            }
+            None => pd[2047] = TOP | 0x83,
+        }
+        // The whole 2 MiB changes: a CR3 reload drops every cached translation of it.
+        core::arch::asm!("mov {t}, cr3", "mov cr3, {t}", t = out(reg) _, options(nostack));
+    }
+}

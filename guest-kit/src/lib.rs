@@ -12,6 +12,7 @@
 #![no_std]
 
 pub mod boot;
+pub mod clocks;
 pub mod cpu;
 pub mod fault;
 pub mod harness;

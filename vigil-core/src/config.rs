@@ -41,8 +41,8 @@ pub enum TscMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HideLimit {
     /// `tsc=hide`: every exit is hidden, however long the burst; the debt is repaid while the
-    /// guest runs, its TSC never more than 0.1 % fast. Over a second the TSC is true within
-    /// 0.1 % unless the guest spent more than 0.1 % of it in exits; under a sustained storm of
+    /// guest runs, its TSC never more than 0.05 % fast. Over a second the TSC is true within
+    /// 0.1 % unless the guest spent more than 0.05 % of it in exits; under a sustained storm of
     /// exits it falls behind until the storm ends.
     EveryExit,
     /// `tsc=hide:strict`: the guest's TSC never lags true time by more than

@@ -7,20 +7,20 @@
 //! under these rules:
 //!
 //! - **Never backwards, no step a short probe can see.** With TSC scaling the guest's TSC runs
-//!   `1 + 2^-10` times the host rate (0.098 % fast) while it owes more than [`Debt::start`]:
-//!   the clock speeds up, it never jumps, and a probe of n ticks reads at most n/1024 ticks
-//!   more — nothing, for anything shorter than 1024 ticks. Repayment accrues only while the
+//!   `1 + 2^-11` times the host rate (0.049 % fast) while it owes more than [`Debt::start`]:
+//!   the clock speeds up, it never jumps, and a probe of n ticks reads at most n/2048 ticks
+//!   more (and, across an exit, one tick of the scaled counter's rounding). Repayment accrues only while the
 //!   guest runs (the switch takes exits out at the fast rate), and the backend's timer ends it
 //!   when the debt is paid, so the guest is never ahead of true time. Without TSC scaling the
 //!   debt is repaid in steps at the backend's timer exit (or, without a timer, at the next
-//!   exit), one per [`Debt::period`] of `2^-10` of that period: such a step shows to a probe
+//!   exit), one per [`Debt::period`] of `2^-11` of that period: such a step shows to a probe
 //!   that straddles it, like an interrupt a real machine takes now and then.
-//! - **Never more than 0.1 % fast**, so no window of any length shows the TSC faster than
-//!   bare metal's by 0.1 %; a guest that spends less than 0.1 % of its time in exits (Linux
+//! - **Never more than 0.05 % fast**, so no window of any length shows the TSC faster than
+//!   bare metal's by 0.1 %; a guest that spends less than 0.05 % of its time in exits (Linux
 //!   spends about 0.02 % booting) sees its TSC true within 0.1 % over every second.
 //! - **Bounded, if asked** (`tsc=hide:strict`): the lag never exceeds [`Debt::cap`],
 //!   [`MAX_LAG_PPM`] millionths of a second, so over any window of a second or more the rate
-//!   differs from true time by at most 0.09 % slow (the cap) or 0.098 % fast (repayment),
+//!   differs from true time by at most 0.09 % slow (the cap) or 0.049 % fast (repayment),
 //!   whatever the guest does. The price: a burst of exits whose overhead exceeds the cap shows,
 //!   exit by exit, until repayment makes room (in Bochs, where an exit costs some 600
 //!   instructions at 50 M a second, the cap holds about 70 CPUID exits). Plain `tsc=hide`
@@ -30,8 +30,10 @@
 
 use crate::config::HideLimit;
 
-/// Repayment runs the TSC `1 + 2^-REPAY_SHIFT` times fast: 1/1024, 0.098 % — never 0.1 %.
-pub const REPAY_SHIFT: u32 = 10;
+/// Repayment runs the TSC `1 + 2^-REPAY_SHIFT` times fast: 1/2048, 0.049 % — half the 0.1 %
+/// a second-long comparison resolves, so even a window spent entirely repaying stays within it
+/// with room for the comparison's own error.
+pub const REPAY_SHIFT: u32 = 11;
 /// The multiplier while repaying (16.48 fixed point, as TSC scaling takes it).
 pub const FAST: u64 = super::tsc::UNITY + (super::tsc::UNITY >> REPAY_SHIFT);
 /// The bound on the lag under `hide:strict`, in millionths of a second of TSC time (0.9 ms).

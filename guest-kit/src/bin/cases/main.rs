@@ -16,10 +16,12 @@ use guest_kit::{fail, harness, multiboot, pass, skip, timer, BootInfo, Case, Out
 guest_kit::entry!(main);
 
 mod debug;
+mod detect;
 mod memory;
 mod time;
 
 use debug::*;
+use detect::*;
 use memory::*;
 use time::*;
 
@@ -44,6 +46,17 @@ static CASES: &[Case] = &[
     Case::new("tsc-offset-exact", tsc_offset_exact),
     Case::new("tsc-deadline", tsc_deadline),
     Case::new("tsc-adjust", tsc_adjust),
+    // The detection surface (detect.rs, docs/transparency.md).
+    Case::new("al-khaser", al_khaser),
+    Case::new("msr-unknown", msr_unknown),
+    Case::new("db-collision", db_collision),
+    Case::new("eip-wrap", eip_wrap),
+    Case::new("exit-costs-cpuid", exit_costs_cpuid),
+    Case::new("exit-costs-other", exit_costs_other),
+    Case::new("exit-costs-io", exit_costs_io),
+    Case::new("vmaware-timing", vmaware_timing),
+    Case::explicit("cpuid-leaves", cpuid_leaves),
+    Case::explicit("tsc-clocks", tsc_clocks),
     Case::new("isolation", isolation),
     Case::new("modules", modules),
     Case::new("high-mmio", high_mmio),

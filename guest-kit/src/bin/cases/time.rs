@@ -176,20 +176,21 @@ pub(super) fn rdtsc_cpuid_rdtsc() -> u64 {
     let (start, end): (u64, u64);
     unsafe {
         asm!(
-            // LLVM reserves RBX, which CPUID writes.
-            "mov {saved_rbx}, rbx",
+            // RBX cannot be named as an operand but CPUID writes it: it is kept in R9. The start
+            // must live in a named register too: a `reg` operand may be given RBX.
+            "mov r9, rbx",
             "rdtsc",
             "shl rdx, 32",
             "or rax, rdx",
-            "mov {start}, rax",
+            "mov r8, rax",
             "xor eax, eax",
             "cpuid",
             "rdtsc",
             "shl rdx, 32",
             "or rax, rdx",
-            "mov rbx, {saved_rbx}",
-            saved_rbx = out(reg) _,
-            start = out(reg) start,
+            "mov rbx, r9",
+            out("r9") _,
+            out("r8") start,
             out("rax") end,
             out("rcx") _,
             out("rdx") _,
