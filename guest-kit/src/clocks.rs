@@ -48,9 +48,7 @@ pub fn pm_timer_port() -> Option<u16> {
 pub fn pm_timer(port: u16) -> u32 {
     let v: u32;
     // SAFETY: reading the PM timer has no side effects.
-    unsafe {
-        core::arch::asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack))
-    };
+    unsafe { core::arch::asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack)) };
     v & 0xFF_FFFF
 }
 

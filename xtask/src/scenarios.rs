@@ -171,6 +171,7 @@ pub fn all() -> Vec<Scenario> {
     .into_iter()
     .chain(crate::scenarios_entry::all())
     .chain(crate::scenarios_time::all())
+    .chain(crate::scenarios_detect::all())
     .chain(crate::scenarios_hostile::all())
     .chain(crate::scenarios_traps::all())
     .chain(crate::gdb_tests::all())

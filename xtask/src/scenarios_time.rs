@@ -1,8 +1,8 @@
 //! Virtual-time scenarios: the `cases` guest under each `tsc=` mode, compared with the same guest
 //! run bare in the same invocation. Every case must still pass; on top of that each mode's own
 //! promise is checked from the values the guest measured:
-//! - `hide`: the pafish probe (`rdtsc; cpuid; rdtsc`) matches bare within ±5 % or ±2 ticks, and
-//!   stays below pafish's 1,000-tick verdict;
+//! - `hide`: the pafish probe (`rdtsc; cpuid; rdtsc`) reads as bare (never less, at most two
+//!   ticks more), and a 16 M-tick hold inside Vigil is invisible;
 //! - `frozen`: a 16 M-tick hold inside Vigil is invisible (`tsc-hold` d1 = d0);
 //! - `scale:3/2`: the TSC rate against the PIT is 3/2 of bare's within 1 %;
 //! - default policy: the exit table holds only exits the architecture or Vigil's own duties make
@@ -42,7 +42,7 @@ pub fn all() -> Vec<Scenario> {
 }
 
 /// The guest's case lines, after checking the run ended normally with nothing failed.
-fn passed_cases(o: &Outcome) -> Result<Vec<CaseLine>, String> {
+pub(crate) fn passed_cases(o: &Outcome) -> Result<Vec<CaseLine>, String> {
     o.normal_end()?;
     let lines = report::cases(o.capture.com1());
     if let Some(f) = lines.iter().find(|c| c.status == Status::Fail) {
@@ -54,14 +54,14 @@ fn passed_cases(o: &Outcome) -> Result<Vec<CaseLine>, String> {
     Ok(lines)
 }
 
-fn case<'a>(lines: &'a [CaseLine], name: &str) -> Result<&'a CaseLine, String> {
+pub(crate) fn case<'a>(lines: &'a [CaseLine], name: &str) -> Result<&'a CaseLine, String> {
     lines
         .iter()
         .find(|c| c.name == name && c.status == Status::Pass)
         .ok_or_else(|| format!("case {name} did not PASS"))
 }
 
-fn number(c: &CaseLine, key: &str) -> Result<u64, String> {
+pub(crate) fn number(c: &CaseLine, key: &str) -> Result<u64, String> {
     c.field(key)
         .and_then(report::parse_u64)
         .ok_or_else(|| format!("case {} has no numeric `{key}=`", c.name))
@@ -86,28 +86,27 @@ fn hide(c: &Check) -> Result<(), String> {
     let vigil = passed_cases(c.outcome)?;
     let bare = baseline(c)?;
     let (v, b) = (case(&vigil, "pafish")?, case(&bare, "pafish")?);
+    // As bare metal reads them: never less, at most two ticks more (while the debt is repaid
+    // the scaled counter may round an exit up by a tick).
     for key in ["avg_cpuid", "avg_rdtsc"] {
         let (under, bare) = (number(v, key)?, number(b, key)?);
-        let tolerance = (bare * 5 / 100).max(2);
-        if under.abs_diff(bare) > tolerance {
+        if under < bare || under > bare + 2 {
             return Err(format!(
-                "pafish {key}: {under} under Vigil vs {bare} bare (tolerance ±{tolerance})"
-            ));
-        }
-        if under >= 1000 {
-            return Err(format!(
-                "pafish {key} = {under}: pafish would call this a VM"
+                "pafish {key}: {under} under Vigil vs {bare} bare (undetectable means {bare} to {})",
+                bare + 2
             ));
         }
     }
     let hold = case(&vigil, "tsc-hold")?;
     mode_is(hold, "hide")?;
-    equal_hold(hold)
+    hold_hidden(hold, 1)
 }
 
-fn equal_hold(hold: &CaseLine) -> Result<(), String> {
+/// A 16 M-tick hold reads like a hold of 0: exactly (`frozen`), or within `slack` ticks
+/// (`hide`, whose clock may be running 1/2048 fast, rounding the two reads differently).
+fn hold_hidden(hold: &CaseLine, slack: u64) -> Result<(), String> {
     let (d0, d1) = (number(hold, "d0")?, number(hold, "d1")?);
-    if d0 != d1 {
+    if d0.abs_diff(d1) > slack {
         return Err(format!("a hold inside Vigil was visible: d0={d0} d1={d1}"));
     }
     Ok(())
@@ -118,7 +117,7 @@ fn frozen(c: &Check) -> Result<(), String> {
     baseline(c)?;
     let hold = case(&vigil, "tsc-hold")?;
     mode_is(hold, "frozen")?;
-    equal_hold(hold)
+    hold_hidden(hold, 0)
 }
 
 fn scale(c: &Check) -> Result<(), String> {

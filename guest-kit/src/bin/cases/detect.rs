@@ -152,7 +152,8 @@ pub(super) fn exit_costs_other() -> Outcome {
         unsafe { asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nostack)) };
         let value = u64::from(hi) << 32 | u64::from(lo);
         // SAFETY (timed!): XSETBV of the value XCR0 holds changes nothing.
-        let t = timed!(value; "xor ecx, ecx", "mov eax, r9d", "mov rdx, r9", "shr rdx, 32", "xsetbv");
+        let t =
+            timed!(value; "xor ecx, ecx", "mov eax, r9d", "mov rdx, r9", "shr rdx, 32", "xsetbv");
         // SAFETY: back to the kit's CR4.
         unsafe { asm!("mov cr4, {0}", in(reg) cr4 & !0x40000, options(nostack)) };
         t
