@@ -572,6 +572,7 @@ mod tests {
                 "demo-bare",
                 "cases-bare",
                 "linux-bare",
+                "detect-bare",
                 "hostile-bare",
                 "hostile-platform-bare",
                 "hostile-apic-over-vigil-pages-bare",
