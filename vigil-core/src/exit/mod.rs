@@ -168,7 +168,8 @@ pub enum Exit {
     },
     /// The debugger's per-instruction exit (VMX's monitor trap flag).
     Step,
-    /// The debugger's periodic exit (VMX's preemption timer), to poll COM2.
+    /// The backend's timer (VMX's preemption timer): the debugger's periodic poll of COM2, and
+    /// the end of a repayment of hidden time (`crate::time::debt`).
     Timer,
     /// Anything else: no handler, so the guest stops with a full report.
     Unhandled {
@@ -242,7 +243,7 @@ impl ExitKind {
             ExitKind::NestedFault => "nested page fault",
             ExitKind::NestedMisconfig => "nested-paging misconfiguration",
             ExitKind::Step => "debugger step",
-            ExitKind::Timer => "debugger poll",
+            ExitKind::Timer => "poll timer",
             ExitKind::Unhandled => "unhandled",
         }
     }

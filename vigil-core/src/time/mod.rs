@@ -45,9 +45,21 @@ pub struct Time {
     /// Whether this vCPU may use the backend's poll timer (not while the debugger owns it).
     pub timer_free: bool,
     timer_armed: bool,
-    /// The guest's IA32_MPERF and IA32_APERF minus the host's, beyond the hidden time (their
-    /// writes); `None` until the host is known to have them.
-    perf: Option<[u64; 2]>,
+    /// IA32_MPERF and IA32_APERF, once the host is known to have them.
+    perf: Option<PerfCounters>,
+}
+
+/// What the guest's IA32_MPERF and IA32_APERF need beyond the host's values.
+#[derive(Clone, Copy, Debug, Default)]
+struct PerfCounters {
+    /// The hidden time at the guest's first read: only what is hidden after it is taken off,
+    /// so the first read is the host's value.
+    base: Option<u64>,
+    /// The host's last value of each, to tell a counter that stands still (an emulator that
+    /// reports the counters without running them): the guest then reads it as it is.
+    last: [Option<u64>; 2],
+    /// What the guest's writes moved each by.
+    writes: [u64; 2],
 }
 
 /// What the world switch does about time at one entry.
@@ -258,11 +270,34 @@ impl Time {
 
     /// Whether the processor has IA32_MPERF and IA32_APERF (CPUID.06H:ECX[0], SDM Vol. 3B
     /// 15.2), asked once.
-    fn perf_counters<H: Host>(&mut self, host: &mut H) -> Option<&mut [u64; 2]> {
+    fn perf_counters<H: Host>(&mut self, host: &mut H) -> Option<&mut PerfCounters> {
         if self.perf.is_none() && host.cpuid(0, 0)[0] >= 6 && host.cpuid(6, 0)[2] & 1 != 0 {
-            self.perf = Some([0, 0]);
+            self.perf = Some(PerfCounters::default());
         }
         self.perf.as_mut()
+    }
+
+    /// The guest's IA32_MPERF or IA32_APERF at an exit stamped `exit_tsc`: the host's, less the
+    /// time hidden since the guest first read one; as the host's where the processor does not
+    /// have them or they stand still.
+    fn read_perf<H: Host>(&mut self, host: &mut H, msr: u32, exit_tsc: u64) -> Option<u64> {
+        let hidden = self.v.hidden(self.v.instruction_time(exit_tsc));
+        let value = host.rdmsr(msr)?;
+        let i = (msr - IA32_MPERF) as usize & 1;
+        let Some(p) = self.perf_counters(host) else {
+            return Some(value);
+        };
+        let still = p.last[i] == Some(value);
+        p.last[i] = Some(value);
+        if still {
+            return Some(value);
+        }
+        let base = *p.base.get_or_insert(hidden);
+        Some(
+            value
+                .wrapping_sub(hidden.wrapping_sub(base))
+                .wrapping_add(p.writes[i]),
+        )
     }
 
     /// RDMSR of one of the time MSRs, at an exit stamped `exit_tsc`.
@@ -279,19 +314,11 @@ impl Time {
             // rate (SDM Vol. 3B 15.2): both lose the time the TSC lost, so the guest's
             // APERF/MPERF and MPERF/TSC ratios are bare metal's (APERF at the nominal rate for
             // the hidden time).
-            // Without the counters the read goes to the processor, as without Vigil.
-            IA32_MPERF | IA32_APERF => {
-                let hidden = self.v.hidden(self.v.instruction_time(exit_tsc));
-                let value = host.rdmsr(msr)?;
-                match self.perf_counters(host) {
-                    Some(adj) => Some(
-                        value
-                            .wrapping_sub(hidden)
-                            .wrapping_add(adj[(msr - IA32_MPERF) as usize]),
-                    ),
-                    None => Some(value),
-                }
-            }
+            // MPERF counts at the TSC's rate while the processor runs, APERF at its actual
+            // rate (SDM Vol. 3B 15.2): both lose the time the TSC lost, so the guest's
+            // APERF/MPERF and MPERF/TSC ratios are bare metal's (APERF at the nominal rate for
+            // the hidden time).
+            IA32_MPERF | IA32_APERF => self.read_perf(host, msr, exit_tsc),
             _ => None,
         }
     }
@@ -332,17 +359,17 @@ impl Time {
                 return true;
             }
             IA32_MPERF | IA32_APERF => {
-                if self.perf_counters(vcpu.host()).is_none() {
-                    return vcpu.host().wrmsr(msr, value);
-                }
-                let Some(now) = self.read_msr(vcpu.host(), msr, exit_tsc) else {
+                let Some(now) = self.read_perf(vcpu.host(), msr, exit_tsc) else {
                     return false;
                 };
-                if let Some(adj) = self.perf_counters(vcpu.host()) {
-                    let a = &mut adj[(msr - IA32_MPERF) as usize];
-                    *a = a.wrapping_add(value.wrapping_sub(now));
-                }
-                return true;
+                let i = (msr - IA32_MPERF) as usize & 1;
+                return match self.perf_counters(vcpu.host()) {
+                    Some(p) => {
+                        p.writes[i] = p.writes[i].wrapping_add(value.wrapping_sub(now));
+                        true
+                    }
+                    None => vcpu.host().wrmsr(msr, value),
+                };
             }
             _ => return false,
         }
