@@ -11,6 +11,7 @@
 //! vigil-linux: begin cpuinfo        (the first lines of /proc/cpuinfo)
 //! vigil-linux: begin free           (busybox free, in KiB)
 //! vigil-linux: begin clocksource    (current_clocksource, then available_clocksource)
+//! vigil-linux: begin wait           (only with `vigil.wait=N`: `sleep N`, quiet)
 //! vigil-linux: begin dmesg-time     (dmesg | grep -iE "tsc|clocksource")
 //! …
 //! vigil-linux: done
@@ -54,6 +55,12 @@ cs=/sys/devices/system/clocksource/clocksource0
 section uname uname -a
 section cpuinfo head -n 8 /proc/cpuinfo
 section free free
+# `vigil.wait=N` on the kernel's command line: N seconds of quiet before the last sections,
+# so the kernel's clocksource watchdog and its refined TSC calibration run first.
+wait=$(sed -n 's/.*vigil\.wait=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$wait" ]; then
+    section wait sleep "$wait"
+fi
 section clocksource cat $cs/current_clocksource $cs/available_clocksource
 section dmesg-time sh -c 'dmesg | grep -iE "tsc|clocksource"'
 echo "vigil-linux: done"

@@ -52,13 +52,22 @@ impl LinuxArgs {
         self.initrd.is_none()
     }
 
+    /// [`BASE_CMDLINE`] and the appended words. Linux reads only the first `clearcpuid=` (its
+    /// early parameter parser stops at the first match), so the values of an appended one join
+    /// the base's.
     pub fn cmdline(&self) -> String {
-        let mut line = BASE_CMDLINE.to_string();
+        let mut words: Vec<String> = BASE_CMDLINE.split(' ').map(String::from).collect();
         for word in self.append.split_whitespace() {
-            line.push(' ');
-            line.push_str(word);
+            let base = words.iter_mut().find(|w| w.starts_with("clearcpuid="));
+            match (word.strip_prefix("clearcpuid="), base) {
+                (Some(more), Some(base)) => {
+                    base.push(',');
+                    base.push_str(more);
+                }
+                _ => words.push(word.to_string()),
+            }
         }
-        line
+        words.join(" ")
     }
 }
 

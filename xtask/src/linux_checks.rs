@@ -303,3 +303,109 @@ pub fn check_time(c: &Check) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Kernel command-line words for the watchdog scenarios. Linux 6.1 takes the TSC off its
+/// clocksource watchdog when the processor reports a constant, non-stop TSC and TSC_ADJUST
+/// (`check_system_tsc_reliable` in arch/x86/kernel/tsc.c), as Bochs' models do; hiding
+/// TSC_ADJUST (feature 9*32+1) keeps the TSC under watch, so the kernel compares it with the
+/// HPET or the ACPI PM timer every half second. `vigil.wait=4` makes `/init` wait 4 s before
+/// its last sections, long enough for those comparisons and for the refined TSC calibration
+/// (which measures the TSC against the same clocks over a second).
+pub const WATCHDOG_ARGS: &str = "clearcpuid=289 tsc_early_khz=50000 vigil.wait=4";
+
+/// The least kernel time the watchdog must have had.
+const WATCHDOG_SECS: f64 = 3.0;
+
+/// `[   6.418942] clocksource: acpi_pm: ...` → (6.418942, "clocksource: acpi_pm: ...").
+fn stamped(line: &str) -> Option<(f64, &str)> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    let (stamp, text) = rest.split_once(']')?;
+    Some((stamp.trim().parse().ok()?, text.trim()))
+}
+
+/// Kernel lines about its clocks that report a problem (the watchdog's verdicts, a failed or
+/// inconsistent calibration, a TSC warp or a TSC_ADJUST fix-up).
+pub fn clock_complaints<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    const WORDS: &[&str] = &[
+        "unstable",
+        "skew",
+        "watchdog",
+        "warp",
+        "differs",
+        "failed",
+        "inconsistent",
+        "wd_nsec",
+        "cs_nsec",
+    ];
+    lines
+        .into_iter()
+        .filter_map(|l| {
+            let text = stamped(l).map_or(l, |(_, t)| t);
+            let lower = text.to_ascii_lowercase();
+            WORDS
+                .iter()
+                .any(|w| lower.contains(w))
+                .then(|| text.to_string())
+        })
+        .collect()
+}
+
+/// `tsc: Refined TSC clocksource calibration: 49.999 MHz` → 49.999.
+fn refined_mhz<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<f64> {
+    lines.into_iter().find_map(|l| {
+        let rest = l.split("Refined TSC clocksource calibration:").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The `tsc=hide` Linux scenario: [`check_time`]; the kernel ran at least 3 s with its
+/// clocksource watchdog comparing the TSC with the HPET or the ACPI PM timer (from the first of
+/// them registering to its power-off); dmesg has no complaint about a clock that bare metal's
+/// has not; and the refined TSC calibration — the kernel measuring the TSC against those clocks
+/// over a second — reads bare metal's frequency within 0.1 %.
+pub fn check_watchdog(c: &Check) -> Result<(), String> {
+    check_time(c)?;
+    let com1 = c.outcome.capture.com1();
+    let init = InitReport::parse(com1.iter().copied());
+    let dmesg = init.section("dmesg-time")?;
+    let watched_from = dmesg
+        .iter()
+        .filter_map(|l| stamped(l))
+        .find(|(_, t)| {
+            t.starts_with("clocksource: hpet:") || t.starts_with("clocksource: acpi_pm:")
+        })
+        .map(|(ts, _)| ts)
+        .ok_or("dmesg shows neither the HPET nor the ACPI PM timer registering: no watchdog")?;
+    let off = crate::bench::kernel_clock(com1.iter().copied())
+        .ok_or("no kernel timestamp on the console")?;
+    if off - watched_from < WATCHDOG_SECS {
+        return Err(format!(
+            "the kernel ran {:.3} s with its clocksource watchdog, less than {WATCHDOG_SECS} s",
+            off - watched_from
+        ));
+    }
+    let bare = c
+        .baseline
+        .ok_or("the bare outcome this check compares with is missing")?;
+    let bare = InitReport::parse(bare.capture.port(Port::Guest));
+    let bare_dmesg = bare.section("dmesg-time")?;
+    let bare_complaints = clock_complaints(bare_dmesg.iter().map(String::as_str));
+    if let Some(new) = clock_complaints(dmesg.iter().map(String::as_str))
+        .into_iter()
+        .find(|l| !bare_complaints.contains(l))
+    {
+        return Err(format!("the kernel complains about its clocks: {new}"));
+    }
+    match (
+        refined_mhz(dmesg.iter().map(String::as_str)),
+        refined_mhz(bare_dmesg.iter().map(String::as_str)),
+    ) {
+        (Some(v), Some(b)) if (v - b).abs() > b * 0.001 => Err(format!(
+            "the refined TSC calibration reads {v} MHz, bare metal's {b} MHz: more than 0.1 % apart"
+        )),
+        (None, Some(b)) => Err(format!(
+            "no refined TSC calibration under Vigil; bare metal's read {b} MHz"
+        )),
+        _ => Ok(()),
+    }
+}

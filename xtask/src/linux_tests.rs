@@ -284,6 +284,15 @@ fn command_lines_and_grub_entries() {
     };
     assert_eq!(args.cmdline(), format!("{BASE_CMDLINE} loglevel=4 quiet"));
     assert!(BASE_CMDLINE.contains("clearcpuid=580"));
+    // Linux reads one `clearcpuid=`: an appended one joins the base's.
+    let more = LinuxArgs {
+        append: "clearcpuid=289 vigil.wait=4".into(),
+        ..LinuxArgs::default()
+    };
+    assert_eq!(
+        more.cmdline(),
+        "console=ttyS0,115200 panic=-1 clearcpuid=580,289 vigil.wait=4"
+    );
     let vigil = grub_cfg(Some("tsc=hide"), &args.cmdline());
     assert!(vigil.contains("    multiboot2 /boot/vigil tsc=hide\n"));
     assert!(vigil.contains(&format!(

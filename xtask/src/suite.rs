@@ -572,6 +572,7 @@ mod tests {
                 "demo-bare",
                 "cases-bare",
                 "linux-bare",
+                "linux-watchdog-bare",
                 "detect-bare",
                 "hostile-bare",
                 "hostile-platform-bare",

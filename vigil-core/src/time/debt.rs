@@ -7,21 +7,24 @@
 //! under these rules:
 //!
 //! - **Never backwards, no step a short probe can see.** With TSC scaling the guest's TSC runs
-//!   `1 + 2^-11` times the host rate (0.049 % fast) while it owes more than [`Debt::start`]:
-//!   the clock speeds up, it never jumps, and a probe of n ticks reads at most n/2048 ticks
-//!   more (and, across an exit, one tick of the scaled counter's rounding). Repayment accrues only while the
+//!   `1 + 2^-s` times the host rate while it owes more than [`Debt::start`]: the clock speeds
+//!   up, it never jumps, and a probe of n ticks reads at most n/2^s ticks more (and, across an
+//!   exit, a tick of the scaled counter's rounding). `s` follows how much the guest has lately
+//!   hidden: 11 (0.049 % fast) when it hides little, down to 7 (0.78 %) for a guest that keeps
+//!   exiting, so that whatever a window hides, the same window repays. Repayment accrues only while the
 //!   guest runs (the switch takes exits out at the fast rate), and the backend's timer ends it
 //!   when the debt is paid, so the guest is never ahead of true time. Without TSC scaling the
 //!   debt is repaid in steps at the backend's timer exit (or, without a timer, at the next
 //!   exit), one per [`Debt::period`] of `2^-11` of that period: such a step shows to a probe
 //!   that straddles it, like an interrupt a real machine takes now and then.
-//! - **Never more than 0.05 % fast**, so no window of any length shows the TSC faster than
-//!   bare metal's by 0.1 %; a guest that spends less than 0.05 % of its time in exits (Linux
-//!   spends about 0.02 % booting) sees its TSC true within 0.1 % over every second.
+//! - **True over a second**: the TSC runs fast only to repay what it lost, at 1.25 times the
+//!   rate it lost it lately, so a guest that spends up to 0.6 % of its time in exits (Linux
+//!   reading APERF/MPERF at every tick, in Bochs) keeps its TSC within 0.1 % of true time over
+//!   every second; a quiet window after a burst repays at 0.049 %.
 //! - **Bounded, if asked** (`tsc=hide:strict`): the lag never exceeds [`Debt::cap`],
 //!   [`MAX_LAG_PPM`] millionths of a second, so over any window of a second or more the rate
-//!   differs from true time by at most 0.09 % slow (the cap) or 0.049 % fast (repayment),
-//!   whatever the guest does. The price: a burst of exits whose overhead exceeds the cap shows,
+//!   differs from true time by at most 0.09 % slow (the cap) or fast (a second can repay no
+//!   more than the cap), whatever the guest does. The price: a burst of exits whose overhead exceeds the cap shows,
 //!   exit by exit, until repayment makes room (in Bochs, where an exit costs some 600
 //!   instructions at 50 M a second, the cap holds about 70 CPUID exits). Plain `tsc=hide`
 //!   hides every exit and lets the lag grow during a storm of exits.
@@ -30,12 +33,22 @@
 
 use crate::config::HideLimit;
 
-/// Repayment runs the TSC `1 + 2^-REPAY_SHIFT` times fast: 1/2048, 0.049 % — half the 0.1 %
-/// a second-long comparison resolves, so even a window spent entirely repaying stays within it
-/// with room for the comparison's own error.
+/// Repayment runs the TSC `1 + 2^-REPAY_SHIFT` times fast when the guest has lately hidden
+/// little: 1/2048, 0.049 % — half the 0.1 % a second-long comparison resolves, so a quiet
+/// window spent entirely repaying an old debt stays within it.
 pub const REPAY_SHIFT: u32 = 11;
-/// The multiplier while repaying (16.48 fixed point, as TSC scaling takes it).
+/// The fastest repayment, `1 + 2^-FASTEST_SHIFT` (0.78 %), for a guest that keeps exiting (Linux
+/// reads IA32_APERF and IA32_MPERF at every tick): the rate follows the hidden share of the
+/// last [`RATE_WINDOW_PPM`], so over a window where exits keep coming the TSC gains what it
+/// loses and keeps true time; a short probe still reads its bare cost (n ticks read at most
+/// n/128 more).
+pub const FASTEST_SHIFT: u32 = 7;
+/// The window over which the rate of hiding is measured (1/16 s).
+pub const RATE_WINDOW_PPM: u64 = 62_500;
+/// The multiplier of the slowest repayment (16.48 fixed point, as TSC scaling takes it).
 pub const FAST: u64 = super::tsc::UNITY + (super::tsc::UNITY >> REPAY_SHIFT);
+/// The multiplier of the fastest; every multiplier Vigil sets lies between 1 and this.
+pub const FASTEST: u64 = super::tsc::UNITY + (super::tsc::UNITY >> FASTEST_SHIFT);
 /// The bound on the lag under `hide:strict`, in millionths of a second of TSC time (0.9 ms).
 pub const MAX_LAG_PPM: u64 = 900;
 /// Repayment starts once the guest owes this much (20 µs of TSC time), and stops below half
@@ -62,6 +75,12 @@ pub struct Debt {
     pub repaying: bool,
     /// Host time of the last step (without scaling).
     last_step: u64,
+    /// The rate window: its length, when the current one started, what was hidden in it, and
+    /// what was hidden in the last full one.
+    window: u64,
+    window_start: u64,
+    window_hidden: u64,
+    last_window_hidden: u64,
 }
 
 /// What the switch does about the debt at one entry.
@@ -93,7 +112,38 @@ impl Debt {
             step: period >> REPAY_SHIFT,
             repaying: false,
             last_step: 0,
+            window: ppm(RATE_WINDOW_PPM).max(1),
+            window_start: 0,
+            window_hidden: 0,
+            last_window_hidden: 0,
         }
+    }
+
+    /// How fast to repay: `2^-shift` of the guest's run time, at least 1.25 times the share of
+    /// time hidden in the last full window, between [`FASTEST_SHIFT`] and [`REPAY_SHIFT`].
+    pub fn shift(&self) -> u32 {
+        let need = self.last_window_hidden.saturating_mul(5) / 4;
+        let mut shift = REPAY_SHIFT;
+        while shift > FASTEST_SHIFT && need.saturating_mul(1 << shift) > self.window {
+            shift -= 1;
+        }
+        shift
+    }
+
+    /// Counts `hidden` ticks hidden at host time `now` into the rate window.
+    fn count(&mut self, hidden: i64, now: u64) {
+        let elapsed = now.wrapping_sub(self.window_start);
+        if elapsed >= self.window {
+            // A window with nothing in it since (a long quiet stretch) counts as empty.
+            self.last_window_hidden = if elapsed >= 2 * self.window {
+                0
+            } else {
+                self.window_hidden
+            };
+            self.window_start = now;
+            self.window_hidden = 0;
+        }
+        self.window_hidden = self.window_hidden.saturating_add(hidden.max(0) as u64);
     }
 
     /// The plan for the entry after an exit: `lag` is the guest's lag at the exit, `hidden` what
@@ -118,9 +168,11 @@ impl Debt {
             cap.saturating_sub(lag)
         };
         let after = lag.saturating_add(hidden.min(limit));
+        self.count(hidden.min(limit), now);
         let owed = after.saturating_sub(low);
         let start = self.start as i64;
         if self.scaling {
+            let shift = self.shift();
             self.repaying = if self.repaying {
                 owed > start / 2
             } else {
@@ -130,14 +182,14 @@ impl Debt {
                 limit,
                 step: 0,
                 multiplier: if self.repaying {
-                    FAST
+                    super::tsc::UNITY + (super::tsc::UNITY >> shift)
                 } else {
                     super::tsc::UNITY
                 },
-                // The lag falls by one tick per 2^REPAY_SHIFT ticks the guest runs.
+                // The lag falls by one tick per 2^shift ticks the guest runs.
                 timer: self
                     .repaying
-                    .then(|| (owed as u64).saturating_mul(1 << REPAY_SHIFT)),
+                    .then(|| (owed as u64).saturating_mul(1 << shift)),
             };
         }
         let mut step = 0;

@@ -59,7 +59,7 @@ pub struct GuestRegs {
     pub limit: u64,
     /// The guest's TSC multiplier when it is not 1 (0 for 1, and then no multiplication): the
     /// handling time is taken off at the rate the guest's TSC runs, and the deadline is divided
-    /// by it. Vigil only ever sets 1 or slightly more (`vigil_core::time::debt::FAST`), so the
+    /// by it. Vigil only ever sets 1 or slightly more (at most `vigil_core::time::debt::FASTEST`), so the
     /// division cannot overflow.
     pub multiplier: u64,
 }
