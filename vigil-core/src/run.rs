@@ -52,7 +52,7 @@ pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
             Err(stop) => return stop,
         };
         if let Some(hidden) = &exited.hidden {
-            cpu.time.after_exit(hidden);
+            cpu.time.after_exit(hidden, exited.exit_tsc);
         }
         cpu.exit_tsc = exited.exit_tsc;
         cpu.events.interrupted = exited.interrupted;

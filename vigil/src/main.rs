@@ -237,6 +237,9 @@ fn print_statistics(cpu: &Cpu<VmxVcpu>) {
     // The moment the guest's last exit happened, before Vigil spends time printing: `cargo
     // xtask bench` measures the guest up to here.
     println!("guest stopped at host TSC {}", cpu.exit_tsc);
+    if let Some(line) = cpu.time.report(cpu.exit_tsc) {
+        println!("{line}");
+    }
     let mut table = String::new();
     let _ = cpu
         .stats

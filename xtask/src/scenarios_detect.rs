@@ -1,6 +1,7 @@
 //! The detection surface, measured (docs/transparency.md): the cases guest's detector cases
 //! (guest-kit `detect.rs`, `debug.rs`, `time.rs`) bare, and under Vigil's default policy,
-//! `tsc=hide` and `tsc=hide:strict`, each compared with the bare run of the same invocation.
+//! `tsc=hide` and `tsc=hide:unbounded`, each compared with the bare run of the same
+//! invocation.
 //!
 //! Every row of docs/transparency.md's table is a check here: what the table calls
 //! undetectable must read as bare metal did (equal, or within the stated tolerance and never
@@ -14,8 +15,8 @@ use crate::scenarios_time::{case, number, passed_cases};
 
 const SKYLAKE: &str = crate::bochs::DEFAULT_CPU_MODEL;
 
-/// The detector cases, timing probes first (before a burst of exits could count against
-/// `hide:strict`'s budget).
+/// The detector cases, the detectors' timing probes first (before the cases that measure every
+/// exit in bursts spend `tsc=hide`'s budget).
 pub const CASES: &str = "case=pafish,al-khaser,msr-unknown,single-step,db-collision,eip-wrap,\
 exit-costs-cpuid,exit-costs-other,exit-costs-io,vmaware-timing,cpuid-leaves,tsc-clocks";
 
@@ -43,15 +44,21 @@ pub fn all() -> Vec<Scenario> {
         scenario("detect-bare", Mode::Bare, "", bare),
         scenario("detect-default", Mode::Vigil, "", default),
         scenario("detect-hide", Mode::Vigil, "tsc=hide", hide),
-        scenario("detect-hide-strict", Mode::Vigil, "tsc=hide:strict", strict),
-        // Exits that need a trap to happen: port 0x80 and #UD, under `hide`.
+        scenario(
+            "detect-hide-unbounded",
+            Mode::Vigil,
+            "tsc=hide:unbounded",
+            unbounded,
+        ),
+        // Every kind of exit, in bursts beyond `tsc=hide`'s budget, and the ones that need a
+        // trap to happen (port 0x80, #UD).
         Scenario {
             name: "time-hide-costs",
             guest_args: "case=exit-costs-cpuid,exit-costs-other,exit-costs-io",
             ..scenario(
                 "time-hide-costs",
                 Mode::Vigil,
-                "tsc=hide trap=io:0x80,exc:6",
+                "tsc=hide:unbounded trap=io:0x80,exc:6",
                 hide_costs,
             )
         },
@@ -269,10 +276,30 @@ fn default(c: &Check) -> Result<(), String> {
     r.differs("vmaware-timing", "ratio_wall_x1000", 10)
 }
 
-/// `tsc=hide`: timing around exits reads as bare metal (at most a tick or two more: the scaled
-/// counter's rounding while repaying); only a comparison with the guest's own wall clock shows
-/// the exits, and an exit storm makes the TSC fall behind the platform's clocks.
+/// `tsc=hide`: what a detector's probe times around an exit reads as bare metal (at most a tick
+/// or two more: the scaled counter's rounding while repaying), as long as the exits fit the
+/// 250 µs budget — pafish's and al-khaser's ten do; the cases that time every exit kind a
+/// thousand times do not, and read at least bare metal's, never less. The TSC keeps every
+/// platform clock's rate over two seconds, quiet or in an exit storm; only a comparison of
+/// CPUID with the guest's own wall clock shows the exits.
 fn hide(c: &Check) -> Result<(), String> {
+    let r = runs(c)?;
+    r.architecture()?;
+    r.same("pafish", "avg_cpuid", 2)?;
+    r.same("al-khaser", "vmexit_avg", 2)?;
+    for (name, key) in ALWAYS_EXIT {
+        r.same(name, key, u64::MAX / 2)?;
+    }
+    for key in ["busy_pit_x1000", "busy_pm_x1000", "busy_rtc"] {
+        r.close("tsc-clocks", key, 1000)?;
+    }
+    r.differs("vmaware-timing", "ratio_wall_x1000", 10)
+}
+
+/// `tsc=hide:unbounded`: every exit reads its bare cost however long the burst; the wall clock
+/// shows the exits, and an exit storm leaves the TSC far behind the platform's clocks (the
+/// trade-off `tsc=hide` takes the other way).
+fn unbounded(c: &Check) -> Result<(), String> {
     let r = runs(c)?;
     r.architecture()?;
     r.same("pafish", "avg_cpuid", 2)?;
@@ -283,35 +310,18 @@ fn hide(c: &Check) -> Result<(), String> {
     // The TSC ratio within 10 %: each CPUID of the 2,000 may read a tick more while repaying.
     r.close("vmaware-timing", "ratio_tsc_x1000", 100_000)?;
     r.differs("vmaware-timing", "ratio_wall_x1000", 10)?;
-    // An exit storm: every exit hidden, the TSC far behind the platform's clocks (the
-    // trade-off `hide:strict` takes the other way).
     let (v, b) = r.pair("tsc-clocks", "busy_rtc")?;
     if v * 2 > b {
         return Err(format!(
-            "tsc-clocks busy_rtc: {v} under tsc=hide, {b} bare: docs/transparency.md says an \
-             exit storm leaves the TSC far behind the RTC"
+            "tsc-clocks busy_rtc: {v} under tsc=hide:unbounded, {b} bare: docs/transparency.md \
+             says an exit storm leaves the TSC far behind the RTC"
         ));
     }
     Ok(())
 }
 
-/// `tsc=hide:strict`: every clock's rate reads as bare over two seconds, even in an exit storm;
-/// no exit ever reads faster than bare metal, but a burst beyond the budget shows.
-fn strict(c: &Check) -> Result<(), String> {
-    let r = runs(c)?;
-    r.architecture()?;
-    for key in ["busy_pit_x1000", "busy_pm_x1000", "busy_rtc"] {
-        r.close("tsc-clocks", key, 1000)?;
-    }
-    r.same("pafish", "avg_cpuid", u64::MAX / 2)?;
-    for (name, key) in ALWAYS_EXIT {
-        r.same(name, key, u64::MAX / 2)?;
-    }
-    Ok(())
-}
-
-/// `tsc=hide` with port 0x80 and #UD trapped: every kind of exiting instruction reads its bare
-/// cost (never less, at most two ticks more).
+/// `tsc=hide:unbounded` with port 0x80 and #UD trapped: every kind of exiting instruction reads
+/// its bare cost (never less, at most two ticks more).
 fn hide_costs(c: &Check) -> Result<(), String> {
     let r = runs(c)?;
     let keys: &[(&str, &[&str])] = &[
@@ -413,25 +423,20 @@ mod tests {
     }
 
     #[test]
-    fn hide_reads_as_bare_but_for_the_wall_clock() {
-        assert_eq!(check("detect-hide", &hidden()), Ok(()));
+    fn unbounded_hiding_reads_as_bare_but_for_the_wall_clock() {
+        let u = "detect-hide-unbounded";
+        assert_eq!(check(u, &hidden()), Ok(()));
         // A CPUID that reads a tick faster than bare metal is a failure, as is one 3 ticks slower.
         let faster = hidden().replace("c0=5 c1=5", "c0=4 c1=5");
-        assert!(check("detect-hide", &faster).unwrap_err().contains("c0"));
+        assert!(check(u, &faster).unwrap_err().contains("c0"));
         let slower = hidden().replace("avg_cpuid=6", "avg_cpuid=9");
-        assert!(check("detect-hide", &slower)
-            .unwrap_err()
-            .contains("avg_cpuid"));
+        assert!(check(u, &slower).unwrap_err().contains("avg_cpuid"));
         // Any other CPUID difference than VMX is a divergence.
         let hv = hidden().replace("ecx=0x77faf39f", "ecx=0xf7faf39f");
-        assert!(check("detect-hide", &hv)
-            .unwrap_err()
-            .contains("CPUID differs"));
+        assert!(check(u, &hv).unwrap_err().contains("CPUID differs"));
         // The table says the wall clock shows the exits: if it did not, the table is stale.
         let stale = hidden().replace("ratio_wall_x1000=69719", "ratio_wall_x1000=1108");
-        assert!(check("detect-hide", &stale)
-            .unwrap_err()
-            .contains("transparency.md"));
+        assert!(check(u, &stale).unwrap_err().contains("transparency.md"));
     }
 
     #[test]
@@ -468,13 +473,18 @@ mod tests {
     }
 
     #[test]
-    fn strict_keeps_every_clock_true_in_an_exit_storm() {
-        let strict = hidden()
+    fn bounded_hiding_keeps_every_clock_true_in_an_exit_storm() {
+        let bounded = hidden()
             .replace("busy_rtc=3668757", "busy_rtc=49978075")
-            .replace("avg_cpuid=6", "avg_cpuid=203");
-        assert_eq!(check("detect-hide-strict", &strict), Ok(()));
-        assert!(check("detect-hide-strict", &hidden())
+            .replace("c0=5", "c0=425");
+        assert_eq!(check("detect-hide", &bounded), Ok(()));
+        assert!(check("detect-hide", &hidden())
             .unwrap_err()
             .contains("busy_rtc"));
+        // The detectors' own ten probes fit the budget: they must read as bare metal.
+        let seen = bounded.replace("avg_cpuid=6", "avg_cpuid=203");
+        assert!(check("detect-hide", &seen)
+            .unwrap_err()
+            .contains("avg_cpuid"));
     }
 }

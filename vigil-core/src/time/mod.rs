@@ -47,6 +47,8 @@ pub struct Time {
     timer_armed: bool,
     /// IA32_MPERF and IA32_APERF, once the host is known to have them.
     perf: Option<PerfCounters>,
+    /// The largest lag seen at an exit (for the run's report).
+    pub largest_lag: i64,
 }
 
 /// What the guest's IA32_MPERF and IA32_APERF need beyond the host's values.
@@ -132,6 +134,7 @@ impl Time {
             timer_free: true,
             timer_armed: false,
             perf: None,
+            largest_lag: 0,
         }
     }
 
@@ -180,6 +183,7 @@ impl Time {
             // back at the guest's rate), and what the switch would take: the bound applies to
             // the two together.
             let lag = self.v.lag(now);
+            self.largest_lag = self.largest_lag.max(lag);
             let so_far = tsc::scale_by(self.v.multiplier, now.wrapping_sub(exit_tsc));
             let hidden = so_far.wrapping_add(credit) as i64;
             let plan = debt.plan(lag, hidden, now, None);
@@ -219,9 +223,25 @@ impl Time {
         }
     }
 
-    /// After an exit from a hiding entry: take over the offset the switch computed, and retire
-    /// the guest's deadline if the timer fired before the stub stopped it.
-    pub fn after_exit(&mut self, hidden: &HiddenTime) {
+    /// A line for the end of the run: what the hiding modes hid and still owe.
+    pub fn report(&self, host_now: u64) -> Option<alloc::string::String> {
+        self.v.hides_exits().then(|| {
+            alloc::format!(
+                "virtual time: {} ticks hidden, lag {} ticks at the end, at most {}",
+                self.v.hidden(host_now) as i64,
+                self.v.lag(host_now),
+                self.largest_lag
+            )
+        })
+    }
+
+    /// After an exit (stamped `exit_tsc`) from a hiding entry: take over the offset the switch
+    /// computed, and retire the guest's deadline if the timer fired before the stub stopped it.
+    pub fn after_exit(&mut self, hidden: &HiddenTime, exit_tsc: u64) {
+        // What the entry took (its offset less the switch's), for the rate repayment follows.
+        if let Some(debt) = self.debt.as_mut() {
+            debt.count(self.v.offset.wrapping_sub(hidden.offset) as i64, exit_tsc);
+        }
         self.v.offset = hidden.offset;
         let d = self.v.deadline;
         if d != 0 && hidden.deadline_armed && self.v.guest_at(hidden.disarm_tsc) >= d {

@@ -183,7 +183,7 @@ mod tests {
         let clocks = Clocks::new(HZ);
         let skew = clocks.skew();
         let mut debts: Vec<Debt> = (0..N)
-            .map(|_| Debt::new(HideLimit::Strict, HZ, false))
+            .map(|_| Debt::new(HideLimit::Bounded, HZ, false))
             .collect();
         let mut lag = [0i64; N];
         for (i, l) in lag.iter_mut().enumerate() {

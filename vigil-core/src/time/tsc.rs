@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_new_multiplier_keeps_the_clock_continuous() {
-        let mut t = VirtualTsc::new(TscMode::Hide(HideLimit::Strict), 1 << 40, 0);
+        let mut t = VirtualTsc::new(TscMode::Hide(HideLimit::Bounded), 1 << 40, 0);
         t.offset = t.offset.wrapping_sub(5000);
         let before = t.guest_at((1 << 40) + 100);
         t.set_multiplier(UNITY + (UNITY >> 11), (1 << 40) + 100);
@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn writes_move_the_clock_without_making_lag() {
-        let mut t = VirtualTsc::new(TscMode::Hide(HideLimit::Strict), 0, 0);
+        let mut t = VirtualTsc::new(TscMode::Hide(HideLimit::Bounded), 0, 0);
         t.offset = t.offset.wrapping_sub(700); // 700 ticks hidden
         assert_eq!(t.lag(1000), 700);
         t.write_adjust(1 << 30);

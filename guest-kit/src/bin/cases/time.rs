@@ -221,12 +221,17 @@ pub(super) fn rdtsc_rdtsc() -> u64 {
     end.wrapping_sub(start)
 }
 
-/// pafish's "RDTSC forcing a VM exit" check: CPUID exits unconditionally under VMX, so a
-/// hypervisor that does not hide its exit time makes `rdtsc; cpuid; rdtsc` slow. pafish calls an
-/// average of 1000 ticks or more a VM; so does this case.
+/// pafish's RDTSC checks (`cpu.c`): the average of 10 `rdtsc; rdtsc` (a VM at 750 or more) and
+/// of 10 `rdtsc; cpuid; rdtsc` (CPUID exits unconditionally under VMX, so a hypervisor that does
+/// not hide its exit time makes it slow: a VM at 1000 or more). pafish sleeps half a second
+/// between rounds; this case does not, which is harder on a hypervisor that repays hidden time.
+/// The case reports pafish's verdicts; whether the numbers read as bare metal's is the
+/// scenario's comparison with the bare run (xtask/src/scenarios_time.rs and
+/// scenarios_detect.rs).
 pub(super) fn pafish() -> Outcome {
-    const ROUNDS: u64 = 100;
+    const ROUNDS: u64 = 10;
     const VM_THRESHOLD: u64 = 1000;
+    const RDTSC_THRESHOLD: u64 = 750;
     let (mut sum_cpuid, mut min_cpuid, mut max_cpuid) = (0u64, u64::MAX, 0u64);
     for _ in 0..ROUNDS {
         let d = rdtsc_cpuid_rdtsc();
@@ -236,21 +241,15 @@ pub(super) fn pafish() -> Outcome {
     }
     let sum_rdtsc = (0..ROUNDS).fold(0u64, |sum, _| sum.saturating_add(rdtsc_rdtsc()));
     let (avg_cpuid, avg_rdtsc) = (sum_cpuid / ROUNDS, sum_rdtsc / ROUNDS);
-    if avg_cpuid >= VM_THRESHOLD {
-        return fail!(
-            "looks-virtualized avg_cpuid={} avg_rdtsc={} min_cpuid={} max_cpuid={}",
-            avg_cpuid,
-            avg_rdtsc,
-            min_cpuid,
-            max_cpuid
-        );
-    }
+    let verdict = |vm: bool| if vm { "vm" } else { "bare" };
     pass!(
-        "avg_cpuid={} avg_rdtsc={} min_cpuid={} max_cpuid={}",
+        "avg_cpuid={} avg_rdtsc={} min_cpuid={} max_cpuid={} verdict_cpuid={} verdict_rdtsc={}",
         avg_cpuid,
         avg_rdtsc,
         min_cpuid,
-        max_cpuid
+        max_cpuid,
+        verdict(avg_cpuid >= VM_THRESHOLD),
+        verdict(avg_rdtsc >= RDTSC_THRESHOLD)
     )
 }
 
