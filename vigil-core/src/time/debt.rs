@@ -10,17 +10,17 @@
 //!   `1 + 2^-s` times the host rate while it owes more than [`Debt::start`]: the clock speeds
 //!   up, it never jumps, and a probe of n ticks reads at most n/2^s ticks more (and, across an
 //!   exit, a tick of the scaled counter's rounding). `s` follows how much the guest has lately
-//!   hidden: 11 (0.049 % fast) when it hides little, down to 7 (0.78 %) for a guest that keeps
-//!   exiting, so that whatever a window hides, the same window repays. Repayment accrues only while the
+//!   hidden: 11 (0.049 % fast) when it hides little, down to 5 (3.1 %) right after a burst or
+//!   for a guest that keeps exiting, so that what a window hides, the next one repays. Repayment accrues only while the
 //!   guest runs (the switch takes exits out at the fast rate), and the backend's timer ends it
 //!   when the debt is paid, so the guest is never ahead of true time. Without TSC scaling the
 //!   debt is repaid in steps at the backend's timer exit (or, without a timer, at the next
 //!   exit), one per [`Debt::period`] of `2^-11` of that period: such a step shows to a probe
 //!   that straddles it, like an interrupt a real machine takes now and then.
 //! - **True over a second**: the TSC runs fast only to repay what it lost, at 1.25 times the
-//!   rate it lost it lately, so a guest that spends up to 0.6 % of its time in exits (Linux
-//!   reading APERF/MPERF at every tick, in Bochs) keeps its TSC within 0.1 % of true time over
-//!   every second; a quiet window after a burst repays at 0.049 %.
+//!   rate it lost it lately, so a guest that spends up to 2.5 % of its time in exits keeps its
+//!   TSC within 0.1 % of true time over every second; a quiet stretch after a storm repays at
+//!   0.049 % (the rate is looked at again every 1/8 s).
 //! - **Bounded** (`tsc=hide`): the lag never exceeds [`Debt::cap`], [`MAX_LAG_PPM`]
 //!   millionths of a second (250 µs), so between any two moments the guest's TSC and the
 //!   platform's clocks disagree by less than that: Linux's clocksource watchdog (which allows
@@ -39,12 +39,13 @@ use crate::config::HideLimit;
 /// little: 1/2048, 0.049 % — half the 0.1 % a second-long comparison resolves, so a quiet
 /// window spent entirely repaying an old debt stays within it.
 pub const REPAY_SHIFT: u32 = 11;
-/// The fastest repayment, `1 + 2^-FASTEST_SHIFT` (0.78 %), for a guest that keeps exiting (Linux
-/// reads IA32_APERF and IA32_MPERF at every tick): the rate follows the hidden share of the
-/// last [`RATE_WINDOW_PPM`], so over a window where exits keep coming the TSC gains what it
-/// loses and keeps true time; a short probe still reads its bare cost (n ticks read at most
-/// n/128 more).
-pub const FASTEST_SHIFT: u32 = 7;
+/// The fastest repayment, `1 + 2^-FASTEST_SHIFT` (3.1 %), right after a burst of exits: the
+/// rate follows the hidden share of the last [`RATE_WINDOW_PPM`], so over a window where exits
+/// keep coming (Linux reads IA32_APERF and IA32_MPERF at every tick) the TSC gains what it
+/// loses and keeps true time, and a burst is repaid within milliseconds of guest time; a short
+/// probe still reads its bare cost (n ticks read at most n/32 more, and only just after a
+/// burst).
+pub const FASTEST_SHIFT: u32 = 5;
 /// The window over which the rate of hiding is measured (1/16 s).
 pub const RATE_WINDOW_PPM: u64 = 62_500;
 /// The multiplier of the slowest repayment (16.48 fixed point, as TSC scaling takes it).
@@ -191,10 +192,13 @@ impl Debt {
                 } else {
                     super::tsc::UNITY
                 },
-                // The lag falls by one tick per 2^shift ticks the guest runs.
-                timer: self
-                    .repaying
-                    .then(|| (owed as u64).saturating_mul(1 << shift)),
+                // The lag falls by one tick per 2^shift ticks the guest runs; the rate is
+                // looked at again every two windows, so a quiet guest slows it down.
+                timer: self.repaying.then(|| {
+                    (owed as u64)
+                        .saturating_mul(1 << shift)
+                        .min(2 * self.window)
+                }),
             };
         }
         let mut step = 0;

@@ -237,10 +237,11 @@ fn a_burst_of_exits_is_repaid_while_the_guest_runs() {
     }
     let owed = s.time.v.lag(s.host);
     assert!(owed > 25_000, "100 exits of about 300 ticks: {owed}");
-    // The guest runs on without exits: the debt is paid at 1/2048 of its run time, the timer
-    // ends the repayment, and the guest is not ahead.
+    // The guest runs on without exits: the debt is paid while it runs — fast just after the
+    // burst, then at 1/2048 of its run time once the burst is a window behind —, the timer ends
+    // the repayment, and the guest is never ahead of true time.
     let (h0, g0) = (s.host, s.guest());
-    s.run(owed as u64 * 2048 + 1_000_000);
+    s.run(owed as u64 * 2048 * 5 / 4);
     let lag = s.time.v.lag(s.host);
     assert!(
         (0..=s.time.debt.unwrap().start as i64 / 2).contains(&lag),
@@ -248,10 +249,12 @@ fn a_burst_of_exits_is_repaid_while_the_guest_runs() {
     );
     assert!(s.timer_exits >= 1);
     assert!(!s.time.debt.unwrap().repaying);
-    // The rate never exceeded 1 + 1/2048, half of 0.1 %.
     let (dh, dg) = (s.host - h0, s.guest() - g0);
-    assert!(dg <= dh + dh / 2048 + 1, "{dg} guest ticks in {dh}");
-    // A short probe while repaying reads the bare cost (the extra 1/2048 rounds away).
+    assert!(
+        dg <= dh + owed as u64,
+        "{dg} guest ticks in {dh}, {owed} owed"
+    );
+    // A short probe while repaying reads the bare cost (the extra 1/32 at most rounds away).
     let mut r = Sim::new("tsc=hide:unbounded", true);
     for _ in 0..100 {
         r.cpuid(0, 250);
@@ -448,7 +451,7 @@ fn a_steady_trickle_of_exits_keeps_the_tsc_true_over_a_second() {
     trickle(&mut s, HZ);
     let (dh, dg) = ((s.host - h0) as f64, (s.guest() - g0) as f64);
     assert!(((dh - dg) / dh).abs() < 0.001, "{}", (dh - dg) / dh);
-    assert_eq!(s.time.debt.unwrap().shift(), debt::FASTEST_SHIFT);
+    assert!(s.time.debt.unwrap().shift() <= 7);
     // Once the exits stop, repayment slows to its quiet rate: the next exit after two quiet
     // windows finds nothing hidden lately.
     s.run(HZ / 8);
