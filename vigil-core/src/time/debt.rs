@@ -126,14 +126,31 @@ impl Debt {
     }
 
     /// How fast to repay: `2^-shift` of the guest's run time, at least 1.25 times the share of
-    /// time hidden in the last full window, between [`FASTEST_SHIFT`] and [`REPAY_SHIFT`].
-    pub fn shift(&self) -> u32 {
-        let need = self.last_window_hidden.saturating_mul(5) / 4;
+    /// time hidden lately — in the last full window, or in the current one so far (counted as at
+    /// least an eighth of a window, so a burst just now repays at once) —, between
+    /// [`FASTEST_SHIFT`] and [`REPAY_SHIFT`].
+    pub fn shift_at(&self, now: u64) -> u32 {
+        let elapsed = now
+            .wrapping_sub(self.window_start)
+            .clamp(self.window / 8, self.window);
+        let current = (self.window_hidden as u128 * self.window as u128 / elapsed.max(1) as u128)
+            .min(u64::MAX as u128) as u64;
+        let recent = if now.wrapping_sub(self.window_start) >= 2 * self.window {
+            0
+        } else {
+            self.last_window_hidden.max(current)
+        };
+        let need = recent.saturating_mul(5) / 4;
         let mut shift = REPAY_SHIFT;
         while shift > FASTEST_SHIFT && need.saturating_mul(1 << shift) > self.window {
             shift -= 1;
         }
         shift
+    }
+
+    /// [`Debt::shift_at`] as of the last exit counted.
+    pub fn shift(&self) -> u32 {
+        self.shift_at(self.window_start)
     }
 
     /// Counts `hidden` ticks, which an entry took out of the guest's TSC before host time
@@ -178,7 +195,7 @@ impl Debt {
         let owed = after.saturating_sub(low);
         let start = self.start as i64;
         if self.scaling {
-            let shift = self.shift();
+            let shift = self.shift_at(now);
             self.repaying = if self.repaying {
                 owed > start / 2
             } else {

@@ -169,15 +169,17 @@ impl Time {
 
     fn plan_hidden<V: Vcpu>(&mut self, vcpu: &mut V, exit_tsc: u64, cost: Cost) -> EntryTime {
         // What the switch takes beyond the handling time: the round trip no timestamp covers
-        // (of the path it takes: scaled or not, a deadline to re-arm or not), less what the
-        // exiting instruction costs on bare metal (in `hide`; `frozen` keeps nothing).
+        // (of the path it takes: scaled or not, a deadline to re-arm or not), at the rate the
+        // guest's TSC runs, less what the exiting instruction costs on bare metal (in `hide`;
+        // `frozen` keeps nothing) and what repayment gives back.
         let trips = self.v.calibration.round_trip;
         let path =
             |v: &VirtualTsc| usize::from(v.multiplier != UNITY) | usize::from(v.deadline != 0) << 1;
-        let mut credit = trips[path(&self.v)];
+        let trip = |v: &VirtualTsc| tsc::scale_by(v.multiplier, trips[path(v)]);
+        let mut less = 0u64;
         let mut limit = i64::MAX;
         if let Some(debt) = self.debt.as_mut() {
-            credit = credit.wrapping_sub(self.v.calibration.costs.ticks(cost));
+            let bare = self.v.calibration.costs.ticks(cost);
             let now = vcpu.host().rdtsc();
             // The lag now (while repaying it shrank during the exit too, which the switch takes
             // back at the guest's rate), and what the switch would take: the bound applies to
@@ -185,25 +187,21 @@ impl Time {
             let lag = self.v.lag(now);
             self.largest_lag = self.largest_lag.max(lag);
             let so_far = tsc::scale_by(self.v.multiplier, now.wrapping_sub(exit_tsc));
-            let hidden = so_far.wrapping_add(credit) as i64;
+            let hidden = so_far.wrapping_add(trip(&self.v)).wrapping_sub(bare) as i64;
             let plan = debt.plan(lag, hidden, now, None);
             limit = plan.limit;
-            credit = credit.wrapping_sub(plan.step);
+            less = bare.wrapping_add(plan.step);
             if plan.multiplier != self.v.multiplier {
                 // The switch takes the whole exit out at the new rate, but until `now` the
                 // guest's clock ran at the old one: correct by the difference. Two more ticks
-                // cover the rounding of the four scaled values involved, so the exit never
-                // looks shorter than bare metal's (at most 4 ticks longer, once per change).
+                // cover the rounding of the scaled values involved, so the exit never looks
+                // shorter than bare metal's (at most 4 ticks longer, once per change).
                 let so_far = now.wrapping_sub(exit_tsc);
                 let old = tsc::scale_by(self.v.multiplier, so_far);
                 let new = tsc::scale_by(plan.multiplier, so_far);
-                credit = credit.wrapping_sub(new.wrapping_sub(old)).wrapping_sub(2);
-                let before = trips[path(&self.v)];
+                less = less.wrapping_add(new.wrapping_sub(old)).wrapping_add(2);
                 self.v.set_multiplier(plan.multiplier, now);
                 vcpu.set_tsc_multiplier(plan.multiplier);
-                credit = credit
-                    .wrapping_add(trips[path(&self.v)])
-                    .wrapping_sub(before);
             }
             if self.timer_free && (plan.timer.is_some() || self.timer_armed) {
                 self.timer_armed = vcpu.set_poll_timer(plan.timer) && plan.timer.is_some();
@@ -211,7 +209,7 @@ impl Time {
         }
         EntryTime {
             hide: true,
-            credit,
+            credit: trip(&self.v).wrapping_sub(less),
             limit: limit as u64,
             offset: self.v.offset,
             multiplier: if self.v.multiplier == UNITY {
