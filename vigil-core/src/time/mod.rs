@@ -45,6 +45,8 @@ pub struct Time {
     /// Whether this vCPU may use the backend's poll timer (not while the debugger owns it).
     pub timer_free: bool,
     timer_armed: bool,
+    /// The backend has a poll timer (until it says otherwise).
+    timer_works: bool,
     /// IA32_MPERF and IA32_APERF, once the host is known to have them.
     perf: Option<PerfCounters>,
     /// The largest lag seen at an exit (for the run's report).
@@ -133,6 +135,7 @@ impl Time {
             last: None,
             timer_free: true,
             timer_armed: false,
+            timer_works: true,
             perf: None,
             largest_lag: 0,
         }
@@ -191,7 +194,15 @@ impl Time {
             let plan = debt.plan(lag, hidden, now, None);
             limit = plan.limit;
             less = bare.wrapping_add(plan.step);
-            if plan.multiplier != self.v.multiplier {
+            let mut timer = plan.timer;
+            // The rate changes only at an exit the guest did not cause (the timer's), so the
+            // few ticks a change may show never fall into a probe around an instruction the
+            // guest times: at an instruction's exit, a prompt timer exit is asked for instead.
+            // (Without a timer, the next exit of any kind changes it.)
+            let change = plan.multiplier != self.v.multiplier;
+            if change && cost != Cost::Nothing && self.timer_free && self.timer_works {
+                timer = Some(1);
+            } else if change {
                 // The switch takes the whole exit out at the new rate, but until `now` the
                 // guest's clock ran at the old one: correct by the difference. Two more ticks
                 // cover the rounding of the scaled values involved, so the exit never looks
@@ -203,8 +214,10 @@ impl Time {
                 self.v.set_multiplier(plan.multiplier, now);
                 vcpu.set_tsc_multiplier(plan.multiplier);
             }
-            if self.timer_free && (plan.timer.is_some() || self.timer_armed) {
-                self.timer_armed = vcpu.set_poll_timer(plan.timer) && plan.timer.is_some();
+            if self.timer_free && (timer.is_some() || self.timer_armed) {
+                let armed = vcpu.set_poll_timer(timer);
+                self.timer_works &= armed;
+                self.timer_armed = armed && timer.is_some();
             }
         }
         EntryTime {
@@ -236,9 +249,13 @@ impl Time {
     /// After an exit (stamped `exit_tsc`) from a hiding entry: take over the offset the switch
     /// computed, and retire the guest's deadline if the timer fired before the stub stopped it.
     pub fn after_exit(&mut self, hidden: &HiddenTime, exit_tsc: u64) {
-        // What the entry took (its offset less the switch's), for the rate repayment follows.
-        if let Some(debt) = self.debt.as_mut() {
-            debt.count(self.v.offset.wrapping_sub(hidden.offset) as i64, exit_tsc);
+        // What the entry took (its offset less the switch's), for the rate repayment follows:
+        // the guest's own exits only — the timer's exist for repayment, and counting them
+        // would keep it going.
+        if let (Some(debt), Some(cost)) = (self.debt.as_mut(), self.last) {
+            if cost != Cost::Nothing {
+                debt.count(self.v.offset.wrapping_sub(hidden.offset) as i64, exit_tsc);
+            }
         }
         self.v.offset = hidden.offset;
         let d = self.v.deadline;
