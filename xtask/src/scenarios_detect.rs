@@ -174,8 +174,10 @@ impl Runs {
         }
         self.leaves()?;
         self.same("pafish", "avg_rdtsc", 0)?;
+        // Locky's ratio divides by a 4-tick workload: while the TSC repays a burst (up to 1/32
+        // fast), that one reads a tick more or less now and then; its verdict must not move.
         for key in ["locky_ratio_min", "locky_ratio_max"] {
-            self.same("al-khaser", key, 0)?;
+            self.close("al-khaser", key, 150_000)?;
         }
         self.equal("al-khaser", "locky_verdict")?;
         // Not trapped in these runs: the ports run as bare metal.

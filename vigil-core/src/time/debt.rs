@@ -148,6 +148,12 @@ impl Debt {
         shift
     }
 
+    /// How long the guest runs without an exit before a pending change of rate is made (1 ms:
+    /// a probe's burst of exits comes far faster).
+    pub fn settle(&self) -> u64 {
+        self.window / 64
+    }
+
     /// [`Debt::shift_at`] as of the last exit counted.
     pub fn shift(&self) -> u32 {
         self.shift_at(self.window_start)

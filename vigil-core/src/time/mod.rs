@@ -197,11 +197,13 @@ impl Time {
             let mut timer = plan.timer;
             // The rate changes only at an exit the guest did not cause (the timer's), so the
             // few ticks a change may show never fall into a probe around an instruction the
-            // guest times: at an instruction's exit, a prompt timer exit is asked for instead.
-            // (Without a timer, the next exit of any kind changes it.)
+            // guest times: at an instruction's exit the timer is set to end the guest's next
+            // stretch of 1 ms without exits instead — a burst of exits keeps putting it off,
+            // and the change comes once the burst is over. (Without a timer, the next exit of
+            // any kind changes it.)
             let change = plan.multiplier != self.v.multiplier;
             if change && cost != Cost::Nothing && self.timer_free && self.timer_works {
-                timer = Some(1);
+                timer = Some(debt.settle());
             } else if change {
                 // The switch takes the whole exit out at the new rate, but until `now` the
                 // guest's clock ran at the old one: correct by the difference. Two more ticks
