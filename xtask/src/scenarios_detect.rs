@@ -309,8 +309,10 @@ fn unbounded(c: &Check) -> Result<(), String> {
     for (name, key) in ALWAYS_EXIT {
         r.same(name, key, 2)?;
     }
-    // The TSC ratio within 10 %: each CPUID of the 2,000 may read a tick more while repaying.
-    r.close("vmaware-timing", "ratio_tsc_x1000", 100_000)?;
+    // The TSC ratio within 20 %: while the TSC repays the storm before it, each CPUID of the
+    // 2,000 may read a tick or two more (the scaled counter's rounding), on a bare cost of 10
+    // ticks a round in Bochs (a few ticks on some 200 cycles, on hardware).
+    r.close("vmaware-timing", "ratio_tsc_x1000", 200_000)?;
     r.differs("vmaware-timing", "ratio_wall_x1000", 10)?;
     let (v, b) = r.pair("tsc-clocks", "busy_rtc")?;
     if v * 2 > b {
