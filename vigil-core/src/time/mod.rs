@@ -288,6 +288,14 @@ impl Time {
         }
     }
 
+    /// In `hide` and `frozen`: `held` host ticks of the exit being handled were a stop (the
+    /// hold hypercall), hidden and never repaid.
+    pub fn forgive(&mut self, held: u64) {
+        if self.v.hides_exits() {
+            self.v.forgive(held);
+        }
+    }
+
     /// Arms the host timer for the guest's deadline under the current offset.
     fn program_deadline<H: Host>(&mut self, host: &mut H) {
         let at = self.v.host_for(self.v.deadline).max(1);
