@@ -3,7 +3,7 @@
 
 use crate::cpu::Cpu;
 use crate::debugger::exits::{Debugger, Link};
-use crate::exit::{complete::complete, dispatch, Action, Stop};
+use crate::exit::{complete::complete, dispatch, Action, Exit, Stop};
 use crate::vcpu::{Host, Vcpu};
 
 /// A vCPU on its own, or under the debugger (which then owns it).
@@ -31,21 +31,58 @@ impl<V: Vcpu, L: Link> Machine<V, L> {
     }
 }
 
+/// Who answers a vCPU's exits: the exit layer itself, or the debugger in front of it.
+trait Handler<V: Vcpu> {
+    fn cpu(&mut self) -> &mut Cpu<V>;
+    fn handle(&mut self, exit: &Exit) -> Action;
+}
+
+impl<V: Vcpu> Handler<V> for Cpu<V> {
+    #[inline(always)]
+    fn cpu(&mut self) -> &mut Cpu<V> {
+        self
+    }
+
+    #[inline(always)]
+    fn handle(&mut self, exit: &Exit) -> Action {
+        dispatch(self, exit)
+    }
+}
+
+impl<V: Vcpu, L: Link> Handler<V> for Debugger<V, L> {
+    #[inline(always)]
+    fn cpu(&mut self) -> &mut Cpu<V> {
+        Debugger::cpu(self)
+    }
+
+    #[inline(always)]
+    fn handle(&mut self, exit: &Exit) -> Action {
+        Debugger::handle(self, exit)
+    }
+}
+
 /// Runs the guest until it stops for good.
 pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
-    if let Machine::Debugged(d) = machine {
-        if d.cpu().config().gdb_wait {
-            if let Some(stop) = d.wait_for_attach() {
-                return stop;
+    match machine {
+        Machine::Plain(cpu) => exits(cpu),
+        Machine::Debugged(d) => {
+            if d.cpu().config().gdb_wait {
+                if let Some(stop) = d.wait_for_attach() {
+                    return stop;
+                }
             }
+            // The debugger polls with the backend's timer; time uses it only when it is free.
+            d.cpu().time.timer_free = false;
+            exits(d.as_mut())
         }
     }
-    // The debugger polls with the backend's timer; time uses it only when it is free.
-    if let Machine::Debugged(d) = machine {
-        d.cpu().time.timer_free = false;
-    }
+}
+
+/// The loop, one copy per kind of handler (the plain one is the hot path: no debugger branches
+/// on it).
+fn exits<V: Vcpu, H: Handler<V>>(h: &mut H) -> Stop {
     loop {
-        let cpu = machine.cpu();
+        let cpu = h.cpu();
         let plan = cpu.time.plan(&mut cpu.vcpu, cpu.exit_tsc);
         let exited = match cpu.vcpu.run(&plan) {
             Ok(e) => e,
@@ -57,11 +94,8 @@ pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
         cpu.exit_tsc = exited.exit_tsc;
         cpu.events.interrupted = exited.interrupted;
         let exit = exited.exit;
-        let action = match machine {
-            Machine::Plain(cpu) => dispatch(cpu, &exit),
-            Machine::Debugged(d) => d.handle(&exit),
-        };
-        let cpu = machine.cpu();
+        let action = h.handle(&exit);
+        let cpu = h.cpu();
         complete(cpu, action);
         cpu.time.exited(&exit, &action);
         // Host ticks from the exit (read by the world switch) to just before the next entry.

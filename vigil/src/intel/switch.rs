@@ -33,8 +33,9 @@ pub struct GuestRegs {
     pub r15: u64,
     /// Host TSC read by the exit stub right after the VM exit.
     pub exit_tsc: u64,
-    /// Non-zero once VMLAUNCH succeeded: later entries use VMRESUME (SDM Vol. 3C 25.1,
-    /// the VMCS launch state).
+    /// Non-zero once VMLAUNCH was executed and did not fail its checks: later entries use
+    /// VMRESUME (SDM Vol. 3C 25.1, the VMCS launch state). Set just before VMLAUNCH, cleared
+    /// again if it fails, so no exit has to set it.
     pub launched: u64,
     /// Host TSC read by `vmx_run` just before the entry (after the time bookkeeping below).
     pub entry_tsc: u64,
@@ -146,12 +147,16 @@ extern "C" {
 /// # Safety
 /// VMX root operation with the guest's VMCS current and its host state set up by
 /// `host_rip()`; `regs` must stay valid until this returns.
+#[inline(always)]
 pub unsafe fn run(regs: &mut GuestRegs) -> RunResult {
     // SAFETY: see the function contract.
-    match unsafe { vmx_run(regs) } {
-        0 => RunResult::Exit,
-        1 => RunResult::FailInvalid,
-        _ => RunResult::FailValid,
+    let rc = unsafe { vmx_run(regs) };
+    if rc == 0 {
+        RunResult::Exit
+    } else if rc == 1 {
+        RunResult::FailInvalid
+    } else {
+        RunResult::FailValid
     }
 }
 
@@ -235,12 +240,18 @@ vmx_run_time_done:
     mov r14, [rax + 104]
     mov r15, [rax + 112]
     cmp qword ptr [rax + 128], 0
+    jne vmx_run_resume
+    /* First entry: launched from now on (SDM Vol. 3C 25.1); a failed VMLAUNCH clears it. */
+    mov qword ptr [rax + 128], 1
     mov rdi, [rax + 40]
     mov rax, [rax]
-    jne vmx_run_resume
     vmlaunch
+    mov rdi, [rsp]
+    mov qword ptr [rdi + 128], 0
     jmp vmx_run_failed
 vmx_run_resume:
+    mov rdi, [rax + 40]
+    mov rax, [rax]
     vmresume
 vmx_run_failed:
     /* Only reached when the entry failed: CF = VMfailInvalid, ZF = VMfailValid. */
@@ -285,7 +296,6 @@ vmx_exit_stub:
     shl rdx, 32
     or rax, rdx
     mov [rbx + 120], rax
-    mov qword ptr [rbx + 128], 1
     cmp qword ptr [rbx + 144], 0    /* hidden exit time: stop the guest's deadline timer */
     je vmx_exit_timer_done
     cmp qword ptr [rbx + 168], 0

@@ -16,6 +16,7 @@ macro_rules! exit_reasons {
             /// Every defined basic exit reason, in numeric order.
             pub const ALL: &'static [ExitReason] = &[ $( ExitReason::$variant, )* ];
 
+            #[inline]
             pub const fn from_u16(n: u16) -> ExitReason {
                 match n {
                     $( $n => ExitReason::$variant, )*
