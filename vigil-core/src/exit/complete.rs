@@ -97,8 +97,12 @@ pub fn skip_instruction<V: Vcpu>(vcpu: &mut V) {
     let mut rip = old.wrapping_add(vcpu.instruction_len());
     // IP wraps at 64 KiB in 16-bit code and EIP at 4 GiB outside 64-bit mode. Asking for the
     // mode costs several reads, so only when a wrap is possible: a RIP above 4 GiB is 64-bit
-    // code, and below it only a sum that crosses 64 KiB or 4 GiB can wrap.
-    if old <= 0xFFFF_FFFF && (rip > 0xFFFF_FFFF || (old <= 0xFFFF && rip > 0xFFFF)) {
+    // code, and below it only a sum that crosses 64 KiB or 4 GiB can wrap — and a sum that
+    // crosses neither differs from the old RIP in its low 16 bits only.
+    if (old ^ rip) > 0xFFFF
+        && old <= 0xFFFF_FFFF
+        && (rip > 0xFFFF_FFFF || (old <= 0xFFFF && rip > 0xFFFF))
+    {
         match vcpu.mode().code_bits() {
             16 => rip &= 0xFFFF,
             32 => rip &= 0xFFFF_FFFF,

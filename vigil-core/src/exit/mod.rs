@@ -346,6 +346,12 @@ pub enum Action {
     Stop(Stop),
 }
 
+/// The CPUID handler, for the exit loop to inline on its hot path.
+#[inline(always)]
+pub fn cpuid_inline<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
+    cpuid::handle(cpu)
+}
+
 /// Routes one exit to its handler.
 #[inline]
 pub fn dispatch<V: Vcpu>(cpu: &mut Cpu<V>, exit: &Exit) -> Action {
