@@ -40,8 +40,6 @@ pub struct Exited {
     pub interrupted: Option<Event>,
     /// Host TSC read by the world switch right after the exit.
     pub exit_tsc: u64,
-    /// Set when the entry hid the previous exit's time (`time::EntryTime::hide`).
-    pub hidden: Option<crate::time::HiddenTime>,
 }
 
 pub struct Cpu<V: Vcpu> {

@@ -92,8 +92,9 @@ fn exits<V: Vcpu, H: Handler<V>>(h: &mut H) -> Stop {
             Ok(e) => e,
             Err(stop) => return stop,
         };
-        if let Some(hidden) = &exited.hidden {
-            cpu.time.after_exit(hidden, exited.exit_tsc);
+        if plan.hide {
+            let hidden = cpu.vcpu.hidden_time();
+            cpu.time.after_exit(&hidden, exited.exit_tsc);
         }
         cpu.exit_tsc = exited.exit_tsc;
         cpu.events.interrupted = exited.interrupted;

@@ -9,6 +9,7 @@ use crate::exit::{complete::complete, dispatch, Action, Exit, Stop};
 use crate::nested::Perms;
 use crate::owners::{MsrHandler, MsrRule, Owner, Owners, IA32_FEATURE_CONTROL};
 use crate::time::tsc::VirtualTsc;
+use crate::time::HiddenTime;
 use crate::time::{EntryTime, Time};
 use crate::vcpu::{
     msr as m, Activity, Flush, Host, Interruptibility, Mode, Seg, SegAttrs, Segment, Vcpu, Window,
@@ -273,8 +274,14 @@ impl Vcpu for FakeVcpu {
             exit,
             interrupted: None,
             exit_tsc,
-            hidden: None,
         })
+    }
+
+    fn hidden_time(&self) -> HiddenTime {
+        HiddenTime {
+            offset: self.tsc_offset,
+            ..HiddenTime::default()
+        }
     }
 
     fn gpr(&self, n: u8) -> u64 {

@@ -15,7 +15,7 @@
 use crate::cpu::Exited;
 use crate::exit::Stop;
 use crate::nested::Perms;
-use crate::time::EntryTime;
+use crate::time::{EntryTime, HiddenTime};
 use core::fmt;
 use x86_arch::event::Event;
 use x86_arch::paging::{self, Access, GuestTranslation, PageFault, PagingRegs};
@@ -209,6 +209,9 @@ pub trait Vcpu {
     /// for in the world switch. An entry that fails has been reported (the backend explains it
     /// with its own checks); the answer is then why the run stops.
     fn run(&mut self, time: &EntryTime) -> Result<Exited, Stop>;
+    /// After a run whose `EntryTime` had `hide` set: what the switch did (the offset it
+    /// computed, when the exit stub disarmed the deadline).
+    fn hidden_time(&self) -> HiddenTime;
 
     // --- Registers -----------------------------------------------------------------------
 

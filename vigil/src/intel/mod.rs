@@ -19,7 +19,6 @@ use crate::arch::regs;
 use alloc::format;
 use alloc::string::String;
 use vigil_core::cpu::Exited;
-use vigil_core::time::HiddenTime;
 use vmx::caps::VmxCaps;
 use vmx::exit::ExitReason;
 use vmx::regs::{CR4_OSXSAVE, CR4_VMXE};
@@ -102,12 +101,6 @@ impl VmxVcpu {
                 self.vmcs.read(Field::VmInstructionError) as u32,
             )),
             switch::RunResult::Exit => {
-                // The switch moved the offset (hidden exit time) if asked to.
-                let hidden = (self.regs.hide != 0).then_some(HiddenTime {
-                    offset: self.regs.tsc_offset,
-                    deadline_armed: self.regs.deadline != 0,
-                    disarm_tsc: self.regs.disarm_tsc,
-                });
                 let raw = self.vmcs.read(Field::VmExitReason) as u32;
                 if raw & (1 << 31) != 0 {
                     let qualification = self.vmcs.read(Field::ExitQualification);
@@ -121,7 +114,6 @@ impl VmxVcpu {
                     exit,
                     interrupted,
                     exit_tsc: self.regs.exit_tsc,
-                    hidden,
                 })
             }
         }

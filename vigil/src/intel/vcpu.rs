@@ -11,7 +11,7 @@ use core::fmt;
 use vigil_core::cpu::Exited;
 use vigil_core::exit::Stop;
 use vigil_core::nested::Perms;
-use vigil_core::time::EntryTime;
+use vigil_core::time::{EntryTime, HiddenTime};
 use vigil_core::vcpu::{
     msr as m, Activity, Flush, Interruptibility, Mode, Seg, SegAttrs, Segment, Vcpu, Window,
 };
@@ -237,6 +237,15 @@ impl Vcpu for VmxVcpu {
                 super::report::entry_failure(self, failure);
                 Err(Stop::Failed("VM entry failed"))
             }
+        }
+    }
+
+    #[inline]
+    fn hidden_time(&self) -> HiddenTime {
+        HiddenTime {
+            offset: self.regs.tsc_offset,
+            deadline_armed: self.regs.deadline != 0,
+            disarm_tsc: self.regs.disarm_tsc,
         }
     }
 
