@@ -270,6 +270,12 @@ pub trait Vcpu {
     // --- Events --------------------------------------------------------------------------
 
     fn interruptibility(&self) -> Interruptibility;
+    /// Whether the next instruction is in an STI or MOV SS shadow (asked at every emulated
+    /// instruction, so backends may answer it more cheaply than [`Vcpu::interruptibility`]).
+    fn in_shadow(&self) -> bool {
+        let i = self.interruptibility();
+        i.sti || i.mov_ss
+    }
     fn set_interruptibility(&mut self, value: Interruptibility);
     /// Delivers `event` on the next entry (through the guest's IDT, as hardware delivers it).
     /// Only the backend's part: the exit layer has already adjusted RFLAGS.RF, the error code

@@ -110,8 +110,8 @@ pub fn skip_instruction<V: Vcpu>(vcpu: &mut V) {
         }
     }
     vcpu.set_rip(rip);
-    let shadow = vcpu.interruptibility();
-    if shadow.sti || shadow.mov_ss {
+    if vcpu.in_shadow() {
+        let shadow = vcpu.interruptibility();
         vcpu.set_interruptibility(Interruptibility {
             sti: false,
             mov_ss: false,

@@ -310,7 +310,15 @@ vmx_exit_stub:
     mov [rbx + 176], rax
 vmx_exit_timer_done:
     xor eax, eax
-    jmp vmx_run_out
+    /* vmx_run's epilogue, here too (the exit path saves a jump). */
+    pop rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
 "#,
     host_rsp = const Field::HostRsp as u32,
     tsc_offset = const Field::TscOffset as u32,

@@ -490,6 +490,11 @@ impl Vcpu for VmxVcpu {
         }
     }
 
+    #[inline]
+    fn in_shadow(&self) -> bool {
+        self.vmcs.read(Field::GuestInterruptibilityState) & (BLOCKING_STI | BLOCKING_MOV_SS) != 0
+    }
+
     fn set_interruptibility(&mut self, i: Interruptibility) {
         let v = self.vmcs.read(Field::GuestInterruptibilityState)
             & !(BLOCKING_STI | BLOCKING_MOV_SS | BLOCKING_NMI);
