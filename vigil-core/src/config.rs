@@ -161,6 +161,12 @@ pub struct CpuidPolicy {
 }
 
 impl CpuidPolicy {
+    /// Whether `cpuid-clear` or `cpuid-set` change any bit.
+    #[inline]
+    pub fn changes_bits(&self) -> bool {
+        !self.clear.is_empty() || !self.set.is_empty()
+    }
+
     /// Applies the masks to a result `[eax, ebx, ecx, edx]`.
     pub fn apply(&self, leaf: u32, subleaf: u32, r: &mut [u32; 4]) {
         for b in self.clear.iter().filter(|b| b.matches(leaf, subleaf)) {

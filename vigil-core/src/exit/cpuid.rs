@@ -65,12 +65,11 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
     if leaf == 1 && config.cpuid.hypervisor {
         r[2] |= LEAF1_ECX_HYPERVISOR;
     }
-    config.cpuid.apply(leaf, subleaf, &mut r);
+    if config.cpuid.changes_bits() {
+        config.cpuid.apply(leaf, subleaf, &mut r);
+    }
     if config.trap.cpuid || config.log_exits {
-        log::info!(
-            "cpuid {leaf:#x}.{subleaf:#x} -> eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x} (rip {:#x})",
-            r[0], r[1], r[2], r[3], vcpu.rip()
-        );
+        log_cpuid(leaf, subleaf, r, vcpu.rip());
     }
     // 32-bit results zero-extend into the 64-bit registers (SDM Vol. 1 3.4.1.1).
     vcpu.set_gpr(0, r[0] as u64);
@@ -78,4 +77,12 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
     vcpu.set_gpr(1, r[2] as u64);
     vcpu.set_gpr(2, r[3] as u64);
     Action::Advance
+}
+
+#[cold]
+fn log_cpuid(leaf: u32, subleaf: u32, r: [u32; 4], rip: u64) {
+    log::info!(
+        "cpuid {leaf:#x}.{subleaf:#x} -> eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x} (rip {rip:#x})",
+        r[0], r[1], r[2], r[3]
+    );
 }
