@@ -15,6 +15,8 @@
 //!   backend's bitmaps and routes the handlers.
 //! - [`cpu`]: one vCPU's neutral state ([`cpu::Cpu`]) and what all vCPUs share ([`cpu::Vm`]).
 //! - [`run`]: the exit loop.
+//! - [`smp`]: several vCPUs — the start-up protocol (INIT, start-up IPIs), the ICR and its
+//!   destinations, and where the vCPUs meet (holds, the end of the run, nested-table changes).
 //! - [`time`]: virtual time — the guest's TSC, its MSRs, what the world switch hides.
 //! - [`debugger`]: the GDB stub — protocol, breakpoints, watchpoints, and its exits.
 //! - [`config`], [`stats`], [`nested`]: the command line, exit statistics, nested-paging
@@ -31,6 +33,7 @@ pub mod exit;
 pub mod nested;
 pub mod owners;
 pub mod run;
+pub mod smp;
 pub mod stats;
 pub mod time;
 pub mod vcpu;

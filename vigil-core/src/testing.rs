@@ -11,7 +11,8 @@ use crate::owners::{MsrHandler, MsrRule, Owner, Owners, IA32_FEATURE_CONTROL};
 use crate::time::tsc::VirtualTsc;
 use crate::time::{EntryTime, Time};
 use crate::vcpu::{
-    msr as m, Activity, Flush, Host, Interruptibility, Mode, Seg, SegAttrs, Segment, Vcpu, Window,
+    msr as m, Activity, DescriptorTable, Flush, Host, Interruptibility, Mode, Seg, SegAttrs,
+    Segment, Vcpu, Window,
 };
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -43,6 +44,8 @@ pub struct FakeHost {
     /// How far the TSC moves at every read.
     pub tsc_step: u64,
     pub caches_written_back: u32,
+    /// Times the local APIC was reset as INIT resets it.
+    pub apic_inits: u32,
 }
 
 impl Host for FakeHost {
@@ -100,6 +103,9 @@ impl Host for FakeHost {
         self.tsc = self.tsc.wrapping_add(self.tsc_step);
         self.tsc
     }
+    fn init_local_apic(&mut self) {
+        self.apic_inits += 1;
+    }
     fn vigil_range(&self, index: u32) -> Option<(u64, u64)> {
         match index {
             0 => Some((0x400_0000, 0x410_0000)),
@@ -125,6 +131,8 @@ pub struct FakeVcpu {
     pub efer: u64,
     pub pdptes: Option<[u64; 4]>,
     pub segs: [Segment; 8],
+    /// GDTR and IDTR: (base, limit).
+    pub dtables: [(u64, u32); 2],
     pub drs: [u64; 8],
     /// The switched MSRs this "backend" holds (VMX's set; EFER is `efer`).
     pub msrs: BTreeMap<u32, u64>,
@@ -135,6 +143,8 @@ pub struct FakeVcpu {
     pub nmi_window_supported: bool,
     pub activity: Activity,
     pub flushes: Vec<Flush>,
+    /// Times the nested translations were dropped (another vCPU changed the tables).
+    pub nested_flushes: u32,
     pub mem: Vec<u8>,
     pub perms: BTreeMap<u64, Perms>,
     pub tsc_offset: u64,
@@ -183,6 +193,7 @@ impl FakeVcpu {
             efer: EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE,
             pdptes: None,
             segs: [flat(false); 8],
+            dtables: [(0x2000, 0x1F), (0x3000, 0xFFF)],
             drs: [0, 0, 0, 0, 0, 0, DR6_FIXED1, DR7_FIXED1],
             msrs: BTreeMap::new(),
             intr: Interruptibility::default(),
@@ -192,6 +203,7 @@ impl FakeVcpu {
             nmi_window_supported: true,
             activity: Activity::Active,
             flushes: Vec::new(),
+            nested_flushes: 0,
             mem: alloc::vec![0; RAM],
             perms: BTreeMap::new(),
             tsc_offset: 0,
@@ -357,6 +369,12 @@ impl Vcpu for FakeVcpu {
     fn set_segment(&mut self, seg: Seg, value: &Segment) {
         self.segs[seg as usize] = *value;
     }
+    fn dtable(&self, table: DescriptorTable) -> (u64, u32) {
+        self.dtables[table as usize]
+    }
+    fn set_dtable(&mut self, table: DescriptorTable, base: u64, limit: u32) {
+        self.dtables[table as usize] = (base, limit);
+    }
     fn dr(&self, n: u8) -> u64 {
         self.drs[n as usize & 7]
     }
@@ -410,6 +428,9 @@ impl Vcpu for FakeVcpu {
     }
     fn flush(&mut self, what: Flush) {
         self.flushes.push(what);
+    }
+    fn invalidate_nested(&mut self) {
+        self.nested_flushes += 1;
     }
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool {
         match gpa.checked_add(buf.len() as u64) {
@@ -498,7 +519,11 @@ pub static FAKE_VIRT_MSRS: [MsrRule; 2] = [
 pub fn cpu_with(options: &str, vcpu: FakeVcpu) -> Cpu<FakeVcpu> {
     let config = Config::parse(options).expect("test options parse");
     let owners = Owners::build(&config, Some(PM1A), &FAKE_VIRT_MSRS);
-    let vm: &'static Vm = Box::leak(Box::new(Vm { config, owners }));
+    let vm: &'static Vm = Box::leak(Box::new(Vm {
+        config,
+        owners,
+        smp: crate::smp::Smp::new(1),
+    }));
     let time = Time::new(VirtualTsc::new(vm.config.tsc, 0, 0));
     let mut cpu = Cpu::new(vcpu, vm, 0, time);
     cpu.vcpu.set_tsc_offset(cpu.time.v.offset);

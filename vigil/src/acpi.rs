@@ -1,6 +1,7 @@
-//! Just enough ACPI to see the guest power off: the FADT's PM1a control block port
-//! (ACPI 6.5 5.2.9), which the guest writes with SLP_EN to enter S5. Tables are read in place
-//! (firmware memory is identity-mapped) with every length checked before use.
+//! Just enough ACPI: the FADT's PM1a control block port (ACPI 6.5 5.2.9), which the guest writes
+//! with SLP_EN to enter S5, and the MADT (5.2.12), which lists the processors Vigil brings into
+//! VMX. Tables are read in place (firmware memory is identity-mapped) with every length checked
+//! before use.
 
 const FADT_PM1A_CNT_BLK: usize = 64;
 
@@ -19,8 +20,9 @@ fn table(addr: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
 }
 
-/// The PM1a control port, from the RSDT (`rsdt`) or XSDT (`xsdt`) address of the RSDP.
-pub fn pm1a_control_port(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<u16> {
+/// The table with `signature` the root table lists, from the RSDT (`rsdt`) or XSDT (`xsdt`)
+/// address of the RSDP.
+fn find(rsdt: Option<u64>, xsdt: Option<u64>, signature: &[u8; 4]) -> Option<&'static [u8]> {
     let (root, entry_size) = match (
         xsdt.and_then(|a| table(a, b"XSDT")),
         rsdt.and_then(|a| table(a, b"RSDT")),
@@ -35,12 +37,22 @@ pub fn pm1a_control_port(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<u16> {
         } else {
             u32::from_le_bytes(e.try_into().ok()?) as u64
         };
-        let fadt = table(addr, b"FACP")?;
-        let port = u32::from_le_bytes(
-            fadt.get(FADT_PM1A_CNT_BLK..FADT_PM1A_CNT_BLK + 4)?
-                .try_into()
-                .ok()?,
-        );
-        (port != 0 && port <= 0xFFFF).then_some(port as u16)
+        table(addr, signature)
     })
+}
+
+/// The PM1a control port.
+pub fn pm1a_control_port(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<u16> {
+    let fadt = find(rsdt, xsdt, b"FACP")?;
+    let port = u32::from_le_bytes(
+        fadt.get(FADT_PM1A_CNT_BLK..FADT_PM1A_CNT_BLK + 4)?
+            .try_into()
+            .ok()?,
+    );
+    (port != 0 && port <= 0xFFFF).then_some(port as u16)
+}
+
+/// The MADT, whole.
+pub fn madt(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<&'static [u8]> {
+    find(rsdt, xsdt, b"APIC")
 }

@@ -6,5 +6,6 @@
 extern crate alloc;
 
 pub mod loader;
+pub mod madt;
 pub mod memmap;
 pub mod placement;

@@ -18,6 +18,7 @@ mod mem;
 mod percpu;
 mod power;
 mod serial;
+mod smp;
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -90,7 +91,10 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     let rsdt = mbi.rsdp_v1_tag().map(|t| t.rsdt_address() as u64);
     let xsdt = mbi.rsdp_v2_tag().map(|t| t.xsdt_address() as u64);
 
-    take_memory(&mut map, info, mbi.total_size() as u64, &modules);
+    // Every processor becomes a vCPU: counted before Vigil sizes its memory.
+    let processors = smp::processors(rsdt, xsdt);
+    let cpus = processors.as_ref().map_or(1, |p| p.count);
+    take_memory(&mut map, info, mbi.total_size() as u64, &modules, cpus);
     let ram_end = map.ram_end();
     let mapped = arch::boot::extend_identity_map(ram_end, || mem::alloc_frames(1));
     if mapped < ram_end {
@@ -113,17 +117,43 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         log::debug!("memory {r}");
     }
     guest_mem::init(map.clone(), mapped);
+    let processors = processors.map_err(|e| format!("{e}"))?;
+    use vigil_core::config::TscMode;
+    if processors.count > 1 && matches!(config.tsc, TscMode::Hide | TscMode::Frozen) {
+        return Err(format!(
+            "tsc={} hides each vCPU's exits from that vCPU's own TSC, so with {} processors \
+             the guest's TSCs would drift apart (a value read on one processor could be behind \
+             one read earlier on another); use tsc=native, offset:N or scale:P/Q, or one \
+             processor",
+            if config.tsc == TscMode::Hide {
+                "hide"
+            } else {
+                "frozen"
+            },
+            processors.count
+        ));
+    }
+    // Before the guest is loaded: the start-up code borrows a page of conventional memory,
+    // clear of the boot information and modules, and puts it back.
+    let mut avoid: alloc::vec::Vec<(u64, u64)> = modules.ranges().collect();
+    avoid.push((info, info + mbi.total_size() as u64));
+    smp::start(&processors, &map, &avoid)?;
 
     let caps = intel::capabilities()?;
     let setup = guest::load(&modules, &map, rsdt, xsdt, &caps)?;
     intel::vmxon(&caps)?;
     let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
-    // What every vCPU shares: the configuration and the one table of owned ports and MSRs,
-    // from which the bitmaps are built.
+    // What every vCPU shares: the configuration, the one table of owned ports and MSRs (from
+    // which the bitmaps are built) and the vCPUs' meeting points.
     let owners = Owners::build(&config, setup.pm1a_control, &intel::setup::VMX_MSRS);
-    let vm: &'static Vm = Box::leak(Box::new(Vm { config, owners }));
+    let vm: &'static Vm = Box::leak(Box::new(Vm {
+        config,
+        owners,
+        smp: vigil_core::smp::Smp::new(processors.count),
+    }));
     let config = &vm.config;
-    let (mut vcpu, vtsc) = intel::setup::create_vcpu(caps, vm, &setup, cpu)?;
+    let bitmaps = intel::setup::bitmaps(&vm.owners)?;
+    let (mut vcpu, vtsc) = intel::setup::create_vcpu(caps, vm, &setup, &bitmaps, cpu, None)?;
     fault::VMCS_LOADED.store(true, Ordering::Relaxed);
     if config.check_entry && intel::checks::report_violations(&vcpu) > 0 {
         return Ok(Outcome::Failed(
@@ -148,41 +178,88 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             "gdb: the monitor trap flag is reported but did not trap: stepping with RFLAGS.TF"
         );
     }
-    log::info!(
-        "launching guest on vCPU {} at {:#x} (EPT, VPID {}, {})",
-        cpu.id,
-        setup.entry.rip,
-        vcpu.vpid,
-        if vcpu.unrestricted() {
-            "unrestricted guest"
-        } else {
-            "paging guest"
-        }
-    );
     let ((heap_used, heap), (frames_used, frames)) = (mem::heap_usage(), mem::frame_usage());
     log::info!(
         "vigil pool in use: heap {} of {} KiB, {frames_used} of {frames} page frames",
         heap_used / 1024,
         heap / 1024
     );
-    let cpu = Cpu::new(vcpu, vm, cpu.id, time);
-    let mut machine: Machine<VmxVcpu, debugger::Com2> = if config.gdb {
-        let layout = config
+    let layout = config.gdb.then(|| {
+        config
             .gdb_arch
-            .unwrap_or_else(|| Layout::from_elf_class(guest_elf_class.unwrap_or(2)));
-        Machine::Debugged(Box::new(vigil_core::debugger::exits::Debugger::new(
-            cpu,
+            .unwrap_or_else(|| Layout::from_elf_class(guest_elf_class.unwrap_or(2)))
+    });
+    let cpu = Cpu::new(vcpu, vm, cpu.id, time);
+    vm.smp.join(
+        0,
+        arch::lapic::id(),
+        &*cpu.stats,
+        vigil_core::smp::Presence::Running,
+    );
+    // The other processors set up their vCPUs now; the guest starts once all are in VMX.
+    if processors.count > 1 {
+        intel::ap::prepare(intel::ap::ApSetup {
+            vm,
+            guest: setup,
+            bitmaps,
+            tsc: cpu.time.v.clone(),
+            mtf_works: cpu.vcpu.mtf_works,
             layout,
-            debugger::Com2,
-        )))
-    } else {
-        Machine::Plain(cpu)
+        });
+        smp::release(processors.count, intel::ap::ap_main)?;
+        log::info!(
+            "{} vCPUs in VMX: the others wait for the guest's start-up IPIs",
+            processors.count
+        );
+    }
+    log::info!(
+        "launching guest on vCPU {} at {:#x} (EPT, VPID {}, {})",
+        cpu.id,
+        setup.entry.rip,
+        cpu.vcpu.vpid,
+        if cpu.vcpu.unrestricted() {
+            "unrestricted guest"
+        } else {
+            "paging guest"
+        }
+    );
+    run_vcpu(cpu, layout)
+}
+
+/// Runs one vCPU's exit loop on this processor until the run ends; the vCPU whose guest stops
+/// the machine ends the run for all ([`finish`]).
+pub(crate) fn run_vcpu(cpu: Cpu<VmxVcpu>, layout: Option<Layout>) -> ! {
+    let vm = cpu.vm;
+    let id = cpu.id as usize;
+    let mut machine: Machine<VmxVcpu, debugger::Com2> = match layout {
+        // The debugger runs on the boot vCPU.
+        Some(layout) if id == 0 => Machine::Debugged(Box::new(
+            vigil_core::debugger::exits::Debugger::new(cpu, layout, debugger::Com2),
+        )),
+        _ => Machine::Plain(cpu),
     };
     let stop = vigil_core::run::run(&mut machine);
-    print_statistics(machine.cpu());
-    Ok(match stop {
+    finish(vm, id, stop)
+}
+
+/// The end of the run, on the vCPU that stopped: the first to stop claims it, every other vCPU
+/// parks at its next exit, and the statistics of all are printed before the machine is turned
+/// off. A vCPU that stopped after another claimed the end only halts.
+fn finish(vm: &'static Vm, me: usize, stop: Stop) -> ! {
+    if stop == Stop::Elsewhere || !vm.smp.claim_end(me) {
+        smp::halt_forever();
+    }
+    // Each vCPU exits at least every `POLL_TICKS` of guest time: a few hundred polls is
+    // ample.
+    let until = arch::regs::rdtsc() + (vigil_core::smp::POLL_TICKS << 8);
+    if !vm.smp.wait_quiet(me, || arch::regs::rdtsc() > until) {
+        log::warn!("not every vCPU stopped: their statistics may still have been moving");
+    }
+    print_statistics(vm);
+    end_run(match stop {
         Stop::PowerOff => Outcome::Ok,
         Stop::Failed(why) => Outcome::Failed(why),
+        Stop::Elsewhere => unreachable!("handled above"),
     })
 }
 
@@ -190,9 +267,16 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
 /// pool right after it (away from the boot information, the modules and the image's load
 /// address), starts the heap and marks both ranges reserved in `map`. A machine too small for
 /// Vigil and a guest ends the run here, saying how much is missing.
-fn take_memory(map: &mut MemoryMap, info: u64, info_len: u64, modules: &guest::Modules) {
+fn take_memory(
+    map: &mut MemoryMap,
+    info: u64,
+    info_len: u64,
+    modules: &guest::Modules,
+    cpus: usize,
+) {
     let mut edges = [0u64; 48];
-    let (machine, n) = mem::machine_facts(&mut edges);
+    let (mut machine, n) = mem::machine_facts(&mut edges);
+    machine.cpus = cpus as u32;
     let (vs, ve) = arch::boot::image_virt();
     let needs = vigil::placement::needs(map, ve - vs, &machine, &edges[..n]);
     let mut avoid = [(0u64, 0u64); 2 + guest::MAX_MODULES];
@@ -229,11 +313,11 @@ fn take_memory(map: &mut MemoryMap, info: u64, info_len: u64, modules: &guest::M
     );
 }
 
-fn print_statistics(cpu: &Cpu<VmxVcpu>) {
+/// The exit statistics of every vCPU: by reason over all of them, and a row per vCPU.
+fn print_statistics(vm: &Vm) {
+    let all: alloc::vec::Vec<_> = vm.smp.stats().collect();
     let mut table = String::new();
-    let _ = cpu
-        .stats
-        .write_table(&mut table, &vigil_core::exit::kind_name);
+    let _ = vigil_core::stats::write_tables(&all, &mut table, &vigil_core::exit::kind_name);
     print!("{table}");
 }
 

@@ -65,6 +65,7 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
     let machine = Machine {
         megs: args.megs,
         cpu_model: args.cpu_model.clone(),
+        cpus: args.cpus,
     };
 
     let mut prepared = Vec::new();

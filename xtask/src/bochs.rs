@@ -18,6 +18,9 @@ use crate::sys;
 
 pub const DEFAULT_CPU_MODEL: &str = "corei7_skylake_x";
 pub const DEFAULT_MEGS: u32 = 256;
+pub const DEFAULT_CPUS: u32 = 1;
+/// The most processors a run may have: Vigil's per-CPU blocks (`vigil/src/percpu.rs`).
+pub const MAX_CPUS: u32 = 8;
 /// Emulated instructions per emulated second. With `clock: sync=none` this only sets how fast
 /// emulated time runs relative to the work done; the run itself is repeatable.
 pub const IPS: u64 = 50_000_000;
@@ -33,6 +36,9 @@ const POLL: Duration = Duration::from_millis(5);
 pub struct Machine {
     pub megs: u32,
     pub cpu_model: String,
+    /// Processors (`cpu: count=N`): the firmware lists each in the MADT, and the extra ones wait
+    /// for a start-up IPI as on a real machine.
+    pub cpus: u32,
 }
 
 impl Default for Machine {
@@ -40,6 +46,7 @@ impl Default for Machine {
         Machine {
             megs: DEFAULT_MEGS,
             cpu_model: DEFAULT_CPU_MODEL.to_string(),
+            cpus: DEFAULT_CPUS,
         }
     }
 }
@@ -59,7 +66,7 @@ pub fn bochsrc(emulator: &Emulator, machine: &Machine, iso: &Path, dir: &Path) -
         "# Written by cargo xtask for this run.\n\
          {memory}\n\
          # A triple fault stops the emulator (a Bochs panic) instead of rebooting forever.\n\
-         cpu: model={model}, count=1, ips={IPS}, reset_on_triple_fault=0\n\
+         cpu: model={model}, count={cpus}, ips={IPS}, reset_on_triple_fault=0\n\
          clock: sync=none, time0={TIME0}\n\
          romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
          vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
@@ -77,6 +84,7 @@ pub fn bochsrc(emulator: &Emulator, machine: &Machine, iso: &Path, dir: &Path) -
          error: action=report\n",
         memory = memory_line(machine.megs),
         model = machine.cpu_model,
+        cpus = machine.cpus,
         iso = iso.display(),
         com1 = p("com1.txt"),
         com2 = p("com2.txt"),
@@ -462,6 +470,7 @@ mod tests {
         let machine = Machine {
             megs: 128,
             cpu_model: "tigerlake".into(),
+            cpus: 1,
         };
         let debian = Emulator {
             program: "bochs".into(),
@@ -504,10 +513,12 @@ mod tests {
         assert!(rc.contains("speaker: enabled=0\n"));
         let big = Machine {
             megs: 4096,
+            cpus: 4,
             ..machine
         };
         let rc = bochsrc(&debian, &big, Path::new("/r/vigil.iso"), Path::new("/r"));
         assert!(rc.contains("memory: guest=4096, host=2048\n"), "{rc}");
+        assert!(rc.contains("cpu: model=tigerlake, count=4, "), "{rc}");
         assert!(!rc.contains("megs:"));
         assert_eq!(debugger_commands(None), "continue\nquit\n");
         assert_eq!(debugger_commands(Some(5)), "sb 5\ncontinue\nquit\n");

@@ -27,6 +27,7 @@ mod scenarios;
 mod scenarios_entry;
 mod scenarios_guests;
 mod scenarios_hostile;
+mod scenarios_smp;
 mod scenarios_time;
 mod scenarios_traps;
 mod stream;

@@ -242,7 +242,7 @@ impl ExitKind {
             ExitKind::NestedFault => "nested page fault",
             ExitKind::NestedMisconfig => "nested-paging misconfiguration",
             ExitKind::Step => "debugger step",
-            ExitKind::Timer => "debugger poll",
+            ExitKind::Timer => "poll timer",
             ExitKind::Unhandled => "unhandled",
         }
     }
@@ -331,6 +331,8 @@ pub enum Stop {
     PowerOff,
     /// The guest did something Vigil cannot continue from; the report has been printed.
     Failed(&'static str),
+    /// Another vCPU ended the run; this one only stops.
+    Elsewhere,
 }
 
 /// What a handler wants done with the guest.

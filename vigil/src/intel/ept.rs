@@ -81,14 +81,20 @@ pub fn set_page_perms(caps: &VmxCaps, eptp: u64, gpa: u64, perms: Perms) -> bool
     let perms = EptPerms::from_bits(perms.bits());
     let changed = matches!(ept.set_page_perms(gpa & !0xFFF, perms), Ok(true));
     if changed {
-        let kind = if caps.invept_single() {
-            InveptType::SingleContext
-        } else {
-            InveptType::AllContext
-        };
-        let _ = invept(kind, eptp);
+        invalidate(caps, eptp);
     }
     changed
+}
+
+/// Drops what this processor cached from the EPT at `eptp` (SDM Vol. 3C 29.4.3.4): after a
+/// change here, and on every other vCPU's processor before its next entry.
+pub fn invalidate(caps: &VmxCaps, eptp: u64) {
+    let kind = if caps.invept_single() {
+        InveptType::SingleContext
+    } else {
+        InveptType::AllContext
+    };
+    let _ = invept(kind, eptp);
 }
 
 /// Where `gpa` leads through the EPT, for `monitor translate`.

@@ -13,7 +13,8 @@ use vigil_core::exit::Stop;
 use vigil_core::nested::Perms;
 use vigil_core::time::EntryTime;
 use vigil_core::vcpu::{
-    msr as m, Activity, Flush, Interruptibility, Mode, Seg, SegAttrs, Segment, Vcpu, Window,
+    msr as m, Activity, DescriptorTable, Flush, Interruptibility, Mode, Seg, SegAttrs, Segment,
+    Vcpu, Window,
 };
 use vmx::caps::{EntryControls, PinBased, PrimaryProcBased, SecondaryProcBased, VmxCaps};
 use vmx::exit::InterruptionInfo;
@@ -103,6 +104,14 @@ fn seg_fields(seg: Seg) -> [Field; 4] {
             GuestTrLimit,
             GuestTrAccessRights,
         ],
+    }
+}
+
+/// The VMCS fields of GDTR and IDTR: base, limit.
+fn dtable_fields(table: DescriptorTable) -> (Field, Field) {
+    match table {
+        DescriptorTable::Gdtr => (Field::GuestGdtrBase, Field::GuestGdtrLimit),
+        DescriptorTable::Idtr => (Field::GuestIdtrBase, Field::GuestIdtrLimit),
     }
 }
 
@@ -413,6 +422,17 @@ impl Vcpu for VmxVcpu {
         self.vmcs.write(ar, ar_encode(&value.attrs));
     }
 
+    fn dtable(&self, table: DescriptorTable) -> (u64, u32) {
+        let (base, limit) = dtable_fields(table);
+        (self.vmcs.read(base), self.vmcs.read(limit) as u32)
+    }
+
+    fn set_dtable(&mut self, table: DescriptorTable, base: u64, limit: u32) {
+        let (b, l) = dtable_fields(table);
+        self.vmcs.write(b, base);
+        self.vmcs.write(l, limit as u64);
+    }
+
     /// DR0-DR3 and DR6 are not switched by VMX, so the host registers are the guest's; DR7
     /// lives in the VMCS (SDM Vol. 3C 28.3.1 with "save debug controls").
     fn dr(&self, n: u8) -> u64 {
@@ -546,6 +566,10 @@ impl Vcpu for VmxVcpu {
 
     fn flush(&mut self, what: Flush) {
         self.invvpid(what);
+    }
+
+    fn invalidate_nested(&mut self) {
+        super::ept::invalidate(&self.caps, self.eptp);
     }
 
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool {
