@@ -45,7 +45,7 @@ pub fn needs(scenario: &str) -> &'static [Feature] {
     NEEDS
         .iter()
         .find(|(name, _)| *name == scenario)
-        .map_or(&[], |(_, f)| f)
+        .map_or_else(|| crate::scenarios_smp::needs(scenario), |(_, f)| f)
 }
 /// The guest kit's Vigil-specific cases talk to Vigil through hypercalls, which are off unless
 /// asked for.

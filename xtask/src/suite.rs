@@ -607,7 +607,12 @@ mod tests {
                 "linux-5g-bare",
                 "memtest-bare",
                 "lowload-bare",
-                "modules-bare"
+                "modules-bare",
+                "smp-2cpu-bare",
+                "smp-4cpu-bare",
+                "cases-2cpu-bare",
+                "linux-2cpu-bare",
+                "linux-4cpu-bare",
             ]
         );
         // cases-vigil brings its baseline along, which runs first.

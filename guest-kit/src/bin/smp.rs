@@ -1,0 +1,329 @@
+//! The multiprocessor guest: it starts the machine's other processors itself, as an operating
+//! system does, and checks what they do. Run bare and under Vigil with 2 and 4 processors
+//! (`cargo xtask test smp`); with one processor every case skips.
+//!
+//! | case | what the guest does |
+//! |---|---|
+//! | `start-broadcast` | INIT (assert, then de-assert) and two start-up IPIs to all but itself (shorthand); every processor the MADT lists comes through the start-up code exactly once (`starts=`), with the APIC ID the MADT gave it |
+//! | `start-directed` | the same to each processor by its APIC ID (physical destination), as Linux does |
+//! | `init-restart` | INIT to each running processor: its heartbeat stops; a start-up IPI starts it again (`starts=2`); a further start-up IPI to the running processor changes nothing |
+//! | `ipi-ping-pong` | fixed IPIs to each processor, physical and logical (flat) destinations, each answered by an IPI back (`rounds=`) |
+//! | `tsc-sync` | every processor at once reads the TSC under a lock, many times; no value is ever smaller than one read before on another processor (`warps=0`, `max_warp=0`) |
+
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::Ordering;
+use guest_kit::mp::{self, Command, AP};
+use guest_kit::{fail, harness, pass, skip, BootInfo, Case, Outcome};
+
+guest_kit::entry!(main);
+
+static CASES: &[Case] = &[
+    Case::new("start-broadcast", start_broadcast),
+    Case::new("start-directed", start_directed),
+    Case::new("init-restart", init_restart),
+    Case::new("ipi-ping-pong", ipi_ping_pong),
+    Case::new("tsc-sync", tsc_sync),
+];
+
+/// The processors (APIC IDs, MADT order; the boot processor's first) and how many.
+static mut CPUS: ([u32; mp::MAX_CPUS], usize) = ([0; mp::MAX_CPUS], 0);
+/// TSC ticks the guest waits for a processor to answer (in Bochs a tick is an instruction).
+const ANSWER: u64 = 200_000_000;
+/// After an INIT, as the MP start-up protocol asks (10 ms at a few GHz; plenty in Bochs).
+const INIT_PAUSE: u64 = 1_000_000;
+const SIPI_PAUSE: u64 = 200_000;
+
+fn cpus() -> &'static [u32] {
+    // SAFETY: written once by `main` before any case runs.
+    let (ids, n) = unsafe { &*core::ptr::addr_of!(CPUS) };
+    &ids[..*n]
+}
+
+fn main(boot: &'static BootInfo) -> ! {
+    let me = mp::apic_id();
+    if let Some((ids, n)) = mp::processors() {
+        // The boot processor first, the others in MADT order: row i of the start-up page.
+        let mut ordered = [0u32; mp::MAX_CPUS];
+        ordered[0] = me;
+        let mut k = 1;
+        for &id in ids[..n].iter().filter(|&&id| id != me) {
+            ordered[k] = id;
+            k += 1;
+        }
+        // SAFETY: before any case runs; only this processor.
+        unsafe { CPUS = (ordered, k) };
+        if let Some(page) = start_page(boot) {
+            // SAFETY: a page of conventional memory no one else uses.
+            unsafe { mp::prepare(page, &ordered[..k]) };
+            START_VECTOR.store(((page >> 12) as u32) + 1, Ordering::SeqCst);
+        }
+    }
+    mp::enable_apic(Some(0x80));
+    harness::run(CASES, boot)
+}
+
+/// 1 + the start-up vector (0: no page for it).
+static START_VECTOR: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// The highest available page below the EBDA, clear of the boot information.
+fn start_page(boot: &BootInfo) -> Option<u64> {
+    let info = boot.address as u64 & !0xFFF;
+    let busy = |p: u64| p + 0x1000 > info && p < info + 0x2000;
+    boot.memory_map()?
+        .filter(|r| r.available())
+        .filter_map(|r| {
+            let top = r.end().min(0x9_F000) & !0xFFF;
+            let mut p = top.checked_sub(0x1000)?;
+            while p >= r.base.max(0x1000) {
+                if !busy(p) {
+                    return Some(p);
+                }
+                p = p.checked_sub(0x1000)?;
+            }
+            None
+        })
+        .max()
+}
+
+/// Why a case cannot run.
+enum NotReady {
+    OneProcessor,
+    NoStartPage,
+}
+
+impl NotReady {
+    fn outcome(self) -> Outcome {
+        match self {
+            NotReady::OneProcessor => skip!("one-processor"),
+            NotReady::NoStartPage => fail!("no-start-page"),
+        }
+    }
+}
+
+/// The start-up vector and the processors, once there are several.
+fn ready() -> Result<(u8, &'static [u32]), NotReady> {
+    let ids = cpus();
+    if ids.len() < 2 {
+        return Err(NotReady::OneProcessor);
+    }
+    match START_VECTOR.load(Ordering::SeqCst) {
+        0 => Err(NotReady::NoStartPage),
+        v => Ok(((v - 1) as u8, ids)),
+    }
+}
+
+fn wait_until(ticks: u64, mut done: impl FnMut() -> bool) -> bool {
+    let start = guest_kit::cpu::rdtsc();
+    while guest_kit::cpu::rdtsc().wrapping_sub(start) < ticks {
+        if done() {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    done()
+}
+
+/// How an INIT-SIPI-SIPI sequence is addressed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Addressing {
+    /// All but the sender, by shorthand, once for everyone.
+    Broadcast,
+    /// Each processor by its APIC ID (physical destination mode).
+    Directed,
+}
+
+/// INIT (assert, de-assert), a pause, and two start-up IPIs: the MP start-up protocol (SDM Vol.
+/// 3A 9.4.4.1). Every processor must come through the start-up code exactly once more than
+/// before, reporting the APIC ID the MADT gave it; running ones are stopped by the INIT first.
+fn start_all(how: Addressing) -> Outcome {
+    let (vector, ids) = match ready() {
+        Ok(r) => r,
+        Err(why) => return why.outcome(),
+    };
+    let aps = ids.len() - 1;
+    let mut before = [0u32; mp::MAX_CPUS];
+    for (i, b) in before.iter_mut().enumerate().take(ids.len()).skip(1) {
+        *b = AP[i].starts.load(Ordering::SeqCst);
+    }
+    // (shorthand, destination) of each INIT and SIPI sent.
+    let mut targets = [(0u32, 0u32); mp::MAX_CPUS];
+    let targets = match how {
+        Addressing::Broadcast => {
+            targets[0] = (mp::ALL_BUT_SELF, 0);
+            &targets[..1]
+        }
+        Addressing::Directed => {
+            for (slot, &id) in targets.iter_mut().zip(&ids[1..]) {
+                *slot = (0, id);
+            }
+            &targets[..aps]
+        }
+    };
+    for &(shorthand, id) in targets {
+        mp::send_ipi(mp::DM_INIT | mp::LEVEL | mp::ASSERT | shorthand, id);
+        mp::send_ipi(mp::DM_INIT | mp::LEVEL | shorthand, id);
+    }
+    mp::delay(INIT_PAUSE);
+    for _ in 0..2 {
+        for &(shorthand, id) in targets {
+            mp::send_ipi(mp::DM_STARTUP | shorthand | vector as u32, id);
+        }
+        mp::delay(SIPI_PAUSE);
+    }
+    let all_in = wait_until(ANSWER, || {
+        (1..ids.len()).all(|i| AP[i].starts.load(Ordering::SeqCst) > before[i])
+    });
+    // Let a late duplicate start show, if there is one.
+    mp::delay(SIPI_PAUSE);
+    let mut starts = harness::Text::new();
+    let mut bad = None;
+    for (i, &id) in ids.iter().enumerate().skip(1) {
+        let n = AP[i].starts.load(Ordering::SeqCst) - before[i];
+        let seen = AP[i].apic_id.load(Ordering::SeqCst);
+        let _ = core::fmt::write(
+            &mut starts,
+            format_args!("{}{n}", if i > 1 { "," } else { "" }),
+        );
+        if bad.is_none() && (n != 1 || seen != id) {
+            bad = Some((i, n, seen, id));
+        }
+    }
+    if !all_in {
+        return fail!("not-every-processor-started aps={aps} starts={starts}");
+    }
+    if let Some((i, n, seen, id)) = bad {
+        return fail!("wrong-start row={i} starts={n} apic_id={seen} madt_apic_id={id}");
+    }
+    pass!("aps={aps} starts={starts} vector={vector:#x}")
+}
+
+fn start_broadcast() -> Outcome {
+    start_all(Addressing::Broadcast)
+}
+
+fn start_directed() -> Outcome {
+    start_all(Addressing::Directed)
+}
+
+/// Whether application processor `i` still runs its loop.
+fn beating(i: usize) -> bool {
+    let before = AP[i].heartbeat.load(Ordering::SeqCst);
+    wait_until(5_000_000, || {
+        AP[i].heartbeat.load(Ordering::SeqCst) != before
+    })
+}
+
+/// INIT to each running processor stops it; a start-up IPI starts it again, once.
+fn init_restart() -> Outcome {
+    let (vector, ids) = match ready() {
+        Ok(r) => r,
+        Err(why) => return why.outcome(),
+    };
+    for (i, &id) in ids.iter().enumerate().skip(1) {
+        let before = AP[i].starts.load(Ordering::SeqCst);
+        if before == 0 || !beating(i) {
+            return fail!("not-running row={i} starts={before}");
+        }
+        mp::send_ipi(mp::DM_INIT | mp::LEVEL | mp::ASSERT, id);
+        mp::send_ipi(mp::DM_INIT | mp::LEVEL, id);
+        mp::delay(INIT_PAUSE);
+        if beating(i) {
+            return fail!("still-running-after-init row={i}");
+        }
+        for _ in 0..2 {
+            mp::send_ipi(mp::DM_STARTUP | vector as u32, id);
+            mp::delay(SIPI_PAUSE);
+        }
+        if !wait_until(ANSWER, || AP[i].starts.load(Ordering::SeqCst) > before) {
+            return fail!("no-restart row={i}");
+        }
+        // A start-up IPI to a running processor is ignored.
+        mp::send_ipi(mp::DM_STARTUP | vector as u32, id);
+        mp::delay(SIPI_PAUSE * 4);
+        let after = AP[i].starts.load(Ordering::SeqCst);
+        if after != before + 1 || !beating(i) {
+            return fail!("restarts row={i} before={before} after={after}");
+        }
+    }
+    let starts: u32 = (1..ids.len())
+        .map(|i| AP[i].starts.load(Ordering::SeqCst))
+        .sum();
+    pass!("aps={} starts={starts}", ids.len() - 1)
+}
+
+/// Fixed IPIs to each processor, answered by an IPI back: physical, then logical destinations.
+fn ipi_ping_pong() -> Outcome {
+    let (_, ids) = match ready() {
+        Ok(r) => r,
+        Err(why) => return why.outcome(),
+    };
+    const ROUNDS: u64 = 20;
+    let me = mp::apic_id();
+    // SAFETY: the IDT has the kit's IPI handler; interrupts go back off below.
+    unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    let mut result = Ok(());
+    'all: for (i, &id) in ids.iter().enumerate().skip(1) {
+        AP[i].command.store(Command::Pong as u32, Ordering::SeqCst);
+        for round in 0..2 * ROUNDS {
+            let logical = round >= ROUNDS;
+            let got = mp::ipis(me);
+            let (mode, dest) = if logical {
+                (mp::LOGICAL, 1u32 << (i % 8))
+            } else {
+                (0, id)
+            };
+            mp::send_ipi(mp::DM_FIXED | mode | mp::IPI_VECTOR as u32, dest);
+            if !wait_until(ANSWER, || mp::ipis(me) > got) {
+                result = Err((i, round, logical));
+                break 'all;
+            }
+        }
+        AP[i].command.store(Command::Idle as u32, Ordering::SeqCst);
+    }
+    // SAFETY: back to the kit's normal state.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    if let Err((i, round, logical)) = result {
+        return fail!("no-answer row={i} round={round} logical={logical}");
+    }
+    let pongs: u64 = (1..ids.len())
+        .map(|i| AP[i].pongs.load(Ordering::SeqCst))
+        .sum();
+    if pongs != 2 * ROUNDS * (ids.len() as u64 - 1) {
+        return fail!("pongs={pongs}");
+    }
+    pass!("aps={} rounds={} pongs={pongs}", ids.len() - 1, 2 * ROUNDS)
+}
+
+/// Every processor reads the TSC under one lock; none ever reads less than was read before.
+fn tsc_sync() -> Outcome {
+    let (_, ids) = match ready() {
+        Ok(r) => r,
+        Err(why) => return why.outcome(),
+    };
+    const ROUNDS: u64 = 5_000;
+    mp::TSC_ROUNDS.store(ROUNDS, Ordering::SeqCst);
+    for ap in &AP[1..ids.len()] {
+        ap.command.store(Command::TscCheck as u32, Ordering::SeqCst);
+    }
+    mp::tsc_check(ROUNDS);
+    if !wait_until(ANSWER * 4, || {
+        mp::TSC_DONE.load(Ordering::SeqCst) as usize == ids.len()
+    }) {
+        return fail!("not-finished done={}", mp::TSC_DONE.load(Ordering::SeqCst));
+    }
+    let reads = mp::TSC_READS.load(Ordering::SeqCst);
+    let warps = mp::TSC_WARPS.load(Ordering::SeqCst);
+    let max = mp::TSC_MAX_WARP.load(Ordering::SeqCst);
+    if reads != ROUNDS * ids.len() as u64 {
+        return fail!("reads={reads}");
+    }
+    if warps != 0 {
+        return fail!(
+            "tsc-warp cpus={} reads={reads} warps={warps} max_warp={max}",
+            ids.len()
+        );
+    }
+    pass!("cpus={} reads={reads} warps=0 max_warp=0", ids.len())
+}
