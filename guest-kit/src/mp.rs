@@ -359,6 +359,16 @@ pub enum Command {
     Pong = 1,
     /// Take part in the TSC check ([`tsc_check`]).
     TscCheck = 2,
+    /// Run the debugger case's part (the binary's own routine, [`set_debug_routine`]).
+    Debug = 3,
+}
+
+/// The routine an application processor runs for [`Command::Debug`] (0: none).
+static DEBUG_ROUTINE: AtomicU64 = AtomicU64::new(0);
+
+/// Sets what an application processor runs for [`Command::Debug`].
+pub fn set_debug_routine(f: extern "C" fn()) {
+    DEBUG_ROUTINE.store(f as *const () as u64, Ordering::SeqCst);
 }
 
 /// Installs the start-up code at `page` (below 1 MiB) for the processors `apic_ids[1..]`
@@ -458,6 +468,15 @@ fn ap_loop(i: usize) -> ! {
             }
             c if c == Command::TscCheck as u32 => {
                 tsc_check(TSC_ROUNDS.load(Ordering::SeqCst));
+                me.command.store(Command::Idle as u32, Ordering::SeqCst);
+            }
+            c if c == Command::Debug as u32 => {
+                let f = DEBUG_ROUTINE.load(Ordering::SeqCst);
+                if f != 0 {
+                    // SAFETY: set by `set_debug_routine` from an `extern "C" fn()`.
+                    let f: extern "C" fn() = unsafe { core::mem::transmute(f as usize) };
+                    f();
+                }
                 me.command.store(Command::Idle as u32, Ordering::SeqCst);
             }
             _ => {

@@ -13,12 +13,12 @@ use crate::time::cost_of;
 use crate::vcpu::{Host, Vcpu};
 
 /// A vCPU on its own, or under the debugger (which then owns it).
-pub enum Machine<V: Vcpu, L: Link> {
+pub enum Machine<V: Vcpu + 'static, L: Link + 'static> {
     Plain(Cpu<V>),
     Debugged(alloc::boxed::Box<Debugger<V, L>>),
 }
 
-impl<V: Vcpu, L: Link> Machine<V, L> {
+impl<V: Vcpu + 'static, L: Link + 'static> Machine<V, L> {
     pub fn cpu(&mut self) -> &mut Cpu<V> {
         match self {
             Machine::Plain(cpu) => cpu,
@@ -35,7 +35,7 @@ impl<V: Vcpu, L: Link> Machine<V, L> {
 }
 
 /// Runs the guest until it stops for good.
-pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
+pub fn run<V: Vcpu + 'static, L: Link + 'static>(machine: &mut Machine<V, L>) -> Stop {
     if let Machine::Debugged(d) = machine {
         if d.cpu().config().gdb_wait {
             if let Some(stop) = d.wait_for_attach() {
@@ -55,9 +55,16 @@ pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
         let cpu = machine.cpu();
         let vm = cpu.vm;
         let smp = &vm.smp;
-        if smp.attention() && meet(cpu) == Released::Ended {
-            return Stop::Elsewhere;
+        if smp.attention() {
+            let stop = match machine {
+                Machine::Plain(cpu) => (meet(cpu) == Released::Ended).then_some(Stop::Elsewhere),
+                Machine::Debugged(d) => d.meet(),
+            };
+            if let Some(stop) = stop {
+                return stop;
+            }
         }
+        let cpu = machine.cpu();
         let generation = smp.nested_generation();
         if generation != cpu.nested_seen {
             cpu.vcpu.invalidate_nested();
@@ -67,8 +74,12 @@ pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
         // parked until its SIPI exit.
         let waiting = cpu.startup == Startup::WaitForSipi;
         if waiting {
-            smp.set_presence(cpu.id as usize, Presence::WaitingForSipi);
+            if let Machine::Debugged(d) = machine {
+                d.before_waiting();
+            }
+            smp.set_presence(machine.cpu().id as usize, Presence::WaitingForSipi);
         }
+        let cpu = machine.cpu();
         let plan = cpu.time.plan(last.as_ref().map(cost_of));
         let result = cpu.vcpu.run(&plan);
         if waiting {

@@ -184,10 +184,18 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         heap_used / 1024,
         heap / 1024
     );
-    let layout = config.gdb.then(|| {
-        config
+    // With gdb=com2 one debugger serves every vCPU (one gdb thread each).
+    let debug: Option<&'static Debug> = config.gdb.then(|| {
+        let layout = config
             .gdb_arch
-            .unwrap_or_else(|| Layout::from_elf_class(guest_elf_class.unwrap_or(2)))
+            .unwrap_or_else(|| Layout::from_elf_class(guest_elf_class.unwrap_or(2)));
+        &*Box::leak(Box::new(Debug::new(
+            layout,
+            debugger::Com2,
+            processors.count,
+            vcpu.mtf_works,
+            config.tsc,
+        )))
     });
     let cpu = Cpu::new(vcpu, vm, cpu.id, time);
     vm.smp.join(
@@ -204,7 +212,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             bitmaps,
             tsc: cpu.time.v.clone(),
             mtf_works: cpu.vcpu.mtf_works,
-            layout,
+            debugger: debug,
         });
         smp::release(processors.count, intel::ap::ap_main)?;
         log::info!(
@@ -223,20 +231,22 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             "paging guest"
         }
     );
-    run_vcpu(cpu, layout)
+    run_vcpu(cpu, debug)
 }
+
+/// The machine's debugger: one per machine, every vCPU joins it.
+pub(crate) type Debug = vigil_core::debugger::exits::Shared<VmxVcpu, debugger::Com2>;
 
 /// Runs one vCPU's exit loop on this processor until the run ends; the vCPU whose guest stops
 /// the machine ends the run for all ([`finish`]).
-pub(crate) fn run_vcpu(cpu: Cpu<VmxVcpu>, layout: Option<Layout>) -> ! {
+pub(crate) fn run_vcpu(cpu: Cpu<VmxVcpu>, debug: Option<&'static Debug>) -> ! {
     let vm = cpu.vm;
     let id = cpu.id as usize;
-    let mut machine: Machine<VmxVcpu, debugger::Com2> = match layout {
-        // The debugger runs on the boot vCPU.
-        Some(layout) if id == 0 => Machine::Debugged(Box::new(
-            vigil_core::debugger::exits::Debugger::new(cpu, layout, debugger::Com2),
-        )),
-        _ => Machine::Plain(cpu),
+    let mut machine: Machine<VmxVcpu, debugger::Com2> = match debug {
+        Some(shared) => Machine::Debugged(Box::new(vigil_core::debugger::exits::Debugger::join(
+            cpu, shared,
+        ))),
+        None => Machine::Plain(cpu),
     };
     let stop = vigil_core::run::run(&mut machine);
     finish(vm, id, stop)

@@ -9,10 +9,12 @@
 //! | `init-restart` | INIT to each running processor: its heartbeat stops; a start-up IPI starts it again (`starts=2`); a further start-up IPI to the running processor changes nothing |
 //! | `ipi-ping-pong` | fixed IPIs to each processor, physical and logical (flat) destinations, each answered by an IPI back (`rounds=`) |
 //! | `tsc-sync` | every processor at once reads the TSC under a lock, many times; no value is ever smaller than one read before on another processor (`warps=0`, `max_warp=0`) |
+//! | `debug` (only when named) | for a debugger: processor 1 calls `smp_ap_here` with R12 = `AP_R12` (a breakpoint), stores `AP_STORE` to `SMP_WATCHED` (a watchpoint) and spins; the boot processor spins in `smp_bsp_spin` with R13 = `BSP_R13`, counting its rounds; each records the largest TSC gap between two rounds (`bsp_gap=`, `ap_gap=`: a debugger stop that time hides leaves it small); a debugger sets `SMP_RELEASE`, then the boot processor calls `smp_bsp_done` (a breakpoint). SKIP when no debugger released it |
 
 #![no_std]
 #![no_main]
 
+use core::arch::global_asm;
 use core::sync::atomic::Ordering;
 use guest_kit::mp::{self, Command, AP};
 use guest_kit::{fail, harness, pass, skip, BootInfo, Case, Outcome};
@@ -25,6 +27,7 @@ static CASES: &[Case] = &[
     Case::new("init-restart", init_restart),
     Case::new("ipi-ping-pong", ipi_ping_pong),
     Case::new("tsc-sync", tsc_sync),
+    Case::explicit("debug", debug),
 ];
 
 /// The processors (APIC IDs, MADT order; the boot processor's first) and how many.
@@ -326,4 +329,180 @@ fn tsc_sync() -> Outcome {
         );
     }
     pass!("cpus={} reads={reads} warps=0 max_warp=0", ids.len())
+}
+
+// ---- The debugger's case ----
+
+/// R12 of processor 1 at `smp_ap_here`, and R13 of the boot processor in `smp_bsp_spin`.
+const AP_R12: u64 = 0xA9A9_0000_0000_0012;
+const BSP_R13: u64 = 0xB5B5_0000_0000_0013;
+/// What processor 1 stores to `SMP_WATCHED`.
+const AP_STORE: u64 = 0x5A5A_1234;
+/// Rounds of either spin before it gives up on a debugger (guest time: a stop does not count).
+const SPIN_LIMIT: u64 = 3_000_000;
+
+/// A spinning processor's record: rounds, the last TSC, the largest gap between two rounds.
+#[repr(C)]
+struct Spin {
+    rounds: u64,
+    last: u64,
+    gap: u64,
+}
+
+#[unsafe(no_mangle)]
+static mut SMP_BSP_SPIN: Spin = Spin {
+    rounds: 0,
+    last: 0,
+    gap: 0,
+};
+#[unsafe(no_mangle)]
+static mut SMP_AP_SPIN: Spin = Spin {
+    rounds: 0,
+    last: 0,
+    gap: 0,
+};
+/// Set by the debugger to end both spins.
+#[unsafe(no_mangle)]
+static mut SMP_RELEASE: u64 = 0;
+/// Alone on its page: a watchpoint there stops nothing else.
+#[repr(C, align(4096))]
+struct Watched {
+    value: u64,
+}
+#[unsafe(no_mangle)]
+static mut SMP_WATCHED: Watched = Watched { value: 0 };
+
+// `smp_spin(record, limit)`: rounds until `SMP_RELEASE` is set or `limit` rounds; each round
+// reads the TSC and keeps the largest gap. `smp_bsp_spin` holds R13 = BSP_R13 meanwhile (gdb
+// shows it in thread 1). `smp_ap_debug` is processor 1's part. Exact labels for gdb.
+global_asm!(
+    r#"
+    .section .text.smp_debug, "ax"
+    .global smp_spin
+smp_spin:
+    push rbx
+    mov rbx, rsi
+smp_spin_round:
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov rcx, rax
+    sub rcx, [rdi + 8]
+    cmp qword ptr [rdi], 0
+    je smp_spin_first
+    cmp rcx, [rdi + 16]
+    jbe smp_spin_first
+    mov [rdi + 16], rcx
+smp_spin_first:
+    mov [rdi + 8], rax
+    inc qword ptr [rdi]
+    cmp qword ptr [rip + SMP_RELEASE], 0
+    jne smp_spin_out
+    cmp [rdi], rbx
+    jb smp_spin_round
+smp_spin_out:
+    pop rbx
+    ret
+
+    .global smp_bsp_spin
+smp_bsp_spin:
+    push r13
+    movabs r13, {bsp_r13}
+    lea rdi, [rip + SMP_BSP_SPIN]
+    call smp_spin
+    pop r13
+    ret
+
+    .global smp_bsp_done
+smp_bsp_done:
+    nop
+    ret
+
+    .global smp_ap_here
+smp_ap_here:
+    nop
+    nop
+    ret
+
+    .global smp_ap_debug
+smp_ap_debug:
+    push r12
+    movabs r12, {ap_r12}
+    call smp_ap_here
+    mov rax, {ap_store}
+    mov [rip + SMP_WATCHED], rax
+    .global smp_ap_after_store
+smp_ap_after_store:
+    lea rdi, [rip + SMP_AP_SPIN]
+    mov rsi, {limit}
+    call smp_spin
+    pop r12
+    ret
+    .text
+"#,
+    bsp_r13 = const BSP_R13,
+    ap_r12 = const AP_R12,
+    ap_store = const AP_STORE,
+    limit = const SPIN_LIMIT,
+);
+
+unsafe extern "C" {
+    fn smp_bsp_spin(record: *mut Spin, limit: u64);
+    fn smp_bsp_done();
+    fn smp_ap_debug();
+}
+
+/// Processor 1 runs `smp_ap_debug` while the boot processor spins; both stop when a debugger
+/// sets `SMP_RELEASE`.
+fn debug() -> Outcome {
+    let (vector, ids) = match ready() {
+        Ok(r) => r,
+        Err(why) => return why.outcome(),
+    };
+    let id = ids[1];
+    if AP[1].starts.load(Ordering::SeqCst) == 0 {
+        mp::send_ipi(mp::DM_INIT | mp::LEVEL | mp::ASSERT, id);
+        mp::send_ipi(mp::DM_INIT | mp::LEVEL, id);
+        mp::delay(INIT_PAUSE);
+        for _ in 0..2 {
+            mp::send_ipi(mp::DM_STARTUP | vector as u32, id);
+            mp::delay(SIPI_PAUSE);
+        }
+        if !wait_until(ANSWER, || AP[1].starts.load(Ordering::SeqCst) > 0) {
+            return fail!("no-start");
+        }
+    }
+    mp::set_debug_routine(ap_debug_entry);
+    AP[1].command.store(Command::Debug as u32, Ordering::SeqCst);
+    // SAFETY: the spin records are this case's; the routine only reads and writes them.
+    unsafe { smp_bsp_spin(core::ptr::addr_of_mut!(SMP_BSP_SPIN), SPIN_LIMIT) };
+    // SAFETY: as above.
+    let (released, bsp, ap, watched) = unsafe {
+        (
+            core::ptr::addr_of!(SMP_RELEASE).read_volatile(),
+            core::ptr::addr_of!(SMP_BSP_SPIN).read_volatile(),
+            core::ptr::addr_of!(SMP_AP_SPIN).read_volatile(),
+            core::ptr::addr_of!(SMP_WATCHED.value).read_volatile(),
+        )
+    };
+    if released == 0 {
+        return skip!("no-debugger");
+    }
+    // SAFETY: a labelled function for the debugger's breakpoint.
+    unsafe { smp_bsp_done() };
+    if watched != AP_STORE {
+        return fail!("store-lost watched={watched:#x}");
+    }
+    pass!(
+        "released={released:#x} bsp_rounds={} bsp_gap={} ap_rounds={} ap_gap={}",
+        bsp.rounds,
+        bsp.gap,
+        ap.rounds,
+        ap.gap
+    )
+}
+
+extern "C" fn ap_debug_entry() {
+    // SAFETY: processor 1's part of the case.
+    unsafe { smp_ap_debug() }
 }

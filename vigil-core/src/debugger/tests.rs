@@ -240,7 +240,7 @@ fn continue_step_and_stop_replies() {
     let r = replies(&port.take());
     assert!(r[0].starts_with("T05") && r[0].contains("swbreak"), "{r:?}");
     let (e, _) = send(&mut s, &port, "s");
-    assert_eq!(e, Event::Resume(ResumeKind::Step));
+    assert_eq!(e, Event::Resume(ResumeKind::Step(0)));
     s.report_stop(StopKind::Step);
     let r = replies(&port.take());
     assert!(r[0].starts_with("S05") || r[0].starts_with("T05"), "{r:?}");

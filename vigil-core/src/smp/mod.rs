@@ -199,6 +199,17 @@ impl Smp {
         }
     }
 
+    /// The holder `me` hands the machine to vCPU `to` (parked), which leaves its park as the
+    /// holder while every other vCPU stays parked; `me` parks at its next entry.
+    pub fn hand_over(&self, me: usize, to: usize) {
+        let _ = self.holder.compare_exchange(
+            me as u32 + 1,
+            to as u32 + 1,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
     /// Lets the held vCPUs run on.
     pub fn release(&self, me: usize) {
         let _ = self
@@ -308,6 +319,27 @@ mod tests {
         assert!(!smp.claim_end(1), "only the first claim ends the run");
         assert_eq!(parked.join().unwrap(), Released::Ended);
         assert_eq!(smp.presence(1), Presence::Ended);
+    }
+
+    #[test]
+    fn a_hold_handed_over_lets_one_vcpu_out_and_keeps_the_others() {
+        let smp = Arc::new(Smp::new(3));
+        for i in 0..3 {
+            smp.join(i, i as u32, core::ptr::null(), Presence::Running);
+        }
+        assert!(smp.try_hold(0));
+        let spawn = |i: usize| {
+            let smp = smp.clone();
+            std::thread::spawn(move || (smp.park(i, || {}), smp.holder()))
+        };
+        let (one, two) = (spawn(1), spawn(2));
+        assert!(smp.wait_quiet(0, || false));
+        smp.hand_over(0, 1);
+        assert_eq!(one.join().unwrap(), (Released::Resume, Some(1)));
+        assert_eq!(smp.presence(2), Presence::Parked, "vCPU 2 stays");
+        assert!(smp.attention(), "and vCPU 0 must park too");
+        smp.release(1);
+        assert_eq!(two.join().unwrap(), (Released::Resume, None));
     }
 
     #[test]

@@ -16,7 +16,6 @@ use super::VmxVcpu;
 use alloc::format;
 use alloc::string::String;
 use vigil_core::cpu::{Cpu, Vm};
-use vigil_core::debugger::arch::Layout;
 use vigil_core::smp::startup;
 use vigil_core::smp::Presence;
 use vigil_core::time::tsc::VirtualTsc;
@@ -31,8 +30,8 @@ pub struct ApSetup {
     pub tsc: VirtualTsc,
     /// Whether the monitor trap flag traps (probed on the boot processor).
     pub mtf_works: bool,
-    /// The debugger's register layout, with `gdb=com2`.
-    pub layout: Option<Layout>,
+    /// The machine's debugger, with `gdb=com2`.
+    pub debugger: Option<&'static crate::Debug>,
 }
 
 static SETUP: spin::Once<ApSetup> = spin::Once::new();
@@ -85,5 +84,5 @@ pub fn ap_main(index: usize) -> ! {
         Presence::WaitingForSipi,
     );
     crate::smp::report_ready(index, true);
-    crate::run_vcpu(cpu, s.layout)
+    crate::run_vcpu(cpu, s.debugger)
 }
