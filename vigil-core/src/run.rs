@@ -43,12 +43,14 @@ pub fn run<V: Vcpu + 'static, L: Link + 'static>(machine: &mut Machine<V, L>) ->
             }
         }
     }
-    let cpu = machine.cpu();
-    if cpu.vm.smp.multi() && !cpu.vcpu.set_poll_timer(Some(crate::smp::POLL_TICKS)) {
-        log::warn!(
-            "vCPU {}: no periodic exit: the other vCPUs may wait for this one to stop",
-            cpu.id
-        );
+    // (Under the debugger its own, shorter poll does it.)
+    if let Machine::Plain(cpu) = machine {
+        if cpu.vm.smp.multi() && !cpu.vcpu.set_poll_timer(Some(crate::smp::POLL_TICKS)) {
+            log::warn!(
+                "vCPU {}: no periodic exit: the other vCPUs may wait for this one to stop",
+                cpu.id
+            );
+        }
     }
     let mut last: Option<Exit> = None;
     loop {

@@ -154,7 +154,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     let config = &vm.config;
     let bitmaps = intel::setup::bitmaps(&vm.owners)?;
     let (mut vcpu, vtsc) = intel::setup::create_vcpu(caps, vm, &setup, &bitmaps, cpu, None)?;
-    fault::VMCS_LOADED.store(true, Ordering::Relaxed);
+    cpu.vmcs_loaded.store(true, Ordering::Relaxed);
     if config.check_entry && intel::checks::report_violations(&vcpu) > 0 {
         return Ok(Outcome::Failed(
             "the VMCS breaks VM-entry rules (see above)",

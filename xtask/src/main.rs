@@ -10,6 +10,7 @@ mod elf;
 mod emulator;
 mod gdb;
 mod gdb_checks;
+mod gdb_smp;
 mod gdb_tests;
 mod initramfs;
 mod iso;

@@ -126,6 +126,17 @@ pub fn all() -> Vec<Scenario> {
             Some("smp-4cpu-bare"),
             smp_vigil,
         ),
+        // gdb on two vCPUs (gdb_smp.rs): frozen time is tsc=offset's on several processors.
+        scenario(
+            crate::gdb_smp::SCENARIO,
+            "smp",
+            "case=debug",
+            Vigil,
+            "gdb=com2 gdb-wait=on tsc=offset:0",
+            240,
+            None,
+            crate::gdb_smp::check,
+        ),
         scenario(
             "smp-2cpu-hide-refused",
             "smp",

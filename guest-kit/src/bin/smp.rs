@@ -9,7 +9,7 @@
 //! | `init-restart` | INIT to each running processor: its heartbeat stops; a start-up IPI starts it again (`starts=2`); a further start-up IPI to the running processor changes nothing |
 //! | `ipi-ping-pong` | fixed IPIs to each processor, physical and logical (flat) destinations, each answered by an IPI back (`rounds=`) |
 //! | `tsc-sync` | every processor at once reads the TSC under a lock, many times; no value is ever smaller than one read before on another processor (`warps=0`, `max_warp=0`) |
-//! | `debug` (only when named) | for a debugger: processor 1 calls `smp_ap_here` with R12 = `AP_R12` (a breakpoint), stores `AP_STORE` to `SMP_WATCHED` (a watchpoint) and spins; the boot processor spins in `smp_bsp_spin` with R13 = `BSP_R13`, counting its rounds; each records the largest TSC gap between two rounds (`bsp_gap=`, `ap_gap=`: a debugger stop that time hides leaves it small); a debugger sets `SMP_RELEASE`, then the boot processor calls `smp_bsp_done` (a breakpoint). SKIP when no debugger released it |
+//! | `debug` (only when named) | for a debugger: processor 1 calls `smp_ap_here` with R12 = `AP_R12` (a breakpoint), stores `AP_STORE` to `SMP_WATCHED` (a watchpoint), then spins until `SMP_RELEASE` is set; the boot processor spins in `smp_bsp_spin` with R13 = `BSP_R13` until that store, calls `smp_bsp_mid` (a breakpoint), spins until `SMP_RELEASE`, waits for processor 1 and calls `smp_bsp_done` (a breakpoint). Each spin counts its rounds and keeps the largest TSC gap between two (`bsp_gap=`, `ap_gap=`): a debugger stop that time hides leaves it small. SKIP when no debugger released it |
 
 #![no_std]
 #![no_main]
@@ -355,6 +355,14 @@ static mut SMP_BSP_SPIN: Spin = Spin {
     last: 0,
     gap: 0,
 };
+/// The boot processor's second spin (after `smp_bsp_mid`): its own record, so that the first
+/// one's gaps are those of processor 1's stops only.
+#[unsafe(no_mangle)]
+static mut SMP_BSP_SPIN2: Spin = Spin {
+    rounds: 0,
+    last: 0,
+    gap: 0,
+};
 #[unsafe(no_mangle)]
 static mut SMP_AP_SPIN: Spin = Spin {
     rounds: 0,
@@ -372,16 +380,19 @@ struct Watched {
 #[unsafe(no_mangle)]
 static mut SMP_WATCHED: Watched = Watched { value: 0 };
 
-// `smp_spin(record, limit)`: rounds until `SMP_RELEASE` is set or `limit` rounds; each round
-// reads the TSC and keeps the largest gap. `smp_bsp_spin` holds R13 = BSP_R13 meanwhile (gdb
-// shows it in thread 1). `smp_ap_debug` is processor 1's part. Exact labels for gdb.
+// `smp_spin(record, limit, flag)`: rounds until `*flag` or `SMP_RELEASE` is set, or `limit`
+// rounds; each round reads the TSC and keeps the largest gap. `smp_bsp_spin` holds R13 =
+// BSP_R13 meanwhile (gdb shows it in thread 1). `smp_ap_debug` is processor 1's part. Exact
+// labels for gdb.
 global_asm!(
     r#"
     .section .text.smp_debug, "ax"
     .global smp_spin
 smp_spin:
     push rbx
+    push r8
     mov rbx, rsi
+    mov r8, rdx
 smp_spin_round:
     rdtsc
     shl rdx, 32
@@ -398,9 +409,12 @@ smp_spin_first:
     inc qword ptr [rdi]
     cmp qword ptr [rip + SMP_RELEASE], 0
     jne smp_spin_out
+    cmp qword ptr [r8], 0
+    jne smp_spin_out
     cmp [rdi], rbx
     jb smp_spin_round
 smp_spin_out:
+    pop r8
     pop rbx
     ret
 
@@ -408,9 +422,13 @@ smp_spin_out:
 smp_bsp_spin:
     push r13
     movabs r13, {bsp_r13}
-    lea rdi, [rip + SMP_BSP_SPIN]
     call smp_spin
     pop r13
+    ret
+
+    .global smp_bsp_mid
+smp_bsp_mid:
+    nop
     ret
 
     .global smp_bsp_done
@@ -435,6 +453,7 @@ smp_ap_debug:
 smp_ap_after_store:
     lea rdi, [rip + SMP_AP_SPIN]
     mov rsi, {limit}
+    lea rdx, [rip + SMP_RELEASE]
     call smp_spin
     pop r12
     ret
@@ -447,7 +466,8 @@ smp_ap_after_store:
 );
 
 unsafe extern "C" {
-    fn smp_bsp_spin(record: *mut Spin, limit: u64);
+    fn smp_bsp_spin(record: *mut Spin, limit: u64, flag: *const u64);
+    fn smp_bsp_mid();
     fn smp_bsp_done();
     fn smp_ap_debug();
 }
@@ -474,8 +494,19 @@ fn debug() -> Outcome {
     }
     mp::set_debug_routine(ap_debug_entry);
     AP[1].command.store(Command::Debug as u32, Ordering::SeqCst);
-    // SAFETY: the spin records are this case's; the routine only reads and writes them.
-    unsafe { smp_bsp_spin(core::ptr::addr_of_mut!(SMP_BSP_SPIN), SPIN_LIMIT) };
+    // SAFETY: the spin records and flags are this case's; the routines only read and write
+    // them, and the labelled functions return at once.
+    unsafe {
+        let watched = core::ptr::addr_of!(SMP_WATCHED.value);
+        smp_bsp_spin(core::ptr::addr_of_mut!(SMP_BSP_SPIN), SPIN_LIMIT, watched);
+        smp_bsp_mid();
+        let release = core::ptr::addr_of!(SMP_RELEASE);
+        smp_bsp_spin(core::ptr::addr_of_mut!(SMP_BSP_SPIN2), SPIN_LIMIT, release);
+    }
+    // Processor 1 finishes its spin (the release ends it too).
+    wait_until(ANSWER, || {
+        AP[1].command.load(Ordering::SeqCst) == Command::Idle as u32
+    });
     // SAFETY: as above.
     let (released, bsp, ap, watched) = unsafe {
         (

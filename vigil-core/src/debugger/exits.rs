@@ -62,6 +62,9 @@ pub trait Link: Port {
 
 /// Host ticks between polls of the link while the guest runs.
 pub const POLL_TICKS: u64 = crate::smp::POLL_TICKS;
+/// With several vCPUs the poll is also how fast the others join a stop (and a step-over):
+/// shorter, for an interactive debugger, at the cost of an exit per this many ticks.
+pub const SMP_POLL_TICKS: u64 = 1 << 18;
 
 /// No hardware breakpoint in this slot.
 const NO_SLOT: u64 = u64::MAX;
@@ -158,7 +161,12 @@ impl<V: Vcpu + 'static, L: Link + 'static> Debugger<V, L> {
     /// vCPU `cpu` comes under the machine's debugger `shared`: break-in polling, #BP and #DB
     /// intercepted. Call on the vCPU's own processor.
     pub fn join(mut cpu: Cpu<V>, shared: &'static Shared<V, L>) -> Self {
-        let polled = cpu.vcpu.set_poll_timer(Some(POLL_TICKS));
+        let period = if cpu.vm.smp.multi() {
+            SMP_POLL_TICKS
+        } else {
+            POLL_TICKS
+        };
+        let polled = cpu.vcpu.set_poll_timer(Some(period));
         if !polled {
             log::warn!("gdb: no periodic exit: break-in is seen only at the guest's own exits");
         }
@@ -191,7 +199,7 @@ impl<V: Vcpu + 'static, L: Link + 'static> Debugger<V, L> {
             tf_ours: false,
             guest_tf: false,
             last_poll: 0,
-            period: POLL_TICKS,
+            period,
             pending: None,
             held_seen: 0,
             hw_seen: 0,

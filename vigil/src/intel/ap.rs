@@ -56,6 +56,9 @@ fn vcpu(index: usize, s: &ApSetup) -> Result<Cpu<VmxVcpu>, String> {
         setup::create_vcpu(caps, s.vm, &s.guest, &s.bitmaps, percpu, Some(&s.tsc))
             .map_err(|e| format!("vCPU {index}: {e}"))?;
     vcpu.mtf_works = s.mtf_works;
+    percpu
+        .vmcs_loaded
+        .store(true, core::sync::atomic::Ordering::Relaxed);
     let mut cpu = Cpu::new(vcpu, s.vm, index as u32, Time::new(vtsc));
     startup::enter_init_state(&mut cpu);
     cpu.time.sync(&mut cpu.vcpu);
