@@ -120,5 +120,5 @@ pub fn run<V: Vcpu + 'static, L: Link + 'static>(machine: &mut Machine<V, L>) ->
 /// Another vCPU holds this one, or the run ended: park until released.
 #[cold]
 fn meet<V: Vcpu>(cpu: &mut Cpu<V>) -> Released {
-    cpu.vm.smp.park(cpu.id as usize, || {})
+    cpu.vm.smp.park(cpu.id as usize)
 }

@@ -96,7 +96,8 @@ LINUX OPTIONS (run, build, bench; --kernel, --initrd and --append imply --guest 
 TEST OPTIONS:
     -j, --jobs N         Bochs scenarios run at once (default: the number of CPUs)
     --cpus N             Processors of every scenario that does not choose its own (the SMP
-                         scenarios do; default 1)
+                         scenarios do; default 1). The tsc=hide and tsc=frozen scenarios
+                         keep one: Vigil refuses those modes with several
     -v, --verbose        Show every scenario's serial lines live, labelled with its name
     --list               List the scenarios and exit
     --no-build           Use the binaries already built

@@ -31,12 +31,34 @@ pub fn set_default_cpus(n: u32) {
     DEFAULT_CPUS.store(n, Ordering::Relaxed);
 }
 
-/// The processors of scenario `name`: `N` from a `-Ncpu` part of its name, else the suite's.
-pub fn cpus(name: &str) -> u32 {
+/// The processors a scenario runs with: [`cpus`], except that Vigil's one-processor time modes
+/// (`tsc=hide`, `tsc=frozen`, refused with several) keep the suite's count from their scenarios.
+pub fn cpus_for(name: &str, vigil_options: &str) -> u32 {
+    cpus_given(name, vigil_options, DEFAULT_CPUS.load(Ordering::Relaxed))
+}
+
+fn cpus_given(name: &str, vigil_options: &str, default: u32) -> u32 {
+    let named = named_cpus(name).is_some();
+    let one_only = vigil_options
+        .split_whitespace()
+        .any(|w| w == "tsc=hide" || w == "tsc=frozen");
+    if one_only && !named {
+        1
+    } else {
+        named_cpus(name).unwrap_or(default)
+    }
+}
+
+/// `N` from a `-Ncpu` part of a scenario's name.
+fn named_cpus(name: &str) -> Option<u32> {
     name.split('-')
         .find_map(|part| part.strip_suffix("cpu")?.parse().ok())
         .filter(|n| (1..=crate::bochs::MAX_CPUS).contains(n))
-        .unwrap_or_else(|| DEFAULT_CPUS.load(Ordering::Relaxed))
+}
+
+/// The processors of scenario `name`: `N` from a `-Ncpu` part of its name, else the suite's.
+pub fn cpus(name: &str) -> u32 {
+    named_cpus(name).unwrap_or_else(|| DEFAULT_CPUS.load(Ordering::Relaxed))
 }
 
 /// Several processors under Vigil need a Bochs whose processors can wait for a start-up IPI in
@@ -394,6 +416,17 @@ mod tests {
         for s in all() {
             assert!(cpus(s.name) > 1, "{}", s.name);
         }
+    }
+
+    #[test]
+    fn one_processor_time_modes_keep_one() {
+        assert_eq!(cpus_given("time-hide", "tsc=hide hypercall=on", 2), 1);
+        assert_eq!(cpus_given("cases-vigil", "tsc=offset:0x1", 2), 2);
+        assert_eq!(
+            cpus_given("smp-2cpu-hide-refused", "tsc=hide", 4),
+            2,
+            "as named"
+        );
     }
 
     #[test]

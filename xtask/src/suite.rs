@@ -459,7 +459,7 @@ pub fn boot(
         machine: Machine {
             megs: crate::scenarios_guests::megs(s.name),
             cpu_model: s.cpu_model.to_string(),
-            cpus: crate::scenarios_smp::cpus(s.name),
+            cpus: crate::scenarios_smp::cpus_for(s.name, s.vigil_options),
         },
         mode: s.mode,
         timeout: Duration::from_secs(s.timeout_secs),

@@ -608,7 +608,7 @@ impl<V: Vcpu + 'static, L: Link + 'static> Debugger<V, L> {
     pub fn meet(&mut self) -> Option<Stop> {
         let me = self.id();
         self.shared.boxes.0[me].publish(Snapshot::of(&self.cpu, false));
-        if self.cpu.vm.smp.park(me, || {}) == Released::Ended {
+        if self.cpu.vm.smp.park(me) == Released::Ended {
             return Some(Stop::Elsewhere);
         }
         let (regs, release) = self.shared.boxes.0[me].take();

@@ -15,6 +15,8 @@
 //!     interrupt: the local APICs are the guest's.
 //!   - **The end of the run**: the vCPU whose guest stops the machine claims the end, holds
 //!     the others, prints every vCPU's statistics and powers off.
+//!   - **Posted start-up signals**: a backend that catches the guest's INIT and SIPI itself
+//!     (a trapped ICR) posts them to their targets ([`Smp::post`]), which take them in order.
 //!   - **Nested-table changes**: whoever changes the shared nested tables bumps a generation;
 //!     every vCPU compares it before each entry and drops its cached translations when it moved
 //!     (VMX: INVEPT). Changes are made while the other vCPUs are parked, so none runs on a stale
@@ -69,6 +71,8 @@ impl Presence {
 /// One vCPU's public face.
 pub struct Slot {
     presence: AtomicU8,
+    /// Start-up signals posted to it by another vCPU ([`Smp::post`]).
+    signals: AtomicU32,
     /// Its exit statistics (for the table at the end of the run).
     stats: AtomicPtr<ExitStats>,
     /// Its processor's local APIC ID.
@@ -79,11 +83,16 @@ impl Slot {
     const fn new() -> Slot {
         Slot {
             presence: AtomicU8::new(Presence::Absent as u8),
+            signals: AtomicU32::new(0),
             stats: AtomicPtr::new(core::ptr::null_mut()),
             apic_id: AtomicU32::new(0),
         }
     }
 }
+
+/// Posted-signal bits: an INIT is pending; a SIPI is pending (its vector in bits 7:0).
+const POSTED_INIT: u32 = 1 << 31;
+const POSTED_SIPI: u32 = 1 << 30;
 
 /// Why a hold ends for a parked vCPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,9 +226,9 @@ impl Smp {
             .compare_exchange(me as u32 + 1, 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 
-    /// vCPU `me` parks until the holder releases it or the run ends, calling `serve` while it
-    /// waits (the debugger's requests for this vCPU). Its presence is what it was before.
-    pub fn park(&self, me: usize, mut serve: impl FnMut()) -> Released {
+    /// vCPU `me` parks until the holder releases it, hands the machine to it, or the run ends.
+    /// Its presence is then what it was before.
+    pub fn park(&self, me: usize) -> Released {
         let before = self.presence(me);
         self.set_presence(me, Presence::Parked);
         let released = loop {
@@ -229,7 +238,7 @@ impl Smp {
             match self.holder() {
                 None => break Released::Resume,
                 Some(h) if h == me => break Released::Resume,
-                Some(_) => serve(),
+                Some(_) => {}
             }
             core::hint::spin_loop();
         };
@@ -257,6 +266,38 @@ impl Smp {
             // for counters it may still be adding to).
             (!p.is_null()).then(|| (i, unsafe { &*p }))
         })
+    }
+
+    /// Posts a start-up signal to vCPU `to`, for a backend that delivers INIT and SIPI itself
+    /// (it caught the guest's ICR write and decoded its destinations with [`apic`]); the target
+    /// takes it with [`Smp::take_signals`] and feeds it to [`startup::next`]. An INIT overrides a
+    /// SIPI that was still pending (it came first); the de-assert reaches nobody and is never
+    /// posted. Waking a target that runs in the guest is the backend's business.
+    pub fn post(&self, to: usize, signal: startup::Signal) {
+        let slot = &self.slots[to];
+        match signal {
+            startup::Signal::Init => {
+                slot.signals.store(POSTED_INIT, Ordering::SeqCst);
+            }
+            startup::Signal::Sipi(v) => {
+                let _ = slot
+                    .signals
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                        Some((s & POSTED_INIT) | POSTED_SIPI | v as u32)
+                    });
+            }
+            startup::Signal::InitDeassert => {}
+        }
+    }
+
+    /// The signals posted to vCPU `me` since it last looked, in the order they take effect: an
+    /// INIT first, then a SIPI.
+    pub fn take_signals(&self, me: usize) -> [Option<startup::Signal>; 2] {
+        let s = self.slots[me].signals.swap(0, Ordering::SeqCst);
+        [
+            (s & POSTED_INIT != 0).then_some(startup::Signal::Init),
+            (s & POSTED_SIPI != 0).then_some(startup::Signal::Sipi(s as u8)),
+        ]
     }
 
     /// The nested tables' generation now.
@@ -290,15 +331,14 @@ mod tests {
             let smp = smp.clone();
             std::thread::spawn(move || {
                 assert!(smp.attention());
-                let mut served = 0u64;
-                let r = smp.park(1, || served += 1);
-                (r, served, smp.presence(1))
+                let r = smp.park(1);
+                (r, smp.presence(1))
             })
         };
         assert!(smp.wait_quiet(0, || false));
         assert_eq!(smp.presence(1), Presence::Parked);
         smp.release(0);
-        let (released, _, after) = other.join().unwrap();
+        let (released, after) = other.join().unwrap();
         assert_eq!(released, Released::Resume);
         assert_eq!(after, Presence::Running, "back to what it was");
         assert!(!smp.attention());
@@ -312,7 +352,7 @@ mod tests {
         assert!(smp.try_hold(0));
         let parked = {
             let smp = smp.clone();
-            std::thread::spawn(move || smp.park(1, || {}))
+            std::thread::spawn(move || smp.park(1))
         };
         assert!(smp.wait_quiet(0, || false));
         assert!(smp.claim_end(0));
@@ -330,7 +370,7 @@ mod tests {
         assert!(smp.try_hold(0));
         let spawn = |i: usize| {
             let smp = smp.clone();
-            std::thread::spawn(move || (smp.park(i, || {}), smp.holder()))
+            std::thread::spawn(move || (smp.park(i), smp.holder()))
         };
         let (one, two) = (spawn(1), spawn(2));
         assert!(smp.wait_quiet(0, || false));
@@ -351,6 +391,38 @@ mod tests {
             tries += 1;
             tries > 10
         }));
+    }
+
+    #[test]
+    fn posted_signals_come_out_init_first_and_an_init_overrides_an_older_sipi() {
+        use startup::Signal::{Init, InitDeassert, Sipi};
+        let smp = Smp::new(2);
+        assert_eq!(smp.take_signals(1), [None, None]);
+        // Linux's order: INIT, de-assert, SIPI, SIPI.
+        smp.post(1, Init);
+        smp.post(1, InitDeassert);
+        smp.post(1, Sipi(0x9A));
+        smp.post(1, Sipi(0x9A));
+        assert_eq!(smp.take_signals(1), [Some(Init), Some(Sipi(0x9A))]);
+        assert_eq!(smp.take_signals(1), [None, None], "taken once");
+        // A SIPI, then an INIT before the target looked: the INIT came last.
+        smp.post(1, Sipi(0x10));
+        smp.post(1, Init);
+        assert_eq!(smp.take_signals(1), [Some(Init), None]);
+        // Fed to the state machine in that order, a waiting vCPU starts.
+        let mut state = startup::Startup::WaitForSipi;
+        smp.post(1, Init);
+        smp.post(1, Sipi(0x20));
+        let mut effects = alloc::vec::Vec::new();
+        for s in smp.take_signals(1).into_iter().flatten() {
+            let (next, e) = startup::next(false, state, s);
+            state = next;
+            effects.push(e);
+        }
+        assert_eq!(
+            effects,
+            [startup::Effect::None, startup::Effect::Start(0x20)]
+        );
     }
 
     #[test]
