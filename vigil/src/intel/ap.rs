@@ -62,6 +62,9 @@ fn vcpu(index: usize, s: &ApSetup) -> Result<Cpu<VmxVcpu>, String> {
     let mut cpu = Cpu::new(vcpu, s.vm, index as u32, Time::new(vtsc));
     startup::enter_init_state(&mut cpu);
     cpu.time.sync(&mut cpu.vcpu);
+    if s.vm.config.check_entry && super::checks::report_violations(&cpu.vcpu) > 0 {
+        return Err("its VMCS breaks VM-entry rules (see above)".into());
+    }
     Ok(cpu)
 }
 
