@@ -419,6 +419,18 @@ mod tests {
     }
 
     #[test]
+    fn several_processors_under_vigil_need_a_bochs_that_runs_them() {
+        assert_eq!(needs("smp-2cpu-vigil"), [Feature::SmpUnderVmx]);
+        assert_eq!(needs("gdb-smp-2cpu"), [Feature::SmpUnderVmx]);
+        assert!(needs("smp-4cpu-bare").is_empty());
+        assert!(needs("cases-vigil").is_empty());
+        assert_eq!(
+            crate::scenarios::needs("linux-4cpu-vigil"),
+            [Feature::SmpUnderVmx]
+        );
+    }
+
+    #[test]
     fn one_processor_time_modes_keep_one() {
         assert_eq!(cpus_given("time-hide", "tsc=hide hypercall=on", 2), 1);
         assert_eq!(cpus_given("cases-vigil", "tsc=offset:0x1", 2), 2);
