@@ -64,7 +64,8 @@ pub fn cpus(name: &str) -> u32 {
 /// Several processors under Vigil need a Bochs whose processors can wait for a start-up IPI in
 /// VMX non-root operation; bare runs need nothing.
 pub fn needs(name: &str) -> &'static [Feature] {
-    if cpus(name) > 1 && !name.ends_with("-bare") {
+    // A refused run ends before any processor waits.
+    if cpus(name) > 1 && !name.ends_with("-bare") && !name.ends_with("-refused") {
         &[Feature::SmpUnderVmx]
     } else {
         &[]
@@ -424,6 +425,7 @@ mod tests {
         assert_eq!(needs("gdb-smp-2cpu"), [Feature::SmpUnderVmx]);
         assert!(needs("smp-4cpu-bare").is_empty());
         assert!(needs("cases-vigil").is_empty());
+        assert!(needs("smp-2cpu-hide-refused").is_empty());
         assert_eq!(
             crate::scenarios::needs("linux-4cpu-vigil"),
             [Feature::SmpUnderVmx]
