@@ -30,9 +30,7 @@ use vigil::memmap::{Kind, MemoryMap};
 use vigil_core::config::{Config, LogLevel};
 use vigil_core::cpu::{Cpu, Vm};
 use vigil_core::debugger::arch::Layout;
-use vigil_core::exit::Stop;
 use vigil_core::owners::Owners;
-use vigil_core::run::Machine;
 use vigil_core::time::Time;
 
 const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
@@ -118,21 +116,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     }
     guest_mem::init(map.clone(), mapped);
     let processors = processors.map_err(|e| format!("{e}"))?;
-    use vigil_core::config::TscMode;
-    if processors.count > 1 && matches!(config.tsc, TscMode::Hide | TscMode::Frozen) {
-        return Err(format!(
-            "tsc={} hides each vCPU's exits from that vCPU's own TSC, so with {} processors \
-             the guest's TSCs would drift apart (a value read on one processor could be behind \
-             one read earlier on another); use tsc=native, offset:N or scale:P/Q, or one \
-             processor",
-            if config.tsc == TscMode::Hide {
-                "hide"
-            } else {
-                "frozen"
-            },
-            processors.count
-        ));
-    }
+    vigil_core::smp::check_time_mode(config.tsc, processors.count)?;
     // Before the guest is loaded: the start-up code borrows a page of conventional memory,
     // clear of the boot information and modules, and puts it back.
     let mut avoid: alloc::vec::Vec<(u64, u64)> = modules.ranges().collect();
@@ -237,40 +221,9 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
 /// The machine's debugger: one per machine, every vCPU joins it.
 pub(crate) type Debug = vigil_core::debugger::exits::Shared<VmxVcpu, debugger::Com2>;
 
-/// Runs one vCPU's exit loop on this processor until the run ends; the vCPU whose guest stops
-/// the machine ends the run for all ([`finish`]).
+/// Runs one VMX vCPU on this processor until the run ends (`smp::run_vcpu`).
 pub(crate) fn run_vcpu(cpu: Cpu<VmxVcpu>, debug: Option<&'static Debug>) -> ! {
-    let vm = cpu.vm;
-    let id = cpu.id as usize;
-    let mut machine: Machine<VmxVcpu, debugger::Com2> = match debug {
-        Some(shared) => Machine::Debugged(Box::new(vigil_core::debugger::exits::Debugger::join(
-            cpu, shared,
-        ))),
-        None => Machine::Plain(cpu),
-    };
-    let stop = vigil_core::run::run(&mut machine);
-    finish(vm, id, stop)
-}
-
-/// The end of the run, on the vCPU that stopped: the first to stop claims it, every other vCPU
-/// parks at its next exit, and the statistics of all are printed before the machine is turned
-/// off. A vCPU that stopped after another claimed the end only halts.
-fn finish(vm: &'static Vm, me: usize, stop: Stop) -> ! {
-    if stop == Stop::Elsewhere || !vm.smp.claim_end(me) {
-        smp::halt_forever();
-    }
-    // Each vCPU exits at least every `POLL_TICKS` of guest time: a few hundred polls is
-    // ample.
-    let until = arch::regs::rdtsc() + (vigil_core::smp::POLL_TICKS << 8);
-    if !vm.smp.wait_quiet(me, || arch::regs::rdtsc() > until) {
-        log::warn!("not every vCPU stopped: their statistics may still have been moving");
-    }
-    print_statistics(vm);
-    end_run(match stop {
-        Stop::PowerOff => Outcome::Ok,
-        Stop::Failed(why) => Outcome::Failed(why),
-        Stop::Elsewhere => unreachable!("handled above"),
-    })
+    smp::run_vcpu(cpu, debug)
 }
 
 /// Sizes Vigil's memory for this machine, moves the image to the top of RAM below 4 GiB with the
@@ -321,14 +274,6 @@ fn take_memory(
         machine.phys_bits,
         needs.frames
     );
-}
-
-/// The exit statistics of every vCPU: by reason over all of them, and a row per vCPU.
-fn print_statistics(vm: &Vm) {
-    let all: alloc::vec::Vec<_> = vm.smp.stats().collect();
-    let mut table = String::new();
-    let _ = vigil_core::stats::write_tables(&all, &mut table, &vigil_core::exit::kind_name);
-    print!("{table}");
 }
 
 fn level_filter(level: LogLevel) -> log::LevelFilter {

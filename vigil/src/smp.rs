@@ -19,13 +19,21 @@
 
 use crate::arch::ap_boot::{self, Row};
 use crate::arch::{lapic, regs};
+use crate::debugger::Com2;
 use crate::percpu::MAX_CPUS;
+use crate::power::{end_run, Outcome};
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering};
 use vigil::madt;
 use vigil::memmap::MemoryMap;
+use vigil_core::cpu::{Cpu, Vm};
+use vigil_core::debugger::exits::{Debugger, Shared};
+use vigil_core::exit::Stop;
+use vigil_core::run::Machine;
+use vigil_core::vcpu::Vcpu;
 
 /// The processors of this machine, vCPU 0 (this one) first.
 pub struct Processors {
@@ -241,4 +249,46 @@ pub fn halt_forever() -> ! {
         // another one.
         unsafe { core::arch::asm!("cli", "hlt") };
     }
+}
+
+/// Runs one vCPU's exit loop on this processor until the run ends, under the machine's
+/// debugger if it has one; the vCPU whose guest stops the machine ends the run for all
+/// ([`finish`]). Any backend's vCPU.
+pub fn run_vcpu<V: Vcpu + 'static>(cpu: Cpu<V>, debug: Option<&'static Shared<V, Com2>>) -> ! {
+    let vm = cpu.vm;
+    let id = cpu.id as usize;
+    let mut machine: Machine<V, Com2> = match debug {
+        Some(shared) => Machine::Debugged(Box::new(Debugger::join(cpu, shared))),
+        None => Machine::Plain(cpu),
+    };
+    let stop = vigil_core::run::run(&mut machine);
+    finish(vm, id, stop)
+}
+
+/// The end of the run, on the vCPU that stopped: the first to stop claims it, every other vCPU
+/// parks at its next exit, and the statistics of all are printed before the machine is turned
+/// off. A vCPU that stopped after another claimed the end only halts.
+fn finish(vm: &'static Vm, me: usize, stop: Stop) -> ! {
+    if stop == Stop::Elsewhere || !vm.smp.claim_end(me) {
+        halt_forever();
+    }
+    // Each vCPU exits at least every `POLL_TICKS` of guest time: a few hundred polls is ample.
+    let until = regs::rdtsc() + (vigil_core::smp::POLL_TICKS << 8);
+    if !vm.smp.wait_quiet(me, || regs::rdtsc() > until) {
+        log::warn!("not every vCPU stopped: their statistics may still have been moving");
+    }
+    print_statistics(vm);
+    end_run(match stop {
+        Stop::PowerOff => Outcome::Ok,
+        Stop::Failed(why) => Outcome::Failed(why),
+        Stop::Elsewhere => unreachable!("handled above"),
+    })
+}
+
+/// The exit statistics of every vCPU: by reason over all of them, and a row per vCPU.
+fn print_statistics(vm: &Vm) {
+    let all: Vec<_> = vm.smp.stats().collect();
+    let mut table = String::new();
+    let _ = vigil_core::stats::write_tables(&all, &mut table, &vigil_core::exit::kind_name);
+    crate::print!("{table}");
 }

@@ -13,7 +13,7 @@
 //!   IPI the guest never sends.
 //!
 //! Bochs runs several processors several times slower: the Linux boots here cost about
-//! 20-40 s (2) and 85-100 s (4) of wall time each.
+//! 20-100 s (2) and 85-280 s (4) of wall time each, the higher figures on a busy machine.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -25,7 +25,10 @@
 pub mod apic;
 pub mod startup;
 
+use crate::config::TscMode;
 use crate::stats::ExitStats;
+use alloc::format;
+use alloc::string::String;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// The most vCPUs a machine may have (one per processor; Vigil's per-CPU blocks).
@@ -313,9 +316,40 @@ impl Smp {
     }
 }
 
+/// Refuses the time modes that cannot keep several vCPUs' TSCs together: `tsc=hide` and
+/// `tsc=frozen` take each exit's time out of that vCPU's own TSC offset, so with several
+/// processors a value read on one could be behind one read earlier on another.
+pub fn check_time_mode(tsc: TscMode, cpus: usize) -> Result<(), String> {
+    let name = match tsc {
+        TscMode::Hide => "hide",
+        TscMode::Frozen => "frozen",
+        _ => return Ok(()),
+    };
+    if cpus < 2 {
+        return Ok(());
+    }
+    Err(format!(
+        "tsc={name} hides each vCPU's exits from that vCPU's own TSC, so with {cpus} processors \
+         the guest's TSCs would drift apart (a value read on one processor could be behind one \
+         read earlier on another); use tsc=native, offset:N or scale:P/Q, or one processor"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_modes_that_drift_apart_are_refused_on_several_processors() {
+        for mode in [TscMode::Hide, TscMode::Frozen] {
+            assert!(check_time_mode(mode, 1).is_ok());
+            let why = check_time_mode(mode, 2).unwrap_err();
+            assert!(why.contains("2 processors"), "{why}");
+        }
+        for mode in [TscMode::Native, TscMode::Offset(5), TscMode::Scale(3, 2)] {
+            assert!(check_time_mode(mode, 4).is_ok());
+        }
+    }
     use std::sync::Arc;
 
     #[test]
