@@ -18,6 +18,7 @@ mod linux;
 mod linux_checks;
 mod linux_material;
 mod oracle;
+mod oracle_drive;
 mod oracle_image;
 mod outcome;
 mod prereqs;

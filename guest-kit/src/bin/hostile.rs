@@ -122,6 +122,13 @@ fn main(boot: &'static BootInfo) -> ! {
     if reset::booted_again() {
         harness::finish()
     }
+    // The memory map this guest was given: the emulator-side oracle checks that Vigil's image,
+    // which it finds through the emulator, lies outside every usable region.
+    if let Some(map) = boot.memory_map() {
+        for r in map.filter(|r| r.available()) {
+            println!("hostile: memory map: usable [{:#x}-{:#x})", r.base, r.end());
+        }
+    }
     harness::run(CASES, boot)
 }
 
