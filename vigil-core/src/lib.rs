@@ -13,6 +13,8 @@
 //!   event delivery, re-queueing the interrupted event).
 //! - [`owners`]: the one table of the ports and MSRs Vigil owns or traps, which fills the
 //!   backend's bitmaps and routes the handlers.
+//! - [`platform`]: what Vigil owns of the PC beyond EPT — PCI configuration, DMA, A20, SMM,
+//!   resets and sleep, the APIC base, the MTRRs.
 //! - [`cpu`]: one vCPU's neutral state ([`cpu::Cpu`]) and what all vCPUs share ([`cpu::Vm`]).
 //! - [`run`]: the exit loop.
 //! - [`time`]: virtual time — the guest's TSC, its MSRs, what the world switch hides.
@@ -30,6 +32,7 @@ pub mod debugger;
 pub mod exit;
 pub mod nested;
 pub mod owners;
+pub mod platform;
 pub mod run;
 pub mod stats;
 pub mod time;

@@ -1,8 +1,6 @@
-//! Just enough ACPI to see the guest power off: the FADT's PM1a control block port
-//! (ACPI 6.5 5.2.9), which the guest writes with SLP_EN to enter S5. Tables are read in place
-//! (firmware memory is identity-mapped) with every length checked before use.
-
-const FADT_PM1A_CNT_BLK: usize = 64;
+//! Just enough ACPI to find the fixed hardware Vigil owns: the FADT (ACPI 6.5 5.2.9), whose
+//! facts `vigil::fadt` reads — PM1 control, the SMI command port, the reset register. Tables are
+//! read in place (firmware memory is identity-mapped) with every length checked before use.
 
 /// Reads `len` bytes at physical `addr` if the table header there claims at least `len`.
 fn table(addr: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
@@ -19,8 +17,9 @@ fn table(addr: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
 }
 
-/// The PM1a control port, from the RSDT (`rsdt`) or XSDT (`xsdt`) address of the RSDP.
-pub fn pm1a_control_port(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<u16> {
+/// The FADT's facts (`vigil::fadt`), from the RSDT (`rsdt`) or XSDT (`xsdt`) address of the
+/// RSDP.
+pub fn fadt_facts(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<vigil_core::platform::Acpi> {
     let (root, entry_size) = match (
         xsdt.and_then(|a| table(a, b"XSDT")),
         rsdt.and_then(|a| table(a, b"RSDT")),
@@ -35,12 +34,6 @@ pub fn pm1a_control_port(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<u16> {
         } else {
             u32::from_le_bytes(e.try_into().ok()?) as u64
         };
-        let fadt = table(addr, b"FACP")?;
-        let port = u32::from_le_bytes(
-            fadt.get(FADT_PM1A_CNT_BLK..FADT_PM1A_CNT_BLK + 4)?
-                .try_into()
-                .ok()?,
-        );
-        (port != 0 && port <= 0xFFFF).then_some(port as u16)
+        table(addr, b"FACP").map(vigil::fadt::parse)
     })
 }

@@ -20,6 +20,14 @@ pub const VMX_FRAMES: u64 = 5;
 /// Tables for the debugger's EPT splits (breakpoints and watchpoints on pages held by large
 /// leaves: at most two tables per debugged page).
 pub const DEBUGGER_FRAMES: u64 = 32;
+/// How much of the physical address space the guest's closed A20 gate is emulated for
+/// (`intel::ept`): 16 MiB, the 286's whole address space.
+pub const A20_EMULATED: u64 = 16 << 20;
+/// The A20 view's own tables beyond the second EPT: a page table per 2 MiB of the emulated
+/// range, and a page directory for it.
+pub const A20_FRAMES: u64 = A20_EMULATED / MIB2 + 1;
+/// The platform's pages: one PRD copy per IDE channel (`vigil_core::platform::dma`).
+pub const PLATFORM_FRAMES: u64 = 2;
 
 /// The largest EPT leaf the processor supports (SDM Vol. 3D A.10), as a paging level:
 /// 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB.
@@ -148,7 +156,8 @@ pub fn needs(map: &MemoryMap, image: u64, m: &Machine, extra_edges: &[u64]) -> N
     Needs {
         image,
         heap: HEAP_SIZE,
-        frames: VMX_FRAMES + DEBUGGER_FRAMES + identity + ept,
+        // Two EPTs: the guest's, and its view with A20 closed.
+        frames: VMX_FRAMES + DEBUGGER_FRAMES + PLATFORM_FRAMES + identity + 2 * ept + A20_FRAMES,
     }
 }
 

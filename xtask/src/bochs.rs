@@ -17,6 +17,8 @@ use crate::stream::{Capture, Echo, Port, Progress, SerialTail};
 use crate::sys;
 
 pub const DEFAULT_CPU_MODEL: &str = "corei7_skylake_x";
+/// The BIOS every run boots (Debian's `bochsbios`).
+pub const ROM_IMAGE: &str = "/usr/share/bochs/BIOS-bochs-latest";
 pub const DEFAULT_MEGS: u32 = 256;
 /// Emulated instructions per emulated second. With `clock: sync=none` this only sets how fast
 /// emulated time runs relative to the work done; the run itself is repeatable.
@@ -61,7 +63,7 @@ pub fn bochsrc(emulator: &Emulator, machine: &Machine, iso: &Path, dir: &Path) -
          # A triple fault stops the emulator (a Bochs panic) instead of rebooting forever.\n\
          cpu: model={model}, count=1, ips={IPS}, reset_on_triple_fault=0\n\
          clock: sync=none, time0={TIME0}\n\
-         romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+         romimage: file={ROM_IMAGE}\n\
          vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
          ata0-master: type=cdrom, path={iso}, status=inserted\n\
          boot: cdrom\n\

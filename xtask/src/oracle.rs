@@ -52,6 +52,19 @@ pub use crate::oracle_image::Image;
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub image: Image,
+    /// The firmware's SMI handler, from the BIOS image the run boots (`smi_handler`).
+    pub smi_handler: Option<Vec<u8>>,
+}
+
+/// Bochs' BIOS's SMI handler as its ROM image holds it (rombios32start.S `smm_code_start` to its
+/// RSM: `mov dx, 0xb2; in al, dx; cmp al, 0xf0 ...`), which the BIOS copies to SMBASE + 0x8000.
+/// With SMRAM locked before the guest runs, this is the only code SMM can run; the oracle
+/// compares what SMM entered with it.
+pub fn smi_handler(rom: &[u8]) -> Option<Vec<u8>> {
+    const START: &[u8] = &[0xBA, 0xB2, 0x00, 0xEC, 0x3C, 0xF0];
+    let start = rom.windows(START.len()).position(|w| w == START)?;
+    let len = rom[start..].windows(2).position(|w| w == [0x0F, 0xAA])? + 2;
+    Some(rom[start..start + len].to_vec())
 }
 
 impl Plan {
@@ -66,7 +79,11 @@ impl Plan {
                 elf.display()
             ));
         }
-        Ok(Plan { image })
+        let rom = std::fs::read(crate::bochs::ROM_IMAGE).unwrap_or_default();
+        Ok(Plan {
+            image,
+            smi_handler: smi_handler(&rom),
+        })
     }
 
     /// `xp` commands reading every compared segment at its physical address, given where the
@@ -189,6 +206,9 @@ pub struct Stop {
     /// Bochs' own VMX state: in VMX operation, and in VMX non-root.
     pub in_vmx: Option<bool>,
     pub in_vmx_guest: Option<bool>,
+    /// Bochs' own SMM state: in SMM, and the SMM base.
+    pub in_smm: Option<bool>,
+    pub smbase: Option<u64>,
     /// `info tab` at this stop: the translations of the paging structures in use.
     pub tables: Vec<Mapping>,
     /// Physical address → qword, from `xp`.
@@ -310,6 +330,10 @@ pub fn parse_stops(out: &str) -> Vec<Stop> {
             stop.in_vmx = Some(v.trim() == "true");
         } else if let Some(v) = l.strip_prefix("in_vmx_guest = ") {
             stop.in_vmx_guest = Some(v.trim() == "true");
+        } else if let Some(v) = l.strip_prefix("in_smm = ") {
+            stop.in_smm = Some(v.trim() == "true");
+        } else if let Some(v) = l.strip_prefix("smbase = ") {
+            stop.smbase = hex(v);
         } else if l.starts_with("0x") && l.contains(" -> ") {
             // info tab: "0xffffffff80000000-0xffffffff801fffff -> 0x00000fded000-0x00000ffecfff"
             let Some((v, p)) = l.split_once(" -> ") else {
@@ -419,12 +443,13 @@ impl Verdict {
 
 /// Judge a finished run from its directory (bochs.out holds the debugger's transcript,
 /// bochs.log Bochs' log, com1.txt what the guest printed) against `image`.
-pub fn judge_dir(dir: &Path, image: &Image) -> Verdict {
+pub fn judge_dir(dir: &Path, plan: &Plan) -> Verdict {
     let read = |name: &str| {
         String::from_utf8_lossy(&std::fs::read(dir.join(name)).unwrap_or_default()).into_owned()
     };
     judge(
-        image,
+        &plan.image,
+        plan.smi_handler.as_deref(),
         &parse_stops(&read("bochs.out")),
         &log_facts(&read("bochs.log")),
         guest_usable_ram(&read("com1.txt")).as_deref(),
@@ -439,7 +464,7 @@ pub fn verify(dir: &Path) -> Result<Verdict, String> {
     }
     let layout = crate::layout::Layout::discover();
     let plan = Plan::for_vigil(&layout.bare_bin(crate::build::VIGIL))?;
-    Ok(judge_dir(dir, &plan.image))
+    Ok(judge_dir(dir, &plan))
 }
 
 /// Compare `image` with the memory one stop read, at the physical addresses `window` gives.
@@ -507,6 +532,7 @@ fn compare(image: &Image, window: &[Mapping], stop: &Stop, when: &str, v: &mut V
 
 pub fn judge(
     image: &Image,
+    smi: Option<&[u8]>,
     stops: &[Stop],
     log: &LogFacts,
     guest_ram: Option<&[(u64, u64)]>,
@@ -537,15 +563,36 @@ pub fn judge(
             resets.len()
         ));
     }
+    let later = &stops[entry.map_or(0, |_| 1).min(stops.len())..];
     let smm: Vec<u64> = log.smm.iter().copied().filter(|t| *t > t0).collect();
+    // An SMM entry is the firmware's SMI handler running — in SMRAM Vigil locked before the
+    // guest ran — only if a stop at the handler's entry, in SMM, read exactly its bytes.
+    let firmware = later
+        .iter()
+        .filter(|s| s.in_smm == Some(true))
+        .filter(|s| {
+            smi.is_some_and(|h| {
+                let at = s.smbase.unwrap_or(0xA0000) + 0x8000;
+                (0..h.len()).all(|i| s.byte(at + i as u64) == Some(h[i]))
+            })
+        })
+        .count();
     if let Some(t) = smm.first() {
-        v.failures.push(format!(
-            "the processor entered SMM {} time(s) after Vigil started, the first at t={t}: code \
-             ran outside VMX non-root",
-            smm.len()
-        ));
+        if firmware >= smm.len() {
+            v.facts.push(format!(
+                "the processor entered SMM {} time(s) after Vigil started (first at t={t}), \
+                 each time at the firmware's SMI handler, byte for byte the BIOS image's",
+                smm.len()
+            ));
+        } else {
+            v.failures.push(format!(
+                "the processor entered SMM {} time(s) after Vigil started, the first at t={t}; \
+                 {firmware} of them ran the firmware's SMI handler, the rest code the oracle \
+                 cannot vouch for, outside VMX non-root",
+                smm.len()
+            ));
+        }
     }
-    let later = &stops[entry.map_or(0, |_| 1)..];
     let collisions = later
         .iter()
         .filter(|s| {
@@ -751,7 +798,13 @@ mod tests {
 
     #[test]
     fn an_intact_image_at_the_end_passes_and_guest_stops_are_let_go() {
-        let v = judge(&image(), &parse_stops(OUT), &LogFacts::default(), Some(RAM));
+        let v = judge(
+            &image(),
+            None,
+            &parse_stops(OUT),
+            &LogFacts::default(),
+            Some(RAM),
+        );
         assert!(v.result().is_ok(), "{v:?}");
         assert!(v
             .facts
@@ -768,6 +821,7 @@ mod tests {
         let out = OUT.replacen("0x56415741e5894855", "0x56415741e5894856", 2);
         let v = judge(
             &image(),
+            None,
             &parse_stops(&out),
             &LogFacts::default(),
             Some(RAM),
@@ -781,6 +835,7 @@ mod tests {
     fn an_image_inside_the_guests_ram_fails() {
         let v = judge(
             &image(),
+            None,
             &parse_stops(OUT),
             &LogFacts::default(),
             Some(&[(0x100000, 0x10000000)]),
@@ -795,7 +850,13 @@ mod tests {
                    00000000500i[SYS   ] bx_pc_system_c::Reset(SOFTWARE) called\n\
                    00000000600i[CPU0  ] Enter to System Management Mode\n\
                    00000000700i[CPU0  ] CPU is in real mode (active)\n";
-        let v = judge(&image(), &parse_stops(OUT), &log_facts(log), Some(RAM));
+        let v = judge(
+            &image(),
+            None,
+            &parse_stops(OUT),
+            &log_facts(log),
+            Some(RAM),
+        );
         let e = v.result().unwrap_err();
         assert!(e.contains("reset 1 time(s)"), "{e}");
         assert!(e.contains("t=500"), "{e}");
@@ -809,6 +870,7 @@ mod tests {
         let cut = OUT.find("Next at t=258962145").unwrap();
         let v = judge(
             &image(),
+            None,
             &parse_stops(&OUT[..cut]),
             &LogFacts::default(),
             Some(RAM),
@@ -826,6 +888,7 @@ mod tests {
         );
         let v = judge(
             &image(),
+            None,
             &parse_stops(&magic),
             &LogFacts::default(),
             Some(RAM),
@@ -838,6 +901,7 @@ mod tests {
         let only_entry = &OUT[..OUT.find("(0) Caught").unwrap()];
         let v = judge(
             &image(),
+            None,
             &parse_stops(only_entry),
             &LogFacts::default(),
             Some(RAM),
@@ -861,7 +925,10 @@ mod tests {
 
     #[test]
     fn dump_commands_follow_the_window() {
-        let plan = Plan { image: image() };
+        let plan = Plan {
+            image: image(),
+            smi_handler: None,
+        };
         let window = [Mapping {
             vstart: WINDOW_BASE,
             vend: WINDOW_BASE + 0x1f_ffff,

@@ -16,6 +16,9 @@
 //!    - The first VM exit: where Vigil's window maps (the page walk through Vigil's host CR3),
 //!      and a first memory view there; the VM-exit breakpoint goes off.
 //!    - A stop at the end address in the guest's context: let go.
+//!    - A stop at the SMI handler's entry (SMBASE + 0x8000, a physical breakpoint set at the
+//!      first exit) in SMM: the bytes SMM is about to run, read in SMM; outside SMM (the
+//!      guest's own code at that address): let go.
 //!    - The end in Vigil's context, a magic breakpoint (guest code after a reset) or SIGINT (a
 //!      timeout): a memory view at the physical addresses the page walk gave, then `quit`.
 
@@ -80,7 +83,7 @@ impl Session {
 }
 
 /// What every stop asks first.
-const STATE: &str = "ptime\nshow \"cpu0.VMX.in_vmx\"\nshow \"cpu0.VMX.in_vmx_guest\"\ncreg\nr\n";
+const STATE: &str = "ptime\nshow \"cpu0.VMX.in_vmx\"\nshow \"cpu0.VMX.in_vmx_guest\"\nshow \"cpu0.in_smm\"\ncreg\nr\n";
 
 /// Runs the session until Bochs quits or goes away.
 pub fn drive(to: ChildStdin, from: ChildStdout, transcript: File, plan: &Plan) {
@@ -99,9 +102,22 @@ pub fn drive(to: ChildStdin, from: ChildStdout, transcript: File, plan: &Plan) {
     let mut next = format!("d 1\nvmexitbp\nlb {finish:#x}\ncontinue\n{STATE}");
     let mut window: Vec<Mapping> = Vec::new();
     let mut exits_on = true;
+    let mut smm_entry: Option<u64> = None;
     loop {
         let Some(stop) = s.stop(&next) else { return };
         let vigil = stop.in_vigil_context();
+        if stop.in_smm == Some(true) && smm_entry.is_some() {
+            // SMM at the handler's entry: what it is about to run, read in SMM (SMRAM).
+            let at = smm_entry.unwrap_or(0);
+            let len = plan.smi_handler.as_ref().map_or(64, |h| h.len());
+            if s.exchange(&format!("xp /{}gx {at:#x}\n", len.div_ceil(8)))
+                .is_none()
+            {
+                return;
+            }
+            next = format!("continue\n{STATE}");
+            continue;
+        }
         if vigil {
             let Some(text) = s.exchange("info tab\n") else {
                 return;
@@ -116,13 +132,29 @@ pub fn drive(to: ChildStdin, from: ChildStdout, transcript: File, plan: &Plan) {
         }
         match stop.reason {
             Some(Reason::VmExit) if exits_on => {
-                // The first VM exit: a first view of the image, then no more VM-exit stops.
+                // The first VM exit: a first view of the image, then no more VM-exit stops; a
+                // stop wherever SMM would start running (SMBASE + 0x8000, SDM Vol. 3C 32.5.1).
                 exits_on = false;
                 let dump = plan.dump_commands(&window);
                 if s.exchange(&dump).is_none() {
                     return;
                 }
-                next = format!("vmexitbp\ncontinue\n{STATE}");
+                let Some(text) = s.exchange("show \"cpu0.smbase\"\n") else {
+                    return;
+                };
+                let smbase = parse_stops(&format!("ptime: 0\n{text}"))
+                    .pop()
+                    .and_then(|t| t.smbase);
+                next = String::from("vmexitbp\n");
+                if let Some(b) = smbase {
+                    smm_entry = Some(b + 0x8000);
+                    next.push_str(&format!("pb {:#x}\n", b + 0x8000));
+                }
+                next.push_str(&format!("continue\n{STATE}"));
+            }
+            Some(Reason::Breakpoint(a)) if Some(a) == smm_entry => {
+                // The guest's own code at that physical address, outside SMM.
+                next = format!("continue\n{STATE}");
             }
             Some(Reason::Breakpoint(a)) if a == finish && !vigil => {
                 // The guest's own code at Vigil's end address.
