@@ -97,8 +97,8 @@ impl FakeFunction {
     }
 }
 
-/// The fake machine's PCI bus: Bochs' default i440FX machine (host bridge, PIIX3 ISA and IDE,
-/// PIIX4 power management) and a network card that masters the bus.
+/// The fake machine's PCI bus: Bochs' default i440FX machine (host bridge, PIIX3 ISA, IDE and
+/// USB, PIIX4 power management) and a network card that masters the bus.
 #[derive(Clone)]
 pub struct FakePci {
     pub address: u32,
@@ -106,6 +106,7 @@ pub struct FakePci {
 }
 
 pub const FAKE_BM_BASE: u16 = 0xC000;
+pub const FAKE_USB_BASE: u16 = 0xC020;
 pub const FAKE_PM_BASE: u16 = 0xB000;
 pub const FAKE_NIC_MEM: u32 = 0xFEBC_0000;
 
@@ -122,6 +123,10 @@ impl Default for FakePci {
         ide.io_bar(0x20, 16, u32::from(FAKE_BM_BASE));
         ide.config[4] = 0x05;
         functions.insert((0, 1, 1), ide);
+        let mut usb = FakeFunction::new(0x8086, 0x7020, 0x0C_0300);
+        usb.io_bar(0x20, 32, u32::from(FAKE_USB_BASE));
+        usb.config[4] = 0x05;
+        functions.insert((0, 1, 2), usb);
         let mut pm = FakeFunction::new(0x8086, 0x7113, 0x06_8000);
         pm.set32(0x40, u32::from(FAKE_PM_BASE) | 1);
         pm.set32(0x90, 0xB100 | 1);

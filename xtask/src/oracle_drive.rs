@@ -16,7 +16,7 @@
 //!    - The first VM exit: where Vigil's window maps (the page walk through Vigil's host CR3),
 //!      and a first memory view there; the VM-exit breakpoint goes off.
 //!    - A stop at the end address in the guest's context: let go.
-//!    - A stop at the SMI handler's entry (SMBASE + 0x8000, a physical breakpoint set at the
+//!    - A stop at the SMI handler's entry (SMBASE + 0x8000, a linear breakpoint set at the
 //!      first exit) in SMM: the bytes SMM is about to run, read in SMM; outside SMM (the
 //!      guest's own code at that address): let go.
 //!    - The end in Vigil's context, a magic breakpoint (guest code after a reset) or SIGINT (a
@@ -27,6 +27,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, ChildStdout};
 
 use crate::oracle::{parse_stops, Mapping, Plan, Reason, Stop};
+
+/// How long the SMI handler's first instruction may be, for the breakpoints on its second.
+const SMM_FIRST_INSTRUCTION_MAX: u64 = 8;
 
 /// The first marker value; each exchange uses the next.
 const MARKER_BASE: u64 = 0x7A1E_0000;
@@ -147,12 +150,22 @@ pub fn drive(to: ChildStdin, from: ChildStdout, transcript: File, plan: &Plan) {
                     .and_then(|t| t.smbase);
                 next = String::from("vmexitbp\n");
                 if let Some(b) = smbase {
+                    // Linear: SMM starts with paging off and CS.base = SMBASE, so its first
+                    // fetch is at linear SMBASE + 0x8000. (A physical breakpoint would make
+                    // Bochs translate every instruction's address.) Bochs checks breakpoints
+                    // before the next instruction at the end of each one, so the first
+                    // instruction after the SMI is never stopped at: the breakpoints cover
+                    // where the second one can start.
                     smm_entry = Some(b + 0x8000);
-                    next.push_str(&format!("pb {:#x}\n", b + 0x8000));
+                    for second in 1..=SMM_FIRST_INSTRUCTION_MAX {
+                        next.push_str(&format!("lb {:#x}\n", b + 0x8000 + second));
+                    }
                 }
                 next.push_str(&format!("continue\n{STATE}"));
             }
-            Some(Reason::Breakpoint(a)) if Some(a) == smm_entry => {
+            Some(Reason::Breakpoint(a))
+                if smm_entry.is_some_and(|e| (e + 1..=e + SMM_FIRST_INSTRUCTION_MAX).contains(&a)) =>
+            {
                 // The guest's own code at that physical address, outside SMM.
                 next = format!("continue\n{STATE}");
             }

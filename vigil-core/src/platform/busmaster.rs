@@ -6,7 +6,8 @@
 //! logs why.
 
 use super::dma::{copy_prd_table, PrdRefusal};
-use super::pci::{Chip, ConfigSpace, Function, BMIBA};
+use super::dma::DmaProtection;
+use super::pci::{Chip, ConfigSpace, Function, BMIBA, USBBA};
 use super::{Device, State};
 use crate::cpu::Cpu;
 use crate::exit::Stop;
@@ -14,6 +15,62 @@ use crate::owners::PortHandler;
 use crate::vcpu::{Host, Vcpu};
 
 const START: u32 = 1 << 0;
+/// UHCI USBCMD bit 0: run/stop (UHCI 1.1, 2.1.1).
+const USB_RUN: u32 = 1 << 0;
+
+/// Where the UHCI host controller's registers are, if its DMA may not run.
+pub(super) fn usb_base<H: Host>(
+    host: &mut H,
+    functions: &[Function],
+    dma: DmaProtection,
+) -> Option<u16> {
+    let usb = functions
+        .iter()
+        .find(|f| f.chip == Chip::PiixUhci && !dma.may_master(f))?;
+    let bar = host.config_read(usb.bdf, USBBA, 4);
+    (bar & 1 == 1 && bar & 0xFFE0 != 0).then_some((bar & 0xFFE0) as u16)
+}
+
+/// Stops a UHCI host controller the firmware left running, when its DMA may not run.
+pub(super) fn stop_usb<H: Host>(host: &mut H, functions: &[Function], dma: DmaProtection) {
+    if let Some(base) = usb_base(host, functions, dma) {
+        let cmd = host.port_in(base, 2);
+        if cmd & USB_RUN != 0 {
+            host.port_out(base, 2, cmd & !USB_RUN);
+            log::info!("USB host controller at {base:#x} stopped: its DMA is not mediated");
+        }
+    }
+}
+
+/// USBCMD of a UHCI host controller whose DMA may not run: Bochs' model walks its schedule
+/// (frame list and transfer descriptors, reading and writing them in memory) whenever the run
+/// bit is set, bus-master enable or not — so the run bit never reaches it. Everything else of
+/// the command register does.
+pub(super) fn usb_command<V: Vcpu>(
+    cpu: &mut Cpu<V>,
+    port: u16,
+    size: u8,
+    write: Option<u32>,
+) -> Result<Option<u32>, Stop> {
+    let host = cpu.vcpu.host();
+    let Some(v) = write else {
+        return Ok(Some(host.port_in(port, size)));
+    };
+    let table = &cpu.vm.owners.ports;
+    let base = table
+        .find(PortHandler::Platform(Device::UsbCommand))
+        .and_then(|r| table.current(r))
+        .map_or(port, |r| *r.start());
+    let mut v = v;
+    if port == base && v & USB_RUN != 0 {
+        log::info!(
+            "USB host controller at {base:#x}: the run bit is refused (its DMA is not mediated)"
+        );
+        v &= !USB_RUN;
+    }
+    cpu.vcpu.host().port_out(port, size, v);
+    Ok(None)
+}
 
 /// Where the IDE bus-master block is now (BAR4 of the PIIX IDE function, I/O space).
 pub(super) fn base<H: Host>(host: &mut H, functions: &[Function]) -> Option<u16> {

@@ -104,6 +104,7 @@ fn followed_device(f: Followed) -> Device {
     match f {
         Followed::BusMaster => Device::BusMaster,
         Followed::PmBlock => Device::Pm1Control(false),
+        Followed::UsbHost => Device::UsbCommand,
     }
 }
 
@@ -168,6 +169,7 @@ pub(super) fn data<V: Vcpu>(
     if let Some((which, from, to)) = verdict.moved {
         let (device, span, offset) = match which {
             Followed::BusMaster => (Device::BusMaster, pci::BM_BLOCK_SIZE, 0),
+            Followed::UsbHost => (Device::UsbCommand, 2, 0),
             Followed::PmBlock => match st.pm_block {
                 // PM1a_CNT moves with its block; a block without it moves no trap.
                 Some((_, off)) => (Device::Pm1Control(false), 2, off),
@@ -179,6 +181,7 @@ pub(super) fn data<V: Vcpu>(
             match which {
                 Followed::BusMaster => "the IDE bus-master block",
                 Followed::PmBlock => "the power-management block",
+                Followed::UsbHost => "the USB host controller's registers",
             },
             from.map_or("nowhere".into(), |b| alloc::format!("{b:#x}")),
             to.map_or("nowhere".into(), |b| alloc::format!("{b:#x}"))

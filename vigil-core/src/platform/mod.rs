@@ -64,6 +64,9 @@ pub enum Device {
     ResetRegister,
     /// The IDE bus-master block, wherever BAR4 put it.
     BusMaster,
+    /// A UHCI host controller's command register (USBCMD), wherever BAR4 put it, while its
+    /// DMA may not run.
+    UsbCommand,
 }
 
 /// What Vigil learned about the machine before the guest ran.
@@ -137,6 +140,7 @@ impl Platform {
                 config_port::stop_bus_master(host, f);
             }
         }
+        busmaster::stop_usb(host, &functions, facts.dma);
         let pm_block = acpi::pm_block(host, &functions, &facts.acpi);
         let mtrrs = mtrr::Mtrrs::from_host(&mut |msr| host.rdmsr(msr));
         Platform {
@@ -242,6 +246,15 @@ impl Platform {
                 "the IDE bus master: every transfer runs on a PRD table Vigil copied and checked",
             ));
         }
+        if let Some(base) = busmaster::usb_base(host, &st.functions, self.dma) {
+            rules.push(rule(
+                base,
+                base + 1,
+                Device::UsbCommand,
+                "a UHCI host controller's run bit: its DMA is not mediated, and Bochs' model \
+                 ignores bus-master enable",
+            ));
+        }
         rules
     }
 
@@ -282,6 +295,7 @@ pub fn port_access<V: Vcpu>(
         Device::Pm1Control(b) => acpi::pm1_control(cpu, b, port, size, write),
         Device::ResetRegister => acpi::reset_register(cpu, port, size, write),
         Device::BusMaster => busmaster::access(cpu, st, port, size, write),
+        Device::UsbCommand => busmaster::usb_command(cpu, port, size, write),
     }
 }
 

@@ -101,6 +101,9 @@ pub enum Chip {
     PiixIde,
     /// PIIX4 power management (8086:7113): PMBA 0x40 (64 ports), SMBBA 0x90 (16 ports).
     Piix4Pm,
+    /// PIIX3/PIIX4 USB, a UHCI host controller (8086:7020, 8086:7112): its I/O registers in
+    /// BAR4 (32 ports), USBCMD first (UHCI 1.1, 2.1.1).
+    PiixUhci,
     Other,
 }
 
@@ -112,6 +115,7 @@ impl Chip {
             (0x8086, 0x7000 | 0x7110) => Chip::PiixIsa,
             (0x8086, 0x7010 | 0x7111) => Chip::PiixIde,
             (0x8086, 0x7113) => Chip::Piix4Pm,
+            (0x8086, 0x7020 | 0x7112) => Chip::PiixUhci,
             _ => Chip::Other,
         }
     }
@@ -302,6 +306,9 @@ const SMB_BLOCK_SIZE: u16 = 16;
 /// PIIX IDE BMIBA: BAR4, 16 ports (Intel 290562 5.1.9).
 pub const BMIBA: u8 = 0x20;
 pub const BM_BLOCK_SIZE: u16 = 16;
+/// PIIX USB USBBA: BAR4, 32 ports (Intel 290562 6.1.9).
+pub const USBBA: u8 = 0x20;
+pub const USB_BLOCK_SIZE: u16 = 32;
 
 /// A decoder whose ports Vigil traps and follows when the guest moves it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,6 +317,9 @@ pub enum Followed {
     BusMaster,
     /// The PIIX4 power-management block (PMBA), which holds PM1a_CNT.
     PmBlock,
+    /// A UHCI host controller's registers (BAR4), whose run bit Vigil holds off when its DMA
+    /// may not run.
+    UsbHost,
 }
 
 /// What one configuration register of `f` is, for the policy.
@@ -340,6 +350,12 @@ fn field(f: &Function, reg: u8) -> Field {
             return Field::IoBase {
                 size: BM_BLOCK_SIZE,
                 followed: Some(Followed::BusMaster),
+            }
+        }
+        (Chip::PiixUhci, 0x20..=0x23) => {
+            return Field::IoBase {
+                size: USB_BLOCK_SIZE,
+                followed: Some(Followed::UsbHost),
             }
         }
         (Chip::I440fx | Chip::I440bx, SMRAM) | (Chip::I440bx, 0x73) => return Field::Smram,

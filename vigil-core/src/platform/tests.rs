@@ -5,7 +5,8 @@ use super::pci::Bdf;
 use crate::exit::{Action, Exit, IoAccess, Stop};
 use crate::platform::ResetRegister;
 use crate::testing::{
-    cpu, cpu_on, exit, facts, FakeVcpu, FAKE_BM_BASE, FAKE_NIC_MEM, FAKE_PM_BASE, PM1A, PRD_PAGES,
+    cpu, cpu_on, exit, facts, FakeVcpu, FAKE_BM_BASE, FAKE_NIC_MEM, FAKE_PM_BASE, FAKE_USB_BASE,
+    PM1A, PRD_PAGES,
 };
 use crate::vcpu::Seg;
 use x86_arch::event::Event;
@@ -63,6 +64,7 @@ const HOST: Bdf = Bdf::new(0, 0, 0);
 const IDE: Bdf = Bdf::new(0, 1, 1);
 const PM: Bdf = Bdf::new(0, 1, 3);
 const NIC: Bdf = Bdf::new(0, 2, 0);
+const USB: Bdf = Bdf::new(0, 1, 2);
 const GP: Action = Action::Inject(Event::GP0);
 
 fn device(c: &C, bdf: Bdf) -> &crate::testing::FakeFunction {
@@ -549,4 +551,19 @@ fn misc_enable_may_not_disable_xd_and_unknown_msrs_are_not_written() {
     assert_eq!(wrmsr(&mut c, 0x1F2, 0x400_0006), GP, "SMRR");
     assert_eq!(wrmsr(&mut c, 0x3F1, 1), GP, "PEBS");
     assert_eq!(c.vcpu.host.msr_writes, [(0x1A0, 0x41)]);
+}
+
+#[test]
+fn a_usb_host_controller_whose_dma_is_not_mediated_never_runs() {
+    let mut c = cpu("");
+    assert_eq!(out(&mut c, FAKE_USB_BASE, 2, 0x0081), Action::Advance);
+    assert_eq!(c.vcpu.host.port_log, [(FAKE_USB_BASE, 2, Some(0x0080))], "run bit kept off");
+    // Its registers move; the hold moves with them.
+    config_write(&mut c, USB, 0x20, 4, 0xD041);
+    assert!(c.vm.owners.ports.exits(0xD040) && !c.vm.owners.ports.exits(FAKE_USB_BASE));
+    c.vcpu.host.port_log.clear();
+    out(&mut c, 0xD040, 2, 0x0001);
+    assert_eq!(c.vcpu.host.port_log, [(0xD040, 2, Some(0x0000))]);
+    // Its other registers (the frame list base at +8) are the guest's, untrapped.
+    assert!(!c.vm.owners.ports.exits(0xD048));
 }

@@ -47,10 +47,11 @@ fn the_scan_finds_the_functions_their_chips_and_bar_sizes() {
             (Bdf::new(0, 0, 0), Chip::I440fx),
             (Bdf::new(0, 1, 0), Chip::PiixIsa),
             (IDE, Chip::PiixIde),
+            (Bdf::new(0, 1, 2), Chip::PiixUhci),
             (PM, Chip::Piix4Pm),
             (NIC, Chip::Other),
         ],
-        "function 1 is multi-function; 2 and 3 of device 1 are found, and nothing else"
+        "device 1 is multi-function: its functions 1-3 are found, and nothing else"
     );
     let nic = function(NIC);
     assert_eq!(nic.bars.len(), 2);
