@@ -284,6 +284,13 @@ fn print_statistics(cpu: &Cpu<VmxVcpu>) {
         .stats
         .write_table(&mut table, &vigil_core::exit::kind_name);
     print!("{table}");
+    let (nmis, by_handler) = intel::nmi::counts();
+    if nmis > 0 {
+        println!(
+            "NMIs that arrived while Vigil ran: {nmis}, all delivered to the guest ({by_handler} \
+             injected as they arrived, the rest at the next entry)"
+        );
+    }
 }
 
 fn level_filter(level: LogLevel) -> log::LevelFilter {

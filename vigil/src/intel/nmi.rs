@@ -11,7 +11,7 @@
 //! an NMI, it waits for the next exit.
 
 use super::vcpu::VmxVcpu;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use vmx::exit::InterruptionInfo;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};
 use x86_arch::event::Event;
@@ -21,6 +21,18 @@ use x86_arch::event::Event;
 static PENDING: AtomicBool = AtomicBool::new(false);
 /// Set while the vCPU prepares its entry and enters: the handler may then inject itself.
 static ENTERING: AtomicBool = AtomicBool::new(false);
+/// NMIs taken in VMX root, and how many of them the handler injected itself.
+static TAKEN: AtomicU64 = AtomicU64::new(0);
+static INJECTED_BY_HANDLER: AtomicU64 = AtomicU64::new(0);
+
+/// How many NMIs arrived while Vigil ran, and how many of those the handler injected itself
+/// (the rest waited for the next entry), for the closing statistics.
+pub fn counts() -> (u64, u64) {
+    (
+        TAKEN.load(Ordering::Relaxed),
+        INJECTED_BY_HANDLER.load(Ordering::Relaxed),
+    )
+}
 
 /// Interruptibility state bits (SDM Vol. 3C 25.4.2, Table 25-3).
 const BLOCKING_STI: u64 = 1 << 0;
@@ -52,9 +64,11 @@ fn try_inject(vmcs: &mut RealVmcs) -> bool {
 
 /// Vigil's NMI handler (from the IDT, on the fault stack).
 pub fn taken() {
+    TAKEN.fetch_add(1, Ordering::Relaxed);
     if ENTERING.load(Ordering::SeqCst) && crate::fault::VMCS_LOADED.load(Ordering::Relaxed) {
         let mut vmcs = RealVmcs;
         if try_inject(&mut vmcs) {
+            INJECTED_BY_HANDLER.fetch_add(1, Ordering::Relaxed);
             return;
         }
     }
