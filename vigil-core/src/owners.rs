@@ -534,11 +534,23 @@ fn pass_through(config: &Config) -> Vec<PassThrough> {
             "the microcode revision, written with 0 to be read back"
         ),
         p(0xE7..=0xE8, "MPERF and APERF: counters"),
-        p(0x4E..=0x4E, "PPIN control: whether the inventory number reads"),
-        p(0x140..=0x140, "CPUID faulting: CPUID exits to Vigil anyway, which runs at CPL 0"),
-        p(0x19B..=0x19B, "thermal interrupt control: interrupts through the guest's APIC"),
+        p(
+            0x4E..=0x4E,
+            "PPIN control: whether the inventory number reads"
+        ),
+        p(
+            0x140..=0x140,
+            "CPUID faulting: CPUID exits to Vigil anyway, which runs at CPL 0"
+        ),
+        p(
+            0x19B..=0x19B,
+            "thermal interrupt control: interrupts through the guest's APIC"
+        ),
         p(0x1B0..=0x1B0, "energy/performance bias: a power hint"),
-        p(0x1B2..=0x1B2, "package thermal interrupt control: as the core's"),
+        p(
+            0x1B2..=0x1B2,
+            "package thermal interrupt control: as the core's"
+        ),
         p(
             0x174..=0x176,
             "SYSENTER: switched by the processor at every entry and exit"

@@ -37,3 +37,47 @@ pub fn fadt_facts(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<vigil_core::pl
         table(addr, b"FACP").map(vigil::fadt::parse)
     })
 }
+
+/// The tables the root points to (RSDT or XSDT), by address.
+fn tables(rsdt: Option<u64>, xsdt: Option<u64>) -> impl Iterator<Item = u64> {
+    let (root, entry_size) = match (
+        xsdt.and_then(|a| table(a, b"XSDT")),
+        rsdt.and_then(|a| table(a, b"RSDT")),
+    ) {
+        (Some(x), _) => (x, 8),
+        (None, Some(r)) => (r, 4),
+        _ => (&[][..], 4),
+    };
+    root.get(36..)
+        .unwrap_or(&[])
+        .chunks_exact(entry_size)
+        .map(move |e| {
+            if entry_size == 8 {
+                u64::from_le_bytes(e.try_into().unwrap_or_default())
+            } else {
+                u64::from(u32::from_le_bytes(e.try_into().unwrap_or_default()))
+            }
+        })
+}
+
+/// The MMCONFIG windows (`vigil::mcfg`), with the MCFG table hidden from the guest. Call
+/// before the guest runs.
+pub fn take_mmconfig(rsdt: Option<u64>, xsdt: Option<u64>) -> alloc::vec::Vec<(u64, u64)> {
+    let mut all = alloc::vec::Vec::new();
+    for addr in tables(rsdt, xsdt) {
+        let Some(t) = table(addr, b"MCFG") else {
+            continue;
+        };
+        all.extend(vigil::mcfg::windows(t));
+        // SAFETY: the firmware's table, identity-mapped and writable, which nothing else uses
+        // while Vigil boots; its length was checked.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, t.len()) };
+        vigil::mcfg::hide(bytes);
+    }
+    for (s, e) in &all {
+        log::info!(
+            "PCI Express configuration window [{s:#x}-{e:#x}): taken from the guest (MCFG hidden)"
+        );
+    }
+    all
+}

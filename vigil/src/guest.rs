@@ -175,8 +175,11 @@ pub fn load(
     if let Some(p) = acpi.pm1a_control {
         log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off");
     }
-    let vigil_ranges = [mem::image_range(), mem::pool_range()];
-    let (eptp, eptp_a20) = intel::ept::build(map, &vigil_ranges, caps)?;
+    // Vigil's memory, and the PCI Express configuration windows whose writes would bypass
+    // Vigil's mediation of configuration space: absent from the guest's EPT.
+    let mut absent = alloc::vec![mem::image_range(), mem::pool_range()];
+    absent.extend(acpi::take_mmconfig(rsdt, xsdt));
+    let (eptp, eptp_a20) = intel::ept::build(map, &absent, caps)?;
     Ok(intel::setup::GuestSetup {
         entry,
         gdt: boot_data,

@@ -7,5 +7,6 @@ extern crate alloc;
 
 pub mod fadt;
 pub mod loader;
+pub mod mcfg;
 pub mod memmap;
 pub mod placement;

@@ -164,7 +164,8 @@ pub fn drive(to: ChildStdin, from: ChildStdout, transcript: File, plan: &Plan) {
                 next.push_str(&format!("continue\n{STATE}"));
             }
             Some(Reason::Breakpoint(a))
-                if smm_entry.is_some_and(|e| (e + 1..=e + SMM_FIRST_INSTRUCTION_MAX).contains(&a)) =>
+                if smm_entry
+                    .is_some_and(|e| (e + 1..=e + SMM_FIRST_INSTRUCTION_MAX).contains(&a)) =>
             {
                 // The guest's own code at that physical address, outside SMM.
                 next = format!("continue\n{STATE}");

@@ -5,8 +5,8 @@
 //! RAM, or that names a region that is not, does not start: the engine stays stopped and Vigil
 //! logs why.
 
-use super::dma::{copy_prd_table, PrdRefusal};
 use super::dma::DmaProtection;
+use super::dma::{copy_prd_table, PrdRefusal};
 use super::pci::{Chip, ConfigSpace, Function, BMIBA, USBBA};
 use super::{Device, State};
 use crate::cpu::Cpu;

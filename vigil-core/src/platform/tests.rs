@@ -187,9 +187,12 @@ fn pm1_control_without_slp_en_reaches_the_device() {
     assert_eq!(c.vcpu.host.port_log, [(PM1A, 2, Some(1))]);
 }
 
+/// A port write: port, width, value.
+type Write = (u16, u8, u32);
+
 #[test]
 fn every_reset_path_ends_the_run() {
-    let cases: &[(&str, &[(u16, u8, u32)])] = &[
+    let cases: &[(&str, &[Write])] = &[
         ("0xcf9 hard", &[(0xCF9, 1, 0x06)]),
         ("0xcf9 soft", &[(0xCF9, 1, 0x04)]),
         ("0xcf9 in a word", &[(0xCF8, 2, 0x0600)]),
@@ -557,7 +560,11 @@ fn misc_enable_may_not_disable_xd_and_unknown_msrs_are_not_written() {
 fn a_usb_host_controller_whose_dma_is_not_mediated_never_runs() {
     let mut c = cpu("");
     assert_eq!(out(&mut c, FAKE_USB_BASE, 2, 0x0081), Action::Advance);
-    assert_eq!(c.vcpu.host.port_log, [(FAKE_USB_BASE, 2, Some(0x0080))], "run bit kept off");
+    assert_eq!(
+        c.vcpu.host.port_log,
+        [(FAKE_USB_BASE, 2, Some(0x0080))],
+        "run bit kept off"
+    );
     // Its registers move; the hold moves with them.
     config_write(&mut c, USB, 0x20, 4, 0xD041);
     assert!(c.vm.owners.ports.exits(0xD040) && !c.vm.owners.ports.exits(FAKE_USB_BASE));
