@@ -912,6 +912,41 @@ mod tests {
             .contains("no stop in Vigil's context"));
     }
 
+    /// An SMM entry, the stop the driver makes just past the handler's first instruction (in
+    /// SMM), and what it read there.
+    fn with_smm_stop(handler_bytes: &str) -> String {
+        OUT.replacen(
+            "(0) Breakpoint 2, 0xffffffff8001d640 in ?? ()\nNext at t=7000",
+            &format!(
+                "(0) Breakpoint 3, 0x00000000000a8003 in ?? ()\nNext at t=6000\nptime: 6000\n\
+                 in_vmx = false\nin_vmx_guest = false\nin_smm = true\n\
+                 0x00000000000a8000 <bogus+       0>:\t{handler_bytes}\n\
+                 (0) Breakpoint 2, 0xffffffff8001d640 in ?? ()\nNext at t=7000"
+            ),
+            1,
+        )
+    }
+
+    #[test]
+    fn an_smm_entry_passes_only_if_it_ran_the_firmwares_handler() {
+        let rom = [0x90u8, 0x90, 0xBA, 0xB2, 0x00, 0xEC, 0x3C, 0xF0, 0x0F, 0xAA, 0x90];
+        let handler = smi_handler(&rom).unwrap();
+        assert_eq!(handler, [0xBA, 0xB2, 0x00, 0xEC, 0x3C, 0xF0, 0x0F, 0xAA]);
+        let log = log_facts("00000005500i[CPU0  ] Enter to System Management Mode\n");
+        let firmware = with_smm_stop("0xaa0ff03cec00b2ba");
+        let v = judge(&image(), Some(&handler), &parse_stops(&firmware), &log, Some(RAM));
+        assert!(v.result().is_ok(), "{v:?}");
+        assert!(v.facts.iter().any(|f| f.contains("firmware's SMI handler")));
+        // Other bytes at the entry, no stop at all, or no known handler: the entry fails.
+        let planted = with_smm_stop("0x90909090deadbeef");
+        let v = judge(&image(), Some(&handler), &parse_stops(&planted), &log, Some(RAM));
+        assert!(v.result().unwrap_err().contains("cannot vouch for"));
+        let v = judge(&image(), Some(&handler), &parse_stops(OUT), &log, Some(RAM));
+        assert!(v.result().is_err());
+        let v = judge(&image(), None, &parse_stops(&firmware), &log, Some(RAM));
+        assert!(v.result().is_err());
+    }
+
     #[test]
     fn the_guests_map_is_read_from_its_lines() {
         let com1 = "hostile: memory map: usable [0x0-0x9fc00)\nPASS x\n\
