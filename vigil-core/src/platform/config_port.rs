@@ -176,7 +176,9 @@ pub(super) fn data<V: Vcpu>(
                 None => return Ok(None),
             },
         };
-        log::info!(
+        // Debug: OSes move decoders routinely (BAR sizing writes all ones), and a line on the
+        // console costs the guest emulated time.
+        log::debug!(
             "pci {bdf}: the guest moved {} from {} to {}: its trap follows",
             match which {
                 Followed::BusMaster => "the IDE bus-master block",
