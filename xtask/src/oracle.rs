@@ -929,17 +929,31 @@ mod tests {
 
     #[test]
     fn an_smm_entry_passes_only_if_it_ran_the_firmwares_handler() {
-        let rom = [0x90u8, 0x90, 0xBA, 0xB2, 0x00, 0xEC, 0x3C, 0xF0, 0x0F, 0xAA, 0x90];
+        let rom = [
+            0x90u8, 0x90, 0xBA, 0xB2, 0x00, 0xEC, 0x3C, 0xF0, 0x0F, 0xAA, 0x90,
+        ];
         let handler = smi_handler(&rom).unwrap();
         assert_eq!(handler, [0xBA, 0xB2, 0x00, 0xEC, 0x3C, 0xF0, 0x0F, 0xAA]);
         let log = log_facts("00000005500i[CPU0  ] Enter to System Management Mode\n");
         let firmware = with_smm_stop("0xaa0ff03cec00b2ba");
-        let v = judge(&image(), Some(&handler), &parse_stops(&firmware), &log, Some(RAM));
+        let v = judge(
+            &image(),
+            Some(&handler),
+            &parse_stops(&firmware),
+            &log,
+            Some(RAM),
+        );
         assert!(v.result().is_ok(), "{v:?}");
         assert!(v.facts.iter().any(|f| f.contains("firmware's SMI handler")));
         // Other bytes at the entry, no stop at all, or no known handler: the entry fails.
         let planted = with_smm_stop("0x90909090deadbeef");
-        let v = judge(&image(), Some(&handler), &parse_stops(&planted), &log, Some(RAM));
+        let v = judge(
+            &image(),
+            Some(&handler),
+            &parse_stops(&planted),
+            &log,
+            Some(RAM),
+        );
         assert!(v.result().unwrap_err().contains("cannot vouch for"));
         let v = judge(&image(), Some(&handler), &parse_stops(OUT), &log, Some(RAM));
         assert!(v.result().is_err());

@@ -2,8 +2,8 @@
 //! XSETBV, absent MSRs, INVD, UD2) must pass both ways, since the guest must see exactly what a
 //! processor without a hypervisor would do, and Vigil must end normally.
 //!
-//! Its platform attacks (docs/security.md: A20, SMM, resets and sleep, local APIC relocation,
-//! PCI configuration, MSRs, port widths, NMIs) run bare — the reference, which must pass — and
+//! Its platform attacks (docs/security.md: A20, SMM, DMA, resets and sleep, local APIC
+//! relocation, PCI configuration, MSRs, port widths, NMIs) run bare — the reference, which must pass — and
 //! under Vigil, where after every run the emulator-side oracle (oracle.rs) compares Vigil's code
 //! and read-only data in the emulator's memory with its ELF and reads Bochs' log for resets and
 //! SMM entries. The non-destructive attacks share one run; each attack that can end the machine
