@@ -15,13 +15,15 @@ use crate::vcpu::Vcpu;
 use alloc::boxed::Box;
 use x86_arch::event::Event;
 
-/// What every vCPU shares, fixed after boot.
+/// What every vCPU shares: the configuration, the ownership table (fixed after boot but for
+/// the decoders Vigil follows), and the platform Vigil owns.
 #[derive(Debug)]
 pub struct Vm {
     pub config: Config,
     pub owners: Owners,
     /// The vCPUs' meeting points: holds, the end of the run, nested-table changes.
     pub smp: Smp,
+    pub platform: crate::platform::Platform,
 }
 
 /// Events between exits.

@@ -327,6 +327,24 @@ pub trait Vcpu {
         paging::translate(&read, &self.paging_regs(), linear, access)
     }
 
+    // --- The platform ------------------------------------------------------------------
+
+    /// Opens or closes the guest's A20 gate (`crate::platform`): with it closed, a
+    /// guest-physical address with bit 20 set, in the range the backend emulates, reaches the
+    /// page one megabyte lower — never Vigil's memory, and never by masking a host-physical
+    /// address. False if the backend cannot emulate a closed gate.
+    fn set_a20(&mut self, _open: bool) -> bool {
+        false
+    }
+    /// Makes the backend's I/O filter agree with `table` for `ports` again (a decoder Vigil
+    /// follows moved, so its ports' rules changed).
+    fn refresh_io_traps(
+        &mut self,
+        _table: &crate::owners::PortTable,
+        _ports: core::ops::RangeInclusive<u16>,
+    ) {
+    }
+
     // --- Nested paging (the debugger's breakpoints and watchpoints) ------------------------
 
     /// Sets the nested-paging permissions of the 4-KiB guest-physical page at `page`

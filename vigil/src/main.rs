@@ -31,6 +31,8 @@ use vigil_core::config::{Config, LogLevel};
 use vigil_core::cpu::{Cpu, Vm};
 use vigil_core::debugger::arch::Layout;
 use vigil_core::owners::Owners;
+use vigil_core::platform::acpi::Acpi;
+use vigil_core::platform::{DmaProtection, Facts, GuestMemory, Platform, PrdPage};
 use vigil_core::time::Time;
 
 const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
@@ -127,12 +129,18 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     let setup = guest::load(&modules, &map, rsdt, xsdt, &caps)?;
     intel::vmxon(&caps)?;
     let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
-    // What every vCPU shares: the configuration, the one table of owned ports and MSRs (from
-    // which the bitmaps are built) and the vCPUs' meeting points.
-    let owners = Owners::build(&config, setup.pm1a_control, &intel::setup::VMX_MSRS);
+    // What every vCPU shares: the configuration, the platform Vigil owns, the one table of owned
+    // ports and MSRs (from which the bitmaps are built) and the vCPUs' meeting points.
+    let platform = take_platform(&map, setup.acpi)?;
+    let owners = Owners::build(
+        &config,
+        &platform.port_rules(&mut host::HostCpu),
+        &intel::setup::VMX_MSRS,
+    );
     let vm: &'static Vm = Box::leak(Box::new(Vm {
         config,
         owners,
+        platform,
         smp: vigil_core::smp::Smp::new(processors.count),
     }));
     let config = &vm.config;
@@ -224,6 +232,43 @@ pub(crate) type Debug = vigil_core::debugger::exits::Shared<VmxVcpu, debugger::C
 /// Runs one VMX vCPU on this processor until the run ends (`smp::run_vcpu`).
 pub(crate) fn run_vcpu(cpu: Cpu<VmxVcpu>, debug: Option<&'static Debug>) -> ! {
     smp::run_vcpu(cpu, debug)
+}
+
+/// Takes the platform before the guest runs (`vigil_core::platform`): PCI scanned, SMRAM
+/// locked, unmediated bus masters stopped; the guest's RAM, Vigil's memory, the FADT's facts
+/// and two pages for DMA mediation as what it judges the guest's accesses by.
+fn take_platform(map: &MemoryMap, acpi: Acpi) -> Result<Platform, String> {
+    let (image, pool) = (mem::image_range(), mem::pool_range());
+    // The ISA DMA controller addresses 24 bits (page register and address, Bochs
+    // iodev/dma.cc, Intel 8237A): Vigil above 16 MiB is out of its reach.
+    if image.0 < 1 << 24 {
+        return Err(format!(
+            "Vigil's memory at {:#x} is within the ISA DMA controller's 16 MiB: this machine has              too little RAM for Vigil to be out of its reach",
+            image.0
+        ));
+    }
+    let ram = map
+        .ram()
+        .map(|r| (r.start, r.end))
+        .collect::<alloc::vec::Vec<_>>();
+    let mut prd_pages = [None, None];
+    for slot in &mut prd_pages {
+        let phys = mem::alloc_frames(1).ok_or("out of memory for the DMA mediation pages")?;
+        // SAFETY: a fresh frame of Vigil's pool, identity-mapped and below 4 GiB, that only the
+        // platform layer uses from now on.
+        *slot = Some(PrdPage {
+            phys: phys as u32,
+            bytes: unsafe { &mut *(phys as *mut [u8; 4096]) },
+        });
+    }
+    let facts = Facts {
+        memory: GuestMemory::new(ram, alloc::vec![image, pool]),
+        acpi,
+        // Bochs has no IOMMU; on a machine with one, VT-d would confine DMA instead.
+        dma: DmaProtection::Mediated,
+        prd_pages,
+    };
+    Ok(Platform::take(&mut host::HostCpu, facts))
 }
 
 /// Sizes Vigil's memory for this machine, moves the image to the top of RAM below 4 GiB with the

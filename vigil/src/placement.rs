@@ -27,6 +27,14 @@ pub const AP_FRAMES: u64 = AP_STACK_FRAMES + 2;
 /// Each further processor's heap: its exit statistics (about 470 KiB: `vigil_core::stats`) and
 /// its debugger state.
 pub const AP_HEAP: u64 = 512 << 10;
+/// How much of the physical address space the guest's closed A20 gate is emulated for
+/// (`intel::ept`): 16 MiB, the 286's whole address space.
+pub const A20_EMULATED: u64 = 16 << 20;
+/// The A20 view's own tables beyond the second EPT: a page table per 2 MiB of the emulated
+/// range, and a page directory for it.
+pub const A20_FRAMES: u64 = A20_EMULATED / MIB2 + 1;
+/// The platform's pages: one PRD copy per IDE channel (`vigil_core::platform::dma`).
+pub const PLATFORM_FRAMES: u64 = 2;
 
 /// The largest EPT leaf the processor supports (SDM Vol. 3D A.10), as a paging level:
 /// 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB.
@@ -158,7 +166,14 @@ pub fn needs(map: &MemoryMap, image: u64, m: &Machine, extra_edges: &[u64]) -> N
     Needs {
         image,
         heap: HEAP_SIZE + aps * AP_HEAP,
-        frames: VMX_FRAMES + DEBUGGER_FRAMES + identity + ept + aps * AP_FRAMES,
+        // Two EPTs: the guest's, and its view with A20 closed.
+        frames: VMX_FRAMES
+            + DEBUGGER_FRAMES
+            + PLATFORM_FRAMES
+            + identity
+            + 2 * ept
+            + A20_FRAMES
+            + aps * AP_FRAMES,
     }
 }
 

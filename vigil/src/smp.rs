@@ -280,6 +280,7 @@ fn finish(vm: &'static Vm, me: usize, stop: Stop) -> ! {
     print_statistics(vm);
     end_run(match stop {
         Stop::PowerOff => Outcome::Ok,
+        Stop::Reset => Outcome::Reset,
         Stop::Failed(why) => Outcome::Failed(why),
         Stop::Elsewhere => unreachable!("handled above"),
     })
@@ -291,4 +292,11 @@ fn print_statistics(vm: &Vm) {
     let mut table = String::new();
     let _ = vigil_core::stats::write_tables(&all, &mut table, &vigil_core::exit::kind_name);
     crate::print!("{table}");
+    let (nmis, by_handler) = crate::intel::nmi::counts();
+    if nmis > 0 {
+        crate::println!(
+            "NMIs that arrived while Vigil ran: {nmis}, all delivered to the guest ({by_handler} \
+             injected as they arrived, the rest at the next entry)"
+        );
+    }
 }

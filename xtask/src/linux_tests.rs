@@ -57,7 +57,7 @@ vigil-linux: done
 const VIGIL_COM2: &str = "\
 Vigil 0.1.0 — Intel VT-x hypervisor
 vigil memory: image [0xfdf3000-0xfebd000), pool [0xfebd000-0xfff0000) — absent from the guest (2036 KiB in all)
-guest requested ACPI sleep (PM1a_CNT <- 0x2001): powering off
+guest requested ACPI sleep (PM1a_CNT at port 0xb004 <- 0x2001: SLP_TYP 0): powering off
 exit statistics:
 reason                             count     total-ticks  median-ticks
 CPUID                                898          237225           264

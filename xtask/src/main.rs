@@ -19,6 +19,7 @@ mod linux;
 mod linux_checks;
 mod linux_material;
 mod oracle;
+mod oracle_drive;
 mod oracle_image;
 mod outcome;
 mod prereqs;

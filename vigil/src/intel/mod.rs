@@ -9,6 +9,7 @@ pub mod checks;
 mod decode;
 pub mod ept;
 pub mod instr;
+pub mod nmi;
 pub mod report;
 pub mod setup;
 pub mod switch;

@@ -29,7 +29,10 @@ pub struct GuestSetup {
     pub gdt: u64,
     /// The EPT pointer (SDM Vol. 3C 25.6.11).
     pub eptp: u64,
-    pub pm1a_control: Option<u16>,
+    /// The EPT pointer of the guest's view with its A20 gate closed (`ept::build`).
+    pub eptp_a20: u64,
+    /// What the FADT says of the fixed hardware Vigil owns.
+    pub acpi: vigil_core::platform::Acpi,
 }
 
 const IA32_PAT: u32 = 0x277;
@@ -192,9 +195,17 @@ fn msr_bitmap(owners: &Owners) -> Result<u64, String> {
     Ok(page)
 }
 
+/// The VM's I/O bitmaps, shared by every vCPU: a decoder Vigil follows moves its trap for all
+/// of them at once (`VmxVcpu::refresh_io_traps`).
+static IO_BITMAPS: spin::Once<Result<u64, String>> = spin::Once::new();
+
 /// Fills I/O bitmaps A (ports 0-7FFFH) and B (8000H-FFFFH), two consecutive pages, from the
-/// ownership table (SDM Vol. 3C 25.6.4).
+/// ownership table (SDM Vol. 3C 25.6.4), once per VM.
 fn io_bitmaps(owners: &Owners) -> Result<u64, String> {
+    IO_BITMAPS.call_once(|| new_io_bitmaps(owners)).clone()
+}
+
+fn new_io_bitmaps(owners: &Owners) -> Result<u64, String> {
     let pages = alloc_frames(2).ok_or("out of memory for the I/O bitmaps")?;
     // SAFETY: two fresh zeroed frames from Vigil's pool.
     let bits = unsafe { &mut *(pages as *mut [u8; 8192]) };
@@ -422,6 +433,9 @@ pub fn create_vcpu(
         caps,
         vpid,
         eptp: guest.eptp,
+        eptp_a20: guest.eptp_a20,
+        a20_open: true,
+        io_bitmap: bitmaps.io,
         host: crate::host::HostCpu,
         exit_reason: 0,
         cr0_mask,
