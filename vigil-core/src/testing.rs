@@ -11,7 +11,8 @@ use crate::owners::{MsrHandler, MsrRule, Owner, Owners, IA32_FEATURE_CONTROL};
 use crate::time::tsc::VirtualTsc;
 use crate::time::{EntryTime, Time};
 use crate::vcpu::{
-    msr as m, Activity, Flush, Host, Interruptibility, Mode, Seg, SegAttrs, Segment, Vcpu, Window,
+    msr as m, Activity, Flush, Host, Interruptibility, Mode, Seg, SegAttrs, Segment, TableReg,
+    Vcpu, Window,
 };
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -125,6 +126,7 @@ pub struct FakeVcpu {
     pub efer: u64,
     pub pdptes: Option<[u64; 4]>,
     pub segs: [Segment; 8],
+    pub gdtr: TableReg,
     pub drs: [u64; 8],
     /// The switched MSRs this "backend" holds (VMX's set; EFER is `efer`).
     pub msrs: BTreeMap<u32, u64>,
@@ -183,6 +185,7 @@ impl FakeVcpu {
             efer: EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE,
             pdptes: None,
             segs: [flat(false); 8],
+            gdtr: TableReg::default(),
             drs: [0, 0, 0, 0, 0, 0, DR6_FIXED1, DR7_FIXED1],
             msrs: BTreeMap::new(),
             intr: Interruptibility::default(),
@@ -356,6 +359,9 @@ impl Vcpu for FakeVcpu {
     }
     fn set_segment(&mut self, seg: Seg, value: &Segment) {
         self.segs[seg as usize] = *value;
+    }
+    fn gdtr(&self) -> TableReg {
+        self.gdtr
     }
     fn dr(&self, n: u8) -> u64 {
         self.drs[n as usize & 7]

@@ -90,6 +90,14 @@ pub struct SegAttrs {
     pub unusable: bool,
 }
 
+/// A descriptor-table register: GDTR or IDTR (SDM Vol. 3A 2.4.1, 2.4.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableReg {
+    pub base: u64,
+    /// The limit in bytes: the last valid byte offset.
+    pub limit: u16,
+}
+
 /// The processor mode the guest executes in (SDM Vol. 3A 2.2, 10.8.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -253,6 +261,8 @@ pub trait Vcpu {
     }
     fn segment(&self, seg: Seg) -> Segment;
     fn set_segment(&mut self, seg: Seg, value: &Segment);
+    /// The guest's GDTR (hardware task switches read and write descriptors through it).
+    fn gdtr(&self) -> TableReg;
 
     /// Debug register 0-3, 6 or 7 as the guest sees it.
     fn dr(&self, n: u8) -> u64;

@@ -15,6 +15,7 @@ mod guest_mem;
 mod host;
 mod intel;
 mod mem;
+mod nmi;
 mod percpu;
 mod power;
 mod serial;

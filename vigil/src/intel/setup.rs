@@ -400,6 +400,8 @@ pub fn create_vcpu(
         cr4_mask,
         user_exceptions: config.trap.exceptions,
         mtf_works: false,
+        poll: None,
+        nmi_retry: false,
         phys_bits: (regs::cpuid(0x8000_0008, 0)[0] & 0xFF) as u8,
     };
     vcpu.set_cr0(CR0_PE | CR0_ET);

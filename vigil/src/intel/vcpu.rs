@@ -13,7 +13,8 @@ use vigil_core::exit::Stop;
 use vigil_core::nested::Perms;
 use vigil_core::time::EntryTime;
 use vigil_core::vcpu::{
-    msr as m, Activity, Flush, Interruptibility, Mode, Seg, SegAttrs, Segment, Vcpu, Window,
+    msr as m, Activity, Flush, Interruptibility, Mode, Seg, SegAttrs, Segment, TableReg, Vcpu,
+    Window,
 };
 use vmx::caps::{EntryControls, PinBased, PrimaryProcBased, SecondaryProcBased, VmxCaps};
 use vmx::exit::InterruptionInfo;
@@ -48,6 +49,10 @@ pub struct VmxVcpu {
     pub user_exceptions: u32,
     /// The monitor trap flag was seen to trap (`calibrate::probe_monitor_trap`).
     pub mtf_works: bool,
+    /// The debugger's poll interval for the preemption timer (`set_poll_timer`).
+    pub poll: Option<u64>,
+    /// The preemption timer is armed to retry injecting an NMI Vigil holds for the guest.
+    pub nmi_retry: bool,
     pub phys_bits: u8,
 }
 
@@ -212,6 +217,56 @@ impl VmxVcpu {
     }
 }
 
+/// How soon to try again to inject an NMI the guest could not take at an entry, in host ticks.
+const NMI_RETRY_TICKS: u64 = 1 << 12;
+
+impl VmxVcpu {
+    /// An NMI that arrived while Vigil ran (`crate::nmi`) goes to the guest at this entry if it
+    /// can take one: nothing else injected, no NMI blocking and no STI or MOV SS shadow (SDM
+    /// Vol. 3C 27.3.1.5), not waiting for a SIPI. Otherwise it stays held and the preemption
+    /// timer brings the guest back soon to try again, so that it is late but never lost.
+    fn deliver_held_nmi(&mut self) {
+        if !crate::nmi::take() {
+            if self.nmi_retry {
+                self.nmi_retry = false;
+                self.arm_preemption_timer(self.poll);
+            }
+            return;
+        }
+        let injecting = self.vmcs.read(Field::VmEntryInterruptionInfo) & (1 << 31) != 0;
+        let i = self.interruptibility();
+        if !injecting && !i.nmi && !i.sti && !i.mov_ss && self.activity() != Activity::WaitForSipi {
+            self.inject(&Event::nmi());
+            if self.nmi_retry {
+                self.nmi_retry = false;
+                self.arm_preemption_timer(self.poll);
+            }
+        } else {
+            crate::nmi::note();
+            let retry = self
+                .poll
+                .map_or(NMI_RETRY_TICKS, |p| p.min(NMI_RETRY_TICKS));
+            self.nmi_retry = self.arm_preemption_timer(Some(retry));
+        }
+    }
+
+    /// The VMX-preemption timer, reloaded from its field at every entry; it counts down at the
+    /// TSC rate divided by 2^rate (SDM Vol. 3C 26.5.1). False without one.
+    fn arm_preemption_timer(&mut self, ticks: Option<u64>) -> bool {
+        if !self.caps.has_preemption_timer() {
+            return false;
+        }
+        let bit = PinBased::VMX_PREEMPTION_TIMER.bits() as u64;
+        self.set_bits(Field::PinBasedControls, bit, ticks.is_some());
+        if let Some(t) = ticks {
+            let value = t >> self.caps.misc_preemption_timer_rate();
+            self.vmcs
+                .write(Field::VmxPreemptionTimerValue, value.max(1));
+        }
+        true
+    }
+}
+
 impl Vcpu for VmxVcpu {
     type Host = HostCpu;
 
@@ -222,6 +277,7 @@ impl Vcpu for VmxVcpu {
 
     #[inline(always)]
     fn run(&mut self, time: &EntryTime) -> Result<Exited, Stop> {
+        self.deliver_held_nmi();
         self.regs.hide = time.hide as u64;
         self.regs.deadline = if time.hide { time.deadline } else { 0 };
         self.regs.credit = time.credit;
@@ -413,6 +469,13 @@ impl Vcpu for VmxVcpu {
         self.vmcs.write(ar, ar_encode(&value.attrs));
     }
 
+    fn gdtr(&self) -> TableReg {
+        TableReg {
+            base: self.vmcs.read(Field::GuestGdtrBase),
+            limit: self.vmcs.read(Field::GuestGdtrLimit) as u16,
+        }
+    }
+
     /// DR0-DR3 and DR6 are not switched by VMX, so the host registers are the guest's; DR7
     /// lives in the VMCS (SDM Vol. 3C 28.3.1 with "save debug controls").
     fn dr(&self, n: u8) -> u64 {
@@ -597,20 +660,13 @@ impl Vcpu for VmxVcpu {
         self.set_bits(Field::ExceptionBitmap, bit, on || keep);
     }
 
-    /// The VMX-preemption timer, reloaded from its field at every entry; it counts down at the
-    /// TSC rate divided by 2^rate (SDM Vol. 3C 26.5.1).
+    /// The VMX-preemption timer (a held NMI may shorten it for a while).
     fn set_poll_timer(&mut self, ticks: Option<u64>) -> bool {
-        if !self.caps.has_preemption_timer() {
-            return false;
+        self.poll = ticks;
+        if self.nmi_retry {
+            return self.caps.has_preemption_timer();
         }
-        let bit = PinBased::VMX_PREEMPTION_TIMER.bits() as u64;
-        self.set_bits(Field::PinBasedControls, bit, ticks.is_some());
-        if let Some(t) = ticks {
-            let value = t >> self.caps.misc_preemption_timer_rate();
-            self.vmcs
-                .write(Field::VmxPreemptionTimerValue, value.max(1));
-        }
-        true
+        self.arm_preemption_timer(ticks)
     }
 
     fn report(&mut self, what: &str) {

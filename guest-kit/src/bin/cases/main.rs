@@ -17,10 +17,12 @@ guest_kit::entry!(main);
 
 mod debug;
 mod memory;
+mod tasks;
 mod time;
 
 use debug::*;
 use memory::*;
+use tasks::*;
 use time::*;
 
 static CASES: &[Case] = &[
@@ -32,6 +34,7 @@ static CASES: &[Case] = &[
     Case::new("io-scratch", io_scratch),
     Case::new("io-string", io_string),
     Case::new("single-step", single_step),
+    Case::new("task-switch", task_switches),
     Case::new("multiboot-mmap", multiboot_mmap),
     Case::new("vmcall-ud", vmcall_ud),
     Case::new("tsc-offset", tsc_offset),
