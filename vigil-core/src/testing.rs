@@ -19,6 +19,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use x86_arch::cpuid::Features;
 use x86_arch::event::Event;
 use x86_arch::regs::*;
 
@@ -123,6 +124,7 @@ pub struct FakeVcpu {
     pub cr3: u64,
     pub cr4: u64,
     pub cr4_allowed: u64,
+    pub hidden: Features,
     pub efer: u64,
     pub pdptes: Option<[u64; 4]>,
     pub segs: [Segment; 8],
@@ -182,6 +184,7 @@ impl FakeVcpu {
             cr3: 0x10_0000,
             cr4: CR4_PAE,
             cr4_allowed: 0x3F_FFFF & !(CR4_VMXE | CR4_SMXE),
+            hidden: Features::NONE,
             efer: EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE,
             pdptes: None,
             segs: [flat(false); 8],
@@ -327,6 +330,9 @@ impl Vcpu for FakeVcpu {
     }
     fn cr4_allowed(&self) -> u64 {
         self.cr4_allowed
+    }
+    fn hidden_features(&self) -> Features {
+        self.hidden
     }
     fn set_pdptes(&mut self, pdptes: [u64; 4]) {
         self.pdptes = Some(pdptes);

@@ -17,6 +17,7 @@ use crate::exit::Stop;
 use crate::nested::Perms;
 use crate::time::EntryTime;
 use core::fmt;
+use x86_arch::cpuid::Features;
 use x86_arch::event::Event;
 use x86_arch::paging::{self, Access, GuestTranslation, PageFault, PagingRegs};
 
@@ -244,6 +245,12 @@ pub trait Vcpu {
     fn set_cr4(&mut self, value: u64);
     /// The CR4 bits this guest may set: the processor's, less features hidden from the guest.
     fn cr4_allowed(&self) -> u64;
+    /// Features whose instructions this backend cannot let the guest use (VMX: a control that
+    /// enables them is missing or refused): CPUID hides them, so the guest never meets a #UD
+    /// its CPUID does not explain.
+    fn hidden_features(&self) -> Features {
+        Features::NONE
+    }
     /// The four PAE page-directory-pointer entries, just loaded from the guest's memory and
     /// checked (SDM Vol. 3A 4.4.1): a backend that keeps copies (VMX with EPT, SDM Vol. 3C
     /// 27.3.2.4) takes them; others read them from memory themselves.

@@ -28,6 +28,7 @@ mod scenarios_entry;
 mod scenarios_guests;
 mod scenarios_hostile;
 mod scenarios_time;
+mod scenarios_transparent;
 mod scenarios_traps;
 mod stream;
 mod suite;

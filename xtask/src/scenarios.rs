@@ -175,6 +175,7 @@ pub fn all() -> Vec<Scenario> {
     .chain(crate::scenarios_traps::all())
     .chain(crate::gdb_tests::all())
     .chain(crate::scenarios_guests::all())
+    .chain(crate::scenarios_transparent::all())
     .collect()
 }
 

@@ -599,7 +599,8 @@ mod tests {
                 "linux-5g-bare",
                 "memtest-bare",
                 "lowload-bare",
-                "modules-bare"
+                "modules-bare",
+                "features-sapphire-rapids-bare"
             ]
         );
         // cases-vigil brings its baseline along, which runs first.

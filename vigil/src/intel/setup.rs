@@ -19,6 +19,7 @@ use vigil_core::vcpu::Vcpu;
 use vmx::caps::*;
 use vmx::regs::*;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};
+use x86_arch::cpuid::{Feature, Features};
 
 /// Where the guest starts and what it owns.
 pub struct GuestSetup {
@@ -53,8 +54,9 @@ pub static VMX_MSRS: [MsrRule; 2] = [
     },
 ];
 
-/// Every control word, fitted to the processor, with a line for each feature it lacks.
-fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
+/// Every control word, fitted to the processor, with a line for each feature it lacks; and the
+/// CPUID features the guest must not be shown because their instructions are not enabled.
+fn controls(caps: &VmxCaps, config: &Config) -> Result<([u32; 5], Features), String> {
     let mut primary = PrimaryProcBased::USE_MSR_BITMAPS
         | PrimaryProcBased::USE_IO_BITMAPS
         | PrimaryProcBased::ACTIVATE_SECONDARY_CONTROLS;
@@ -82,21 +84,24 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
             primary |= bit;
         }
     }
-    // Secondary controls the guest needs whenever its CPUID advertises the feature, or it gets
-    // #UD for RDTSCP, INVPCID and XSAVES (SDM Vol. 3C 26.3).
     let mut secondary = SecondaryProcBased::ENABLE_EPT
         | SecondaryProcBased::ENABLE_VPID
         | SecondaryProcBased::UNRESTRICTED_GUEST;
-    let ext = regs::cpuid(0x8000_0001, 0);
-    if ext[3] & (1 << 27) != 0 {
-        secondary |= SecondaryProcBased::ENABLE_RDTSCP;
-    }
-    if regs::cpuid(0, 0)[0] >= 7 && regs::cpuid(7, 0)[1] & (1 << 10) != 0 {
-        secondary |= SecondaryProcBased::ENABLE_INVPCID;
-    }
-    if regs::cpuid(0, 0)[0] >= 0xD && regs::cpuid(0xD, 1)[0] & (1 << 3) != 0 {
-        secondary |= SecondaryProcBased::ENABLE_XSAVES_XRSTORS;
-    }
+    // --- Instructions the guest may use (begin): every gated feature the host shows gets its
+    // enable control (SDM Vol. 3C 26.3), or CPUID hides it. UMWAIT and TPAUSE exit while RDTSC
+    // exits (SDM Vol. 3C 26.1.3), and Vigil does not emulate a wait in virtual time: with RDTSC
+    // exiting, WAITPKG is hidden.
+    let rdtsc_exits = adjust(caps.procbased, primary)
+        .value
+        .contains(PrimaryProcBased::RDTSC_EXITING);
+    let refused = if rdtsc_exits {
+        Features::of(&[Feature::Waitpkg])
+    } else {
+        Features::NONE
+    };
+    let (gated, hidden) = instruction_controls(caps.procbased2, host_features(), refused);
+    secondary |= gated;
+    // --- Instructions the guest may use (end).
     if matches!(config.tsc, TscMode::Scale(..)) && caps.has_tsc_scaling() {
         secondary |= SecondaryProcBased::USE_TSC_SCALING;
     }
@@ -162,13 +167,31 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
     if let Some((_, what)) = required.iter().find(|(missing, _)| *missing) {
         return Err(format!("this processor lacks {what}, which Vigil requires"));
     }
-    Ok([
-        pin.value.bits(),
-        primary.value.bits(),
-        secondary.value.bits(),
-        exit.value.bits(),
-        entry.value.bits(),
-    ])
+    Ok((
+        [
+            pin.value.bits(),
+            primary.value.bits(),
+            secondary.value.bits(),
+            exit.value.bits(),
+            entry.value.bits(),
+        ],
+        hidden,
+    ))
+}
+
+/// The gated features the host's CPUID reports.
+fn host_features() -> Features {
+    let mut shows = Features::NONE;
+    let max = regs::cpuid(0, 0)[0];
+    let max_ext = regs::cpuid(0x8000_0000, 0)[0];
+    for (_, feature) in INSTRUCTION_CONTROLS {
+        let at = feature.location();
+        let present = if at.leaf >= 0x8000_0000 { max_ext } else { max };
+        if at.leaf <= present && at.is_set(&regs::cpuid(at.leaf, at.subleaf.unwrap_or(0))) {
+            shows.insert(feature);
+        }
+    }
+    shows
 }
 
 /// Fills an MSR bitmap page from the ownership table (SDM Vol. 3C 25.6.9): read bitmaps for
@@ -213,7 +236,13 @@ pub fn create_vcpu(
     cpu: &crate::percpu::PerCpu,
 ) -> Result<(VmxVcpu, VirtualTsc), String> {
     let config = &vm.config;
-    let [pin, primary, secondary, exit, entry] = controls(&caps, config)?;
+    let ([pin, primary, secondary, exit, entry], hidden) = controls(&caps, config)?;
+    for f in hidden.iter() {
+        log::info!(
+            "CPUID hides {} from the guest: its instructions are not enabled in VMX non-root operation",
+            f.name()
+        );
+    }
     let vmcs_phys = alloc_frames(1).ok_or("out of memory for the VMCS")?;
     // SAFETY: the region is a fresh frame; its first dword must hold the VMCS revision
     // identifier before VMPTRLD (SDM Vol. 3C 25.2).
@@ -400,6 +429,7 @@ pub fn create_vcpu(
         cr4_mask,
         user_exceptions: config.trap.exceptions,
         mtf_works: false,
+        hidden,
         poll: None,
         nmi_retry: false,
         phys_bits: (regs::cpuid(0x8000_0008, 0)[0] & 0xFF) as u8,

@@ -19,6 +19,7 @@ use vigil_core::vcpu::{
 use vmx::caps::{EntryControls, PinBased, PrimaryProcBased, SecondaryProcBased, VmxCaps};
 use vmx::exit::InterruptionInfo;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};
+use x86_arch::cpuid::Features;
 use x86_arch::event::Event;
 use x86_arch::regs::*;
 
@@ -49,6 +50,8 @@ pub struct VmxVcpu {
     pub user_exceptions: u32,
     /// The monitor trap flag was seen to trap (`calibrate::probe_monitor_trap`).
     pub mtf_works: bool,
+    /// CPUID features whose instructions the controls leave disabled (`setup::controls`).
+    pub hidden: Features,
     /// The debugger's poll interval for the preemption timer (`set_poll_timer`).
     pub poll: Option<u64>,
     /// The preemption timer is armed to retry injecting an NMI Vigil holds for the guest.
@@ -390,6 +393,10 @@ impl Vcpu for VmxVcpu {
     /// the guest.
     fn cr4_allowed(&self) -> u64 {
         self.caps.cr4_fixed1 & !(CR4_VMXE | CR4_SMXE)
+    }
+
+    fn hidden_features(&self) -> Features {
+        self.hidden
     }
 
     /// With PAE paging outside IA-32e mode and EPT on, VM entry takes the four PDPTEs from the

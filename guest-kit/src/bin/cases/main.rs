@@ -16,17 +16,20 @@ use guest_kit::{fail, harness, multiboot, pass, skip, timer, BootInfo, Case, Out
 guest_kit::entry!(main);
 
 mod debug;
+mod features;
 mod memory;
 mod tasks;
 mod time;
 
 use debug::*;
+use features::*;
 use memory::*;
 use tasks::*;
 use time::*;
 
 static CASES: &[Case] = &[
     Case::new("cpuid-basic", cpuid_basic),
+    Case::new("cpuid-features", cpuid_features),
     Case::new("tsc-monotonic", tsc_monotonic),
     Case::new("rdtscp-aux", rdtscp_aux),
     Case::new("msr-tsc", msr_tsc),
