@@ -293,7 +293,44 @@ pub fn create_vcpu(
     if secondary & SecondaryProcBased::USE_TSC_SCALING.bits() != 0 {
         w(&mut v, Field::TscMultiplier, vtsc.multiplier)?;
     }
+    // --- Fields software must initialize (begin). VMCLEAR leaves a VMCS's contents undefined
+    // (SDM Vol. 3C 25.11.3), so every field the processor consults with Vigil's controls gets a
+    // value on purpose:
+    // - #PF exits exactly as exception-bitmap bit 14 says: mask and match 0 (25.6.3).
+    w(&mut v, Field::PageFaultErrorCodeMask, 0)?;
+    w(&mut v, Field::PageFaultErrorCodeMatch, 0)?;
+    // - No CR3-target values: with CR3-load exiting, every MOV to CR3 exits (25.6.7).
+    w(&mut v, Field::Cr3TargetCount, 0)?;
+    for f in [
+        Field::Cr3TargetValue0,
+        Field::Cr3TargetValue1,
+        Field::Cr3TargetValue2,
+        Field::Cr3TargetValue3,
+    ]
+    .into_iter()
+    .take(caps.misc_cr3_targets() as usize)
+    {
+        w(&mut v, f, 0)?;
+    }
+    // - No MSR lists: VMX switches the MSRs Vigil needs through its controls (25.7.2, 25.8.2).
+    w(&mut v, Field::VmExitMsrStoreCount, 0)?;
+    w(&mut v, Field::VmExitMsrLoadCount, 0)?;
+    w(&mut v, Field::VmEntryMsrLoadCount, 0)?;
+    // - Nothing to inject at the first entry (25.8.3): the valid bit is 0.
+    w(&mut v, Field::VmEntryInterruptionInfo, 0)?;
+    w(&mut v, Field::VmEntryExceptionErrorCode, 0)?;
+    w(&mut v, Field::VmEntryInstructionLength, 0)?;
+    // - XSAVES and XRSTORS never exit for a component of IA32_XSS (25.6, "XSS-Exiting Bitmap").
+    if secondary & SecondaryProcBased::ENABLE_XSAVES_XRSTORS.bits() != 0 {
+        w(&mut v, Field::XssExitingBitmap, 0)?;
+    }
+    // - Not a shadow VMCS, and no VMCS behind it (25.4.2).
     w(&mut v, Field::VmcsLinkPointer, u64::MAX)?;
+    // Fields of controls Vigil leaves 0 (TPR shadow, APIC virtualization, PAUSE-loop exiting,
+    // VM functions, VMCS shadowing, ENCLS/ENCLV/PCONFIG exiting, PML, #VE, the secondary exit
+    // controls) are not consulted; the SMM executive-VMCS pointer serves only the dual-monitor
+    // treatment, which Vigil does not use. The preemption timer's value is written whenever
+    // the timer is armed (`VmxVcpu::arm_preemption_timer`). Fields software must initialize (end).
     // The guest/host masks give Vigil the CR bits VMX pins, so the guest reads back what it
     // wrote (its read shadow) and any attempt to change them exits for emulation.
     let unrestricted = secondary & SecondaryProcBased::UNRESTRICTED_GUEST.bits() != 0;
