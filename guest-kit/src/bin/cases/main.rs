@@ -47,6 +47,7 @@ static CASES: &[Case] = &[
     Case::new("tsc-hold", tsc_hold),
     Case::new("tsc-offset-exact", tsc_offset_exact),
     Case::new("tsc-deadline", tsc_deadline),
+    Case::new("tsc-deadline-past", tsc_deadline_past),
     Case::new("tsc-adjust", tsc_adjust),
     Case::new("isolation", isolation),
     Case::new("modules", modules),
