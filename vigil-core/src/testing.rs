@@ -26,6 +26,8 @@ use x86_arch::regs::*;
 /// Guest RAM of the fake: 2 MiB from address 0.
 pub const RAM: usize = 2 << 20;
 pub const PM1A: u16 = 0xB004;
+/// Device memory of the fake from here up is ROM: writes are ignored.
+pub const ROM: u64 = 0x30_0000;
 
 #[derive(Default)]
 pub struct FakeHost {
@@ -140,6 +142,11 @@ pub struct FakeVcpu {
     pub activity: Activity,
     pub flushes: Vec<Flush>,
     pub mem: Vec<u8>,
+    /// Device memory beyond RAM: (address, byte); an absent byte reads 0xFF. Addresses from
+    /// `ROM` up ignore writes, as a ROM does.
+    pub mmio: BTreeMap<u64, u8>,
+    /// Every device access: (address, length, written).
+    pub mmio_log: Vec<(u64, usize, bool)>,
     pub perms: BTreeMap<u64, Perms>,
     pub tsc_offset: u64,
     pub rdtsc_exit: bool,
@@ -199,6 +206,8 @@ impl FakeVcpu {
             activity: Activity::Active,
             flushes: Vec::new(),
             mem: alloc::vec![0; RAM],
+            mmio: BTreeMap::new(),
+            mmio_log: Vec::new(),
             perms: BTreeMap::new(),
             tsc_offset: 0,
             rdtsc_exit: false,
@@ -440,6 +449,38 @@ impl Vcpu for FakeVcpu {
             }
             _ => false,
         }
+    }
+    fn read_mmio(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
+        if gpa < RAM as u64
+            || self
+                .host
+                .vigil_range(0)
+                .is_some_and(|(s, e)| gpa < e && gpa + buf.len() as u64 > s)
+        {
+            return false;
+        }
+        self.mmio_log.push((gpa, buf.len(), false));
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = self.mmio.get(&(gpa + i as u64)).copied().unwrap_or(0xFF);
+        }
+        true
+    }
+    fn write_mmio(&mut self, gpa: u64, bytes: &[u8]) -> bool {
+        if gpa < RAM as u64
+            || self
+                .host
+                .vigil_range(0)
+                .is_some_and(|(s, e)| gpa < e && gpa + bytes.len() as u64 > s)
+        {
+            return false;
+        }
+        self.mmio_log.push((gpa, bytes.len(), true));
+        if gpa < ROM {
+            for (i, b) in bytes.iter().enumerate() {
+                self.mmio.insert(gpa + i as u64, *b);
+            }
+        }
+        true
     }
     fn phys_addr_bits(&self) -> u8 {
         40

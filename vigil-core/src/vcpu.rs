@@ -307,6 +307,18 @@ pub trait Vcpu {
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool;
     /// Copies `bytes` into guest RAM; false (nothing written) if any byte is not guest RAM.
     fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> bool;
+    /// A data access the guest makes to memory that is not RAM — device memory such as the
+    /// VGA window, a ROM, a device's registers — done on its behalf as one access of
+    /// `buf.len()` bytes (1, 2, 4 or 8) at the same physical address, so the device sees
+    /// what the guest's own access would have given it. False where the guest's access would
+    /// fault: Vigil's memory, or addresses the backend cannot reach. The default reaches none.
+    fn read_mmio(&mut self, _gpa: u64, _buf: &mut [u8]) -> bool {
+        false
+    }
+    /// The same for a write (a ROM ignores it, as it would the guest's own).
+    fn write_mmio(&mut self, _gpa: u64, _bytes: &[u8]) -> bool {
+        false
+    }
     /// Physical-address width of the guest (MAXPHYADDR).
     fn phys_addr_bits(&self) -> u8;
 
