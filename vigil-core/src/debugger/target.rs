@@ -42,6 +42,9 @@ pub struct DebugTarget<C: GuestCpu> {
     pub step_mechanism: &'static str,
     /// The guest's time mode, for `monitor status`.
     pub time_mode: &'static str,
+    /// Packets gdb sent again because our acknowledgement came late, answered only once
+    /// (`session::Session::feed`); for `monitor status`.
+    pub retransmissions: u64,
 }
 
 impl<C: GuestCpu> DebugTarget<C> {
@@ -53,6 +56,7 @@ impl<C: GuestCpu> DebugTarget<C> {
             request: None,
             step_mechanism: "monitor trap flag",
             time_mode: "frozen",
+            retransmissions: 0,
         }
     }
 }
