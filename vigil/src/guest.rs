@@ -148,6 +148,7 @@ pub fn load(
     rsdt: Option<u64>,
     xsdt: Option<u64>,
     caps: &vmx::caps::VmxCaps,
+    identity_table: Option<u64>,
 ) -> Result<intel::setup::GuestSetup, String> {
     let guest = modules
         .guest
@@ -180,6 +181,7 @@ pub fn load(
         gdt: boot_data,
         eptp,
         pm1a_control,
+        identity_table,
     })
 }
 

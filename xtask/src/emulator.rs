@@ -75,6 +75,9 @@ pub enum Feature {
     /// The monitor trap flag (SDM Vol. 3C 26.5.2): `tigerlake` and `corei7_icelake_u` report
     /// it in every version, but Bochs acts on the control only from 2.8.
     MonitorTrapFlag,
+    /// The CPU models of Bochs 3.0 (`sapphire_rapids`, `arrow_lake` and the models table of
+    /// `scenarios_transparent.rs`).
+    CpuModels3,
 }
 
 impl Feature {
@@ -82,6 +85,7 @@ impl Feature {
     pub fn since(self) -> Version {
         match self {
             Feature::MonitorTrapFlag => Version(2, 8),
+            Feature::CpuModels3 => Version(3, 0),
         }
     }
 
@@ -90,6 +94,7 @@ impl Feature {
             Feature::MonitorTrapFlag => {
                 "the monitor trap flag (reported by tigerlake, but delivered only from Bochs 2.8)"
             }
+            Feature::CpuModels3 => "Bochs 3.0's CPU models",
         }
     }
 }

@@ -42,6 +42,9 @@ const NEEDS: &[(&str, &[Feature])] =
     &[(crate::gdb_tests::STEP_SCENARIO, &[Feature::MonitorTrapFlag])];
 
 pub fn needs(scenario: &str) -> &'static [Feature] {
+    if scenario.starts_with("models-") || scenario.starts_with("features-sapphire-rapids") {
+        return &[Feature::CpuModels3];
+    }
     NEEDS
         .iter()
         .find(|(name, _)| *name == scenario)

@@ -7,6 +7,7 @@ pub mod calibrate;
 pub mod checks;
 mod decode;
 pub mod ept;
+pub mod flat;
 pub mod instr;
 pub mod report;
 pub mod setup;

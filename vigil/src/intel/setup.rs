@@ -30,6 +30,9 @@ pub struct GuestSetup {
     /// The EPT pointer (SDM Vol. 3C 25.6.11).
     pub eptp: u64,
     pub pm1a_control: Option<u16>,
+    /// Without unrestricted guest: the identity page tables the guest runs on while its paging
+    /// is off (`flat.rs`).
+    pub identity_table: Option<u64>,
 }
 
 const IA32_PAT: u32 = 0x277;
@@ -53,6 +56,16 @@ pub static VMX_MSRS: [MsrRule; 2] = [
         why: "the VMX capability MSRs: VMX is hidden, so they raise #GP as without VMX",
     },
 ];
+
+/// The backend's MSR rules for the ownership table: VMX's MSRs, and EFER where the processor
+/// lacks unrestricted guest (`flat.rs`).
+pub fn vmx_msrs(caps: &VmxCaps) -> alloc::vec::Vec<MsrRule> {
+    let mut rules = VMX_MSRS.to_vec();
+    if !caps.has_unrestricted_guest() {
+        rules.push(super::flat::EFER_RULE);
+    }
+    rules
+}
 
 /// Every control word, fitted to the processor, with a line for each feature it lacks; and the
 /// CPUID features the guest must not be shown because their instructions are not enabled.
@@ -124,6 +137,8 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<([u32; 5], Features), Str
     // Features Vigil cannot do without are reported once, as the error below; the others get
     // a line saying what happens instead.
     let essential_primary = PrimaryProcBased::USE_MSR_BITMAPS | PrimaryProcBased::USE_IO_BITMAPS;
+    // Without unrestricted guest the guest runs on identity page tables while its paging is
+    // off (`flat.rs`): a limit (no real mode), said once at launch, not a missing feature.
     let essential_secondary =
         SecondaryProcBased::ENABLE_EPT | SecondaryProcBased::UNRESTRICTED_GUEST;
     let essential_exit = ExitControls::LOAD_IA32_EFER | ExitControls::SAVE_IA32_EFER;
@@ -147,12 +162,6 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<([u32; 5], Features), Str
         (
             secondary.dropped.contains(SecondaryProcBased::ENABLE_EPT),
             "EPT",
-        ),
-        (
-            secondary
-                .dropped
-                .contains(SecondaryProcBased::UNRESTRICTED_GUEST),
-            "unrestricted guest (needed to start a guest with paging off)",
         ),
         (
             exit.dropped
@@ -340,7 +349,11 @@ pub fn create_vcpu(
     }
     // The user's own bits come on top: their writes exit and are emulated (and logged).
     let cr0_mask = (cr0_pinned | config.trap.cr0_mask) & 0xFFFF_FFFF;
-    let cr4_mask = (caps.cr4_fixed0 | !caps.cr4_fixed1 | config.trap.cr4_mask) & 0xFFFF_FFFF;
+    let mut cr4_mask = (caps.cr4_fixed0 | !caps.cr4_fixed1 | config.trap.cr4_mask) & 0xFFFF_FFFF;
+    if !unrestricted {
+        // The paging bits are the guest's own while the processor runs it on identity tables.
+        cr4_mask |= super::flat::CR4_PAGING;
+    }
     w(&mut v, Field::Cr0GuestHostMask, cr0_mask)?;
     w(&mut v, Field::Cr4GuestHostMask, cr4_mask)?;
 
@@ -467,12 +480,22 @@ pub fn create_vcpu(
         user_exceptions: config.trap.exceptions,
         mtf_works: false,
         hidden,
+        flat: guest.identity_table.map(|table| super::flat::Flat {
+            table,
+            cr3: 0,
+            efer: 0,
+            cr3_exits: primary
+                & (PrimaryProcBased::CR3_LOAD_EXITING | PrimaryProcBased::CR3_STORE_EXITING).bits(),
+        }),
+        unsupported: None,
         poll: None,
         nmi_retry: false,
         phys_bits: (regs::cpuid(0x8000_0008, 0)[0] & 0xFF) as u8,
     };
     vcpu.set_cr0(CR0_PE | CR0_ET);
     vcpu.set_cr4(0);
+    // Paging starts off: on the identity tables where the processor needs paging.
+    vcpu.paging_changed();
     vcpu.regs.rax = e.rax;
     vcpu.regs.rbx = e.rbx;
     vcpu.regs.rsi = e.rsi;

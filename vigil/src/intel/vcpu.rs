@@ -52,6 +52,11 @@ pub struct VmxVcpu {
     pub mtf_works: bool,
     /// CPUID features whose instructions the controls leave disabled (`setup::controls`).
     pub hidden: Features,
+    /// Without unrestricted guest: the guest's paging state while its paging is off
+    /// (`flat.rs`).
+    pub flat: Option<super::flat::Flat>,
+    /// Why the guest cannot go on (a state this processor cannot run), for the next entry.
+    pub unsupported: Option<&'static str>,
     /// The debugger's poll interval for the preemption timer (`set_poll_timer`).
     pub poll: Option<u64>,
     /// The preemption timer is armed to retry injecting an NMI Vigil holds for the guest.
@@ -280,6 +285,10 @@ impl Vcpu for VmxVcpu {
 
     #[inline(always)]
     fn run(&mut self, time: &EntryTime) -> Result<Exited, Stop> {
+        if let Some(why) = self.unsupported {
+            self.report(why);
+            return Err(Stop::Failed(why));
+        }
         self.deliver_held_nmi();
         self.regs.hide = time.hide as u64;
         self.regs.deadline = if time.hide { time.deadline } else { 0 };
@@ -347,12 +356,25 @@ impl Vcpu for VmxVcpu {
     }
 
     /// The guest's value goes to the read shadow, the real register gets the bits VMX requires.
+    /// Without unrestricted guest, a change of PG moves the guest on or off the identity page
+    /// tables (`flat.rs`).
     fn set_cr0(&mut self, value: u64) {
+        let old = self.vmcs.read(Field::Cr0ReadShadow);
         self.vmcs.write(Field::Cr0ReadShadow, value);
         self.vmcs.write(
             Field::GuestCr0,
             (value | self.cr0_forced()) & self.caps.cr0_fixed1,
         );
+        if self.flat.is_some() {
+            if value & CR0_PE == 0 {
+                self.unsupported = Some(
+                    "the guest left protected mode: real mode needs unrestricted guest, which this processor lacks",
+                );
+            }
+            if (old ^ value) & CR0_PG != 0 {
+                self.paging_changed();
+            }
+        }
     }
 
     /// VMX does not switch CR2: the host register is the guest's.
@@ -368,12 +390,22 @@ impl Vcpu for VmxVcpu {
         unsafe { asm!("mov cr2, {}", in(reg) value, options(nostack, nomem)) };
     }
 
+    /// The guest's CR3, which Vigil keeps while the guest's paging is off on identity tables.
     fn cr3(&self) -> u64 {
-        self.vmcs.read(Field::GuestCr3)
+        match self.flat {
+            Some(f) if self.paging_shadowed() => f.cr3,
+            _ => self.vmcs.read(Field::GuestCr3),
+        }
     }
 
     fn set_cr3(&mut self, value: u64) {
-        self.vmcs.write(Field::GuestCr3, value);
+        if self.paging_shadowed() {
+            if let Some(f) = self.flat.as_mut() {
+                f.cr3 = value;
+            }
+        } else {
+            self.vmcs.write(Field::GuestCr3, value);
+        }
     }
 
     fn cr4(&self) -> u64 {
@@ -383,10 +415,7 @@ impl Vcpu for VmxVcpu {
 
     fn set_cr4(&mut self, value: u64) {
         self.vmcs.write(Field::Cr4ReadShadow, value);
-        self.vmcs.write(
-            Field::GuestCr4,
-            (value | self.caps.cr4_fixed0) & self.caps.cr4_fixed1,
-        );
+        self.vmcs.write(Field::GuestCr4, self.real_cr4(value));
     }
 
     /// What the processor supports, less VMXE and SMXE, which belong to features hidden from
@@ -414,17 +443,15 @@ impl Vcpu for VmxVcpu {
     }
 
     fn efer(&self) -> u64 {
-        self.vmcs.read(Field::GuestIa32Efer)
+        match self.flat {
+            Some(f) if self.paging_shadowed() => f.efer,
+            _ => self.vmcs.read(Field::GuestIa32Efer),
+        }
     }
 
     /// EFER.LMA and the "IA-32e mode guest" entry control must agree (SDM Vol. 3C 27.3.1.1).
     fn set_efer(&mut self, value: u64) {
-        self.vmcs.write(Field::GuestIa32Efer, value);
-        self.set_bits(
-            Field::EntryControls,
-            EntryControls::IA32E_MODE_GUEST.bits() as u64,
-            value & EFER_LMA != 0,
-        );
+        self.store_efer(value);
     }
 
     /// SS.DPL (SDM Vol. 3A 5.5; VM entry keeps it in SS access rights, 27.3.1.2).
@@ -517,6 +544,9 @@ impl Vcpu for VmxVcpu {
     }
 
     fn msr(&self, msr: u32) -> Option<u64> {
+        if msr == m::IA32_EFER {
+            return Some(self.efer());
+        }
         msr_field(msr).map(|f| self.vmcs.read(f))
     }
 
