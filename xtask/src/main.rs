@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     let layout = Layout::discover();
     match &command {
         Command::Help => {
-            print!("{}", cli::HELP);
+            print!("{}", cli::help());
             print!("\nVIGIL OPTIONS (after `--`; Vigil's own list):\n");
             for line in vigil_core::config::HELP.lines() {
                 println!("    {line}");
