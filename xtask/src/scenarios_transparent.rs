@@ -74,9 +74,82 @@ pub fn all() -> Vec<Scenario> {
             baseline: Some("linux-lynnfield-bare"),
             check: linux_without_unrestricted_guest,
         },
+        // A round trip through real mode: bare and under Vigil alike with unrestricted guest;
+        // without it Vigil cannot run real mode and stops with a report.
+        Scenario {
+            name: "real-mode-bare",
+            guest: "cases",
+            guest_args: "case=real-mode",
+            mode: Mode::Bare,
+            vigil_options: "",
+            cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
+            timeout_secs: 90,
+            baseline: None,
+            check: crate::scenarios::cases_bare,
+        },
+        Scenario {
+            name: "real-mode-vigil",
+            guest: "cases",
+            guest_args: "case=real-mode",
+            mode: Mode::Vigil,
+            vigil_options: "",
+            cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
+            timeout_secs: 90,
+            baseline: Some("real-mode-bare"),
+            check: real_mode_as_bare,
+        },
+        Scenario {
+            name: "real-mode-lynnfield",
+            guest: "cases",
+            guest_args: "case=real-mode",
+            mode: Mode::Vigil,
+            vigil_options: "",
+            cpu_model: LYNNFIELD,
+            timeout_secs: 90,
+            baseline: None,
+            check: real_mode_refused,
+        },
     ];
     v.extend(models());
     v
+}
+
+/// Real mode and back under Vigil: the guest saw what it saw bare.
+fn real_mode_as_bare(c: &Check) -> Result<(), String> {
+    crate::scenarios::cases_bare(c)?;
+    let bare = c.baseline.ok_or("the bare run is missing")?;
+    let line = |lines: Vec<&str>| {
+        report::cases(lines)
+            .into_iter()
+            .find(|l| l.name == "real-mode")
+            .map(|l| (l.status, l.fields))
+    };
+    let (mine, theirs) = (line(c.outcome.capture.com1()), line(bare.capture.com1()));
+    match (&mine, &theirs) {
+        (Some((Status::Pass, a)), Some((Status::Pass, b))) if a == b => Ok(()),
+        _ => Err(format!("real-mode under Vigil {mine:?}, bare {theirs:?}")),
+    }
+}
+
+/// Without unrestricted guest: a clean stop, with an exit report, when the guest clears CR0.PE.
+fn real_mode_refused(c: &Check) -> Result<(), String> {
+    const LAST: &str = "run ended: failed: the guest left protected mode: real mode needs \
+                        unrestricted guest, which this processor lacks";
+    let o = c.outcome;
+    if !o.exited_by_itself() {
+        return Err(format!(
+            "{}: Bochs should have exited by itself",
+            o.end_phrase()
+        ));
+    }
+    match o.capture.last_line(Port::Vigil) {
+        Some(l) if l == LAST => {}
+        other => return Err(format!("expected `{LAST}` last, got {other:?}")),
+    }
+    if report::exit_reports(&o.capture.com2()).is_empty() {
+        return Err("no exit report before the stop".into());
+    }
+    Ok(())
 }
 
 /// The model without unrestricted guest.

@@ -602,6 +602,7 @@ mod tests {
                 "modules-bare",
                 "features-sapphire-rapids-bare",
                 "linux-lynnfield-bare",
+                "real-mode-bare",
                 "models-corei5_lynnfield_750-cases-bare",
                 "models-corei5_arrandale_m520-cases-bare",
                 "models-corei7_sandy_bridge_2600k-cases-bare",

@@ -18,12 +18,14 @@ guest_kit::entry!(main);
 mod debug;
 mod features;
 mod memory;
+mod realmode;
 mod tasks;
 mod time;
 
 use debug::*;
 use features::*;
 use memory::*;
+use realmode::*;
 use tasks::*;
 use time::*;
 
@@ -53,6 +55,7 @@ static CASES: &[Case] = &[
     Case::new("isolation", isolation),
     Case::new("modules", modules),
     Case::new("high-mmio", high_mmio),
+    Case::explicit("real-mode", real_mode),
 ];
 
 fn main(boot: &'static BootInfo) -> ! {
