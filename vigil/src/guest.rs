@@ -148,6 +148,7 @@ pub fn load(
     rsdt: Option<u64>,
     xsdt: Option<u64>,
     caps: &vmx::caps::VmxCaps,
+    identity_table: Option<u64>,
 ) -> Result<intel::setup::GuestSetup, String> {
     let guest = modules
         .guest
@@ -186,6 +187,7 @@ pub fn load(
         eptp,
         eptp_a20,
         acpi,
+        identity_table,
     })
 }
 

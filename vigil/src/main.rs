@@ -126,7 +126,12 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     smp::start(&processors, &map, &avoid)?;
 
     let caps = intel::capabilities()?;
-    let setup = guest::load(&modules, &map, rsdt, xsdt, &caps)?;
+    // Without unrestricted guest: a page of the guest's RAM for the identity page tables it
+    // runs on while its paging is off, reserved before the guest's image and data are placed.
+    let mut keep_clear: alloc::vec::Vec<(u64, u64)> = modules.ranges().collect();
+    keep_clear.push((info, info + mbi.total_size() as u64));
+    let identity_table = intel::flat::reserve(&mut map, &caps, &keep_clear)?;
+    let setup = guest::load(&modules, &map, rsdt, xsdt, &caps, identity_table)?;
     intel::vmxon(&caps)?;
     let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
     // What every vCPU shares: the configuration, the platform Vigil owns, the one table of owned
@@ -135,7 +140,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     let owners = Owners::build(
         &config,
         &platform.port_rules(&mut host::HostCpu),
-        &intel::setup::VMX_MSRS,
+        &intel::setup::vmx_msrs(&caps),
     );
     let vm: &'static Vm = Box::leak(Box::new(Vm {
         config,

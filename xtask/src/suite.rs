@@ -613,6 +613,21 @@ mod tests {
                 "cases-2cpu-bare",
                 "linux-2cpu-bare",
                 "linux-4cpu-bare",
+                "features-sapphire-rapids-bare",
+                "linux-lynnfield-bare",
+                "real-mode-bare",
+                "models-corei5_lynnfield_750-cases-bare",
+                "models-corei5_arrandale_m520-cases-bare",
+                "models-corei7_sandy_bridge_2600k-cases-bare",
+                "models-corei7_ivy_bridge_3770k-cases-bare",
+                "models-corei7_haswell_4770-cases-bare",
+                "models-broadwell_ult-cases-bare",
+                "models-corei7_skylake_x-cases-bare",
+                "models-corei3_cnl-cases-bare",
+                "models-corei7_icelake_u-cases-bare",
+                "models-tigerlake-cases-bare",
+                "models-sapphire_rapids-cases-bare",
+                "models-arrow_lake-cases-bare"
             ]
         );
         // cases-vigil brings its baseline along, which runs first.
