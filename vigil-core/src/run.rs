@@ -1,21 +1,26 @@
 //! The exit loop: enter, decode, handle, complete, account, repeat — until a handler stops the
 //! guest. One loop for every backend: it sees only the [`Vcpu`] trait and [`Exit`] values.
+//! Each vCPU runs its own loop on its own processor; before every entry it looks up to the
+//! machine (`crate::smp`): it parks while another vCPU holds it, stops when the run has ended
+//! elsewhere, and drops cached nested translations another vCPU made stale.
 
 use crate::cpu::Cpu;
 use crate::debugger::exits::{Debugger, Link};
 use crate::exit::{complete::complete, dispatch, Action, Exit, Stop};
+use crate::smp::startup::Startup;
+use crate::smp::{Presence, Released};
 use crate::vcpu::{Host, Vcpu};
 
 /// A vCPU on its own, or under the debugger (which then owns it).
 // The plain vCPU is the exit path's: it stays inline (no indirection per exit), and there is
 // one Machine per vCPU.
 #[allow(clippy::large_enum_variant)]
-pub enum Machine<V: Vcpu, L: Link> {
+pub enum Machine<V: Vcpu + 'static, L: Link + 'static> {
     Plain(Cpu<V>),
     Debugged(alloc::boxed::Box<Debugger<V, L>>),
 }
 
-impl<V: Vcpu, L: Link> Machine<V, L> {
+impl<V: Vcpu + 'static, L: Link + 'static> Machine<V, L> {
     pub fn cpu(&mut self) -> &mut Cpu<V> {
         match self {
             Machine::Plain(cpu) => cpu,
@@ -32,12 +37,17 @@ impl<V: Vcpu, L: Link> Machine<V, L> {
 }
 
 /// Who answers a vCPU's exits: the exit layer itself, or the debugger in front of it.
-trait Handler<V: Vcpu> {
+trait Handler<V: Vcpu + 'static> {
     fn cpu(&mut self) -> &mut Cpu<V>;
     fn handle(&mut self, exit: &Exit) -> Action;
+    /// Another vCPU holds the machine, or the run ended: park until released (a stop if the
+    /// run ended meanwhile).
+    fn meet(&mut self) -> Option<Stop>;
+    /// Before an entry that waits for a start-up IPI.
+    fn before_waiting(&mut self);
 }
 
-impl<V: Vcpu> Handler<V> for Cpu<V> {
+impl<V: Vcpu + 'static> Handler<V> for Cpu<V> {
     #[inline(always)]
     fn cpu(&mut self) -> &mut Cpu<V> {
         self
@@ -51,9 +61,15 @@ impl<V: Vcpu> Handler<V> for Cpu<V> {
             _ => dispatch(self, exit),
         }
     }
+
+    fn meet(&mut self) -> Option<Stop> {
+        (meet(self) == Released::Ended).then_some(Stop::Elsewhere)
+    }
+
+    fn before_waiting(&mut self) {}
 }
 
-impl<V: Vcpu, L: Link> Handler<V> for Debugger<V, L> {
+impl<V: Vcpu + 'static, L: Link + 'static> Handler<V> for Debugger<V, L> {
     #[inline(always)]
     fn cpu(&mut self) -> &mut Cpu<V> {
         Debugger::cpu(self)
@@ -63,12 +79,33 @@ impl<V: Vcpu, L: Link> Handler<V> for Debugger<V, L> {
     fn handle(&mut self, exit: &Exit) -> Action {
         Debugger::handle(self, exit)
     }
+
+    fn meet(&mut self) -> Option<Stop> {
+        Debugger::meet(self)
+    }
+
+    fn before_waiting(&mut self) {
+        Debugger::before_waiting(self)
+    }
 }
 
 /// Runs the guest until it stops for good.
-pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
+pub fn run<V: Vcpu + 'static, L: Link + 'static>(machine: &mut Machine<V, L>) -> Stop {
     match machine {
-        Machine::Plain(cpu) => exits(cpu),
+        Machine::Plain(cpu) => {
+            // Every vCPU of several exits now and then to look up to the machine (under the
+            // debugger its own, shorter poll does it); the timer is then the machine's.
+            if cpu.vm.smp.multi() {
+                cpu.time.timer_free = false;
+                if !cpu.vcpu.set_poll_timer(Some(crate::smp::POLL_TICKS)) {
+                    log::warn!(
+                        "vCPU {}: no periodic exit: the other vCPUs may wait for this one to stop",
+                        cpu.id
+                    );
+                }
+            }
+            exits(cpu)
+        }
         Machine::Debugged(d) => {
             if d.cpu().config().gdb_wait {
                 if let Some(stop) = d.wait_for_attach() {
@@ -84,11 +121,37 @@ pub fn run<V: Vcpu, L: Link>(machine: &mut Machine<V, L>) -> Stop {
 
 /// The loop, one copy per kind of handler (the plain one is the hot path: no debugger branches
 /// on it).
-fn exits<V: Vcpu, H: Handler<V>>(h: &mut H) -> Stop {
+fn exits<V: Vcpu + 'static, H: Handler<V>>(h: &mut H) -> Stop {
     loop {
         let cpu = h.cpu();
+        if cpu.vm.smp.attention() {
+            if let Some(stop) = h.meet() {
+                return stop;
+            }
+        }
+        let cpu = h.cpu();
+        let generation = cpu.vm.smp.nested_generation();
+        if generation != cpu.nested_seen {
+            cpu.vcpu.invalidate_nested();
+            cpu.nested_seen = generation;
+        }
+        // A vCPU waiting for a start-up IPI runs no guest code: the others may count it as
+        // parked until its SIPI exit.
+        let waiting = cpu.startup == Startup::WaitForSipi;
+        if waiting {
+            h.before_waiting();
+            let cpu = h.cpu();
+            cpu.vm
+                .smp
+                .set_presence(cpu.id as usize, Presence::WaitingForSipi);
+        }
+        let cpu = h.cpu();
         let plan = cpu.time.plan(&mut cpu.vcpu, cpu.exit_tsc);
-        let exited = match cpu.vcpu.run(&plan) {
+        let result = cpu.vcpu.run(&plan);
+        if waiting {
+            cpu.vm.smp.set_presence(cpu.id as usize, Presence::Running);
+        }
+        let exited = match result {
             Ok(e) => e,
             Err(stop) => return stop,
         };
@@ -102,10 +165,14 @@ fn exits<V: Vcpu, H: Handler<V>>(h: &mut H) -> Stop {
         let action = match exited.exit {
             Exit::Cpuid => {
                 cpu.events.interrupted = None;
+                cpu.startup = cpu.startup.after_exit();
                 handle_one(h, &Exit::Cpuid)
             }
             exit => {
                 cpu.events.interrupted = exited.interrupted;
+                if !matches!(exit, Exit::Init | Exit::Sipi { .. }) {
+                    cpu.startup = cpu.startup.after_exit();
+                }
                 handle_one(h, &exit)
             }
         };
@@ -117,7 +184,7 @@ fn exits<V: Vcpu, H: Handler<V>>(h: &mut H) -> Stop {
 
 /// One exit through its handler and the completion, then its statistics.
 #[inline(always)]
-fn handle_one<V: Vcpu, H: Handler<V>>(h: &mut H, exit: &Exit) -> Action {
+fn handle_one<V: Vcpu + 'static, H: Handler<V>>(h: &mut H, exit: &Exit) -> Action {
     let action = h.handle(exit);
     let cpu = h.cpu();
     complete(cpu, action);
@@ -127,4 +194,10 @@ fn handle_one<V: Vcpu, H: Handler<V>>(h: &mut H, exit: &Exit) -> Action {
     cpu.stats
         .record(exit.kind() as u16, now.wrapping_sub(cpu.exit_tsc));
     action
+}
+
+/// Another vCPU holds this one, or the run ended: park until released.
+#[cold]
+fn meet<V: Vcpu>(cpu: &mut Cpu<V>) -> Released {
+    cpu.vm.smp.park(cpu.id as usize)
 }

@@ -17,6 +17,7 @@ use crate::exit::Stop;
 use crate::nested::Perms;
 use crate::time::{EntryTime, HiddenTime};
 use core::fmt;
+use x86_arch::cpuid::Features;
 use x86_arch::event::Event;
 use x86_arch::paging::{self, Access, GuestTranslation, PageFault, PagingRegs};
 
@@ -90,6 +91,14 @@ pub struct SegAttrs {
     pub unusable: bool,
 }
 
+/// A descriptor-table register: GDTR or IDTR (SDM Vol. 3A 2.4.1, 2.4.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableReg {
+    pub base: u64,
+    /// The limit in bytes: the last valid byte offset.
+    pub limit: u16,
+}
+
 /// The processor mode the guest executes in (SDM Vol. 3A 2.2, 10.8.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -135,6 +144,13 @@ pub enum Activity {
     Shutdown,
     /// An application processor waiting for its start-up IPI.
     WaitForSipi,
+}
+
+/// The descriptor-table registers (SDM Vol. 3A 2.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescriptorTable {
+    Gdtr,
+    Idtr,
 }
 
 /// The event windows a backend can report as exits: the first moment the guest can take a
@@ -239,6 +255,12 @@ pub trait Vcpu {
     fn set_cr4(&mut self, value: u64);
     /// The CR4 bits this guest may set: the processor's, less features hidden from the guest.
     fn cr4_allowed(&self) -> u64;
+    /// Features whose instructions this backend cannot let the guest use (VMX: a control that
+    /// enables them is missing or refused): CPUID hides them, so the guest never meets a #UD
+    /// its CPUID does not explain.
+    fn hidden_features(&self) -> Features {
+        Features::NONE
+    }
     /// The four PAE page-directory-pointer entries, just loaded from the guest's memory and
     /// checked (SDM Vol. 3A 4.4.1): a backend that keeps copies (VMX with EPT, SDM Vol. 3C
     /// 27.3.2.4) takes them; others read them from memory themselves.
@@ -256,6 +278,18 @@ pub trait Vcpu {
     }
     fn segment(&self, seg: Seg) -> Segment;
     fn set_segment(&mut self, seg: Seg, value: &Segment);
+    /// GDTR or IDTR: base and limit.
+    fn dtable(&self, table: DescriptorTable) -> (u64, u32);
+    fn set_dtable(&mut self, table: DescriptorTable, base: u64, limit: u32);
+
+    /// The guest's GDTR (hardware task switches read and write descriptors through it).
+    fn gdtr(&self) -> TableReg {
+        let (base, limit) = self.dtable(DescriptorTable::Gdtr);
+        TableReg {
+            base,
+            limit: limit as u16,
+        }
+    }
 
     /// Debug register 0-3, 6 or 7 as the guest sees it.
     fn dr(&self, n: u8) -> u64;
@@ -295,10 +329,25 @@ pub trait Vcpu {
 
     /// Drops cached linear translations of this vCPU.
     fn flush(&mut self, what: Flush);
+    /// Drops what this vCPU's processor cached from the nested page tables, which another vCPU
+    /// changed (VMX: INVEPT of this vCPU's EPT pointer; SDM Vol. 3C 29.4.3.4).
+    fn invalidate_nested(&mut self);
     /// Copies guest RAM into `buf`; false (nothing read) if any byte is not guest RAM.
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool;
     /// Copies `bytes` into guest RAM; false (nothing written) if any byte is not guest RAM.
     fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> bool;
+    /// A data access the guest makes to memory that is not RAM — device memory such as the
+    /// VGA window, a ROM, a device's registers — done on its behalf as one access of
+    /// `buf.len()` bytes (1, 2, 4 or 8) at the same physical address, so the device sees
+    /// what the guest's own access would have given it. False where the guest's access would
+    /// fault: Vigil's memory, or addresses the backend cannot reach. The default reaches none.
+    fn read_mmio(&mut self, _gpa: u64, _buf: &mut [u8]) -> bool {
+        false
+    }
+    /// The same for a write (a ROM ignores it, as it would the guest's own).
+    fn write_mmio(&mut self, _gpa: u64, _bytes: &[u8]) -> bool {
+        false
+    }
     /// Physical-address width of the guest (MAXPHYADDR).
     fn phys_addr_bits(&self) -> u8;
 
@@ -321,6 +370,24 @@ pub trait Vcpu {
             self.read_phys(gpa, &mut b).then(|| u64::from_le_bytes(b))
         };
         paging::translate(&read, &self.paging_regs(), linear, access)
+    }
+
+    // --- The platform ------------------------------------------------------------------
+
+    /// Opens or closes the guest's A20 gate (`crate::platform`): with it closed, a
+    /// guest-physical address with bit 20 set, in the range the backend emulates, reaches the
+    /// page one megabyte lower — never Vigil's memory, and never by masking a host-physical
+    /// address. False if the backend cannot emulate a closed gate.
+    fn set_a20(&mut self, _open: bool) -> bool {
+        false
+    }
+    /// Makes the backend's I/O filter agree with `table` for `ports` again (a decoder Vigil
+    /// follows moved, so its ports' rules changed).
+    fn refresh_io_traps(
+        &mut self,
+        _table: &crate::owners::PortTable,
+        _ports: core::ops::RangeInclusive<u16>,
+    ) {
     }
 
     // --- Nested paging (the debugger's breakpoints and watchpoints) ------------------------
@@ -392,6 +459,9 @@ pub trait Host {
     fn write_back_caches(&mut self);
     /// The host's time-stamp counter now.
     fn rdtsc(&mut self) -> u64;
+    /// Resets this processor's local APIC as an INIT signal would (SDM Vol. 3A 11.4.7.3) when
+    /// the INIT itself never reached it (it was caught on the way: a VM exit, a trapped ICR).
+    fn init_local_apic(&mut self);
     /// Vigil's own memory: 0 = its image, 1 = its memory pool (`[start, end)`).
     fn vigil_range(&self, index: u32) -> Option<(u64, u64)>;
     /// A checksum of Vigil's code, read-only data, nested tables and bitmaps.

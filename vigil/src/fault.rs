@@ -8,8 +8,6 @@ use crate::serial::emergency_print;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-/// Set once a VMCS is current, so a fault report can include it.
-pub static VMCS_LOADED: AtomicBool = AtomicBool::new(false);
 static IN_FAULT: AtomicBool = AtomicBool::new(false);
 
 macro_rules! eprintln {
@@ -45,7 +43,8 @@ fn backtrace(mut rbp: u64, rip: u64) {
 }
 
 fn guest_state() {
-    if !VMCS_LOADED.load(Ordering::Relaxed) {
+    // Only a CPU with a current VMCS can read one (before VMXON, VMREAD is #UD).
+    if !crate::percpu::current().is_some_and(|c| c.vmcs_loaded.load(Ordering::Relaxed)) {
         return;
     }
     eprintln!("guest state (current VMCS):");

@@ -148,6 +148,7 @@ pub fn load(
     rsdt: Option<u64>,
     xsdt: Option<u64>,
     caps: &vmx::caps::VmxCaps,
+    identity_table: Option<u64>,
 ) -> Result<intel::setup::GuestSetup, String> {
     let guest = modules
         .guest
@@ -168,18 +169,25 @@ pub fn load(
         load_multiboot(&guest, &args, modules, map, &mut memory)?
     };
     BOOT_DATA.store(boot_data, Ordering::Relaxed);
-    let pm1a_control = acpi::pm1a_control_port(rsdt, xsdt);
-    match pm1a_control {
-        Some(p) => log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off"),
-        None => log::warn!("no ACPI FADT found: only the shutdown port ends the guest"),
+    let acpi = acpi::fadt_facts(rsdt, xsdt).unwrap_or_else(|| {
+        log::warn!("no ACPI FADT found: only the shutdown port ends the guest");
+        Default::default()
+    });
+    if let Some(p) = acpi.pm1a_control {
+        log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off");
     }
-    let vigil_ranges = [mem::image_range(), mem::pool_range()];
-    let eptp = intel::ept::build(map, &vigil_ranges, caps)?;
+    // Vigil's memory, and the PCI Express configuration windows whose writes would bypass
+    // Vigil's mediation of configuration space: absent from the guest's EPT.
+    let mut absent = alloc::vec![mem::image_range(), mem::pool_range()];
+    absent.extend(acpi::take_mmconfig(rsdt, xsdt));
+    let (eptp, eptp_a20) = intel::ept::build(map, &absent, caps)?;
     Ok(intel::setup::GuestSetup {
         entry,
         gdt: boot_data,
         eptp,
-        pm1a_control,
+        eptp_a20,
+        acpi,
+        identity_table,
     })
 }
 

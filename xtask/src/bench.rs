@@ -135,6 +135,7 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
     let machine = Machine {
         megs: args.megs,
         cpu_model: args.cpu_model.clone(),
+        cpus: args.cpus,
     };
 
     let mut prepared = Vec::new();
@@ -148,7 +149,7 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         prepared.push((mode, options, dir, iso));
     }
     crate::step(&format!(
-        "booting {} bare and under Vigil ({}) at once, {}, {} MiB",
+        "booting {} bare and under Vigil ({}) at once, {} × {}, {} MiB",
         layout.show(&material.kernel),
         policies
             .iter()
@@ -156,6 +157,7 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
             .collect::<Vec<_>>()
             .join("; "),
         machine.cpu_model,
+        machine.cpus,
         machine.megs
     ));
 
@@ -226,8 +228,8 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
 
     println!();
     println!(
-        "Linux boot: {}, {} MiB, ips {IPS}, clock sync=none; kernel command line `{}`",
-        machine.cpu_model, machine.megs, material.cmdline
+        "Linux boot: {} × {}, {} MiB, ips {IPS}, clock sync=none; kernel command line `{}`",
+        machine.cpu_model, machine.cpus, machine.megs, material.cmdline
     );
     print!("{}", ticks_table(bare, unders));
     let mut ok = true;

@@ -10,6 +10,7 @@ mod elf;
 mod emulator;
 mod gdb;
 mod gdb_checks;
+mod gdb_smp;
 mod gdb_tests;
 mod initramfs;
 mod iso;
@@ -18,6 +19,7 @@ mod linux;
 mod linux_checks;
 mod linux_material;
 mod oracle;
+mod oracle_drive;
 mod oracle_image;
 mod outcome;
 mod prereqs;
@@ -28,7 +30,9 @@ mod scenarios_detect;
 mod scenarios_entry;
 mod scenarios_guests;
 mod scenarios_hostile;
+mod scenarios_smp;
 mod scenarios_time;
+mod scenarios_transparent;
 mod scenarios_traps;
 mod stream;
 mod suite;
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
     let layout = Layout::discover();
     match &command {
         Command::Help => {
-            print!("{}", cli::HELP);
+            print!("{}", cli::help());
             print!("\nVIGIL OPTIONS (after `--`; Vigil's own list):\n");
             for line in vigil_core::config::HELP.lines() {
                 println!("    {line}");

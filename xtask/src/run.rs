@@ -74,6 +74,7 @@ pub fn build(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
     let machine = Machine {
         megs: args.megs,
         cpu_model: args.cpu_model.clone(),
+        cpus: args.cpus,
     };
     let iso = dir.file("vigil.iso");
     iso::write(
@@ -106,6 +107,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
             crate::gdb::GdbHookup {
                 listen,
                 script: None,
+                load: None,
             },
         );
         // A person at gdb needs more than the default two minutes.
@@ -119,6 +121,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         machine: Machine {
             megs: args.megs,
             cpu_model: args.cpu_model.clone(),
+            cpus: args.cpus,
         },
         mode,
         timeout,

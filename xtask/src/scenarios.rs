@@ -42,10 +42,13 @@ const NEEDS: &[(&str, &[Feature])] =
     &[(crate::gdb_tests::STEP_SCENARIO, &[Feature::MonitorTrapFlag])];
 
 pub fn needs(scenario: &str) -> &'static [Feature] {
+    if scenario.starts_with("models-") || scenario.starts_with("features-sapphire-rapids") {
+        return &[Feature::CpuModels3];
+    }
     NEEDS
         .iter()
         .find(|(name, _)| *name == scenario)
-        .map_or(&[], |(_, f)| f)
+        .map_or_else(|| crate::scenarios_smp::needs(scenario), |(_, f)| f)
 }
 /// The guest kit's Vigil-specific cases talk to Vigil through hypercalls, which are off unless
 /// asked for.
@@ -188,6 +191,8 @@ pub fn all() -> Vec<Scenario> {
     .chain(crate::scenarios_traps::all())
     .chain(crate::gdb_tests::all())
     .chain(crate::scenarios_guests::all())
+    .chain(crate::scenarios_smp::all())
+    .chain(crate::scenarios_transparent::all())
     .collect()
 }
 

@@ -54,8 +54,12 @@ pub fn list() {
             .iter()
             .map(|f| format!(", needs Bochs {}+: {}", f.since(), f.describe()))
             .collect();
+        let cpus = match crate::scenarios_smp::cpus(s.name) {
+            1 => String::new(),
+            n => format!(" × {n}"),
+        };
         println!(
-            "{:<22} {} {how}, {}, timeout {} s{needs}",
+            "{:<22} {} {how}, {}{cpus}, timeout {} s{needs}",
             s.name,
             guest.trim(),
             s.cpu_model,
@@ -68,6 +72,9 @@ pub fn list() {
 }
 
 pub fn test(layout: &Layout, args: &TestArgs) -> Result<bool, String> {
+    if let Some(n) = args.cpus {
+        crate::scenarios_smp::set_default_cpus(n);
+    }
     let all = scenarios::all();
     let filters: Vec<&str> = args.filters.iter().map(String::as_str).collect();
     let (host, selected) = select(&all, &filters)?;
@@ -452,6 +459,7 @@ pub fn boot(
         machine: Machine {
             megs: crate::scenarios_guests::megs(s.name),
             cpu_model: s.cpu_model.to_string(),
+            cpus: crate::scenarios_smp::cpus_for(s.name, s.vigil_options),
         },
         mode: s.mode,
         timeout: Duration::from_secs(s.timeout_secs),
@@ -601,7 +609,27 @@ mod tests {
                 "linux-5g-bare",
                 "memtest-bare",
                 "lowload-bare",
-                "modules-bare"
+                "modules-bare",
+                "smp-2cpu-bare",
+                "smp-4cpu-bare",
+                "cases-2cpu-bare",
+                "linux-2cpu-bare",
+                "linux-4cpu-bare",
+                "features-sapphire-rapids-bare",
+                "linux-lynnfield-bare",
+                "real-mode-bare",
+                "models-corei5_lynnfield_750-cases-bare",
+                "models-corei5_arrandale_m520-cases-bare",
+                "models-corei7_sandy_bridge_2600k-cases-bare",
+                "models-corei7_ivy_bridge_3770k-cases-bare",
+                "models-corei7_haswell_4770-cases-bare",
+                "models-broadwell_ult-cases-bare",
+                "models-corei7_skylake_x-cases-bare",
+                "models-corei3_cnl-cases-bare",
+                "models-corei7_icelake_u-cases-bare",
+                "models-tigerlake-cases-bare",
+                "models-sapphire_rapids-cases-bare",
+                "models-arrow_lake-cases-bare"
             ]
         );
         // cases-vigil brings its baseline along, which runs first.

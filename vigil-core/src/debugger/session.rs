@@ -1,6 +1,15 @@
 //! One debugging connection: checked packets ([`Framer`]) into the `gdbstub` state machine,
 //! its requests out as [`Event`]s for the exit loop.
 //!
+//! gdb retransmits a packet whose acknowledgement does not come within its remote timeout
+//! (GDB manual, "Packet Acknowledgment"); on a slow or loaded machine Vigil's `+` can come late,
+//! and the copy arrives after the original was already answered. Answering it again would put
+//! every later reply one packet out of step with gdb. gdb sends nothing new before it has read
+//! the reply to its packet and acknowledged it with `+`, so in acknowledgement mode a packet
+//! identical to the last one, with no `+` from gdb since the last reply, is the retransmission:
+//! it is acknowledged and not answered again. A packet repeated on purpose (a second `stepi`)
+//! follows gdb's `+` and is answered as usual.
+//!
 //! `gdbstub` consumes its state machine on any error. The session then answers the packet with
 //! an error reply and builds a new state machine in the same protocol state: no-ack mode is
 //! replayed, and a target gdb believes running is put back into the running state, both with the
@@ -8,15 +17,17 @@
 
 use super::arch::Layout;
 use super::framing::{packet, Frame, Framer, Reject, MAX_BODY};
+use super::target::tid;
 use super::target::{DebugTarget, Request};
-use super::{GuestCpu, ResumeKind, StopKind};
+use super::threads::Threads;
+use super::{ResumeKind, StopKind};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::Cell;
 use gdbstub::common::Signal;
 use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
 
 /// The byte pipe to gdb (COM2 in Vigil, a buffer in tests).
 pub trait Port: Clone {
@@ -62,7 +73,7 @@ pub enum Event {
 
 type Machine<C, P> = GdbStubStateMachine<'static, DebugTarget<C>, Wire<P>>;
 
-pub struct Session<C: GuestCpu, P: Port> {
+pub struct Session<C: Threads, P: Port> {
     sm: Option<Machine<C, P>>,
     pub target: DebugTarget<C>,
     framer: Framer,
@@ -72,12 +83,15 @@ pub struct Session<C: GuestCpu, P: Port> {
     pub attached: bool,
     /// Times the state machine was rebuilt after an error.
     pub restarts: u64,
+    /// The last packet answered, and whether gdb has not acknowledged anything since.
+    last: Vec<u8>,
+    unacked: bool,
 }
 
 const NO_ACK: &[u8] = b"$QStartNoAckMode#b0";
 const CONTINUE: &[u8] = b"$c#63";
 
-impl<C: GuestCpu, P: Port> Session<C, P> {
+impl<C: Threads, P: Port> Session<C, P> {
     pub fn new(cpu: C, layout: Layout, port: P) -> Self {
         let wire = Wire {
             port,
@@ -91,6 +105,8 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
             no_ack: false,
             attached: false,
             restarts: 0,
+            last: Vec::new(),
+            unacked: false,
         };
         s.sm = s.fresh();
         s
@@ -157,7 +173,7 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
             GdbStubStateMachine::Idle(m) => m.incoming_data(&mut self.target, byte),
             GdbStubStateMachine::Running(m) => m.incoming_data(&mut self.target, byte),
             GdbStubStateMachine::CtrlCInterrupt(m) => {
-                m.interrupt_handled(&mut self.target, None::<SingleThreadStopReason<u64>>)
+                m.interrupt_handled(&mut self.target, None::<MultiThreadStopReason<u64>>)
             }
             GdbStubStateMachine::Disconnected(m) => Ok(m.return_to_idle()),
         };
@@ -180,7 +196,11 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
             self.rebuild(false);
         }
         let packet: Vec<u8> = match self.framer.push(byte) {
-            Frame::None | Frame::Ack => return Event::None,
+            Frame::None => return Event::None,
+            Frame::Ack => {
+                self.unacked = false;
+                return Event::None;
+            }
             Frame::Interrupt => return self.interrupt(),
             Frame::Rejected(why) => {
                 if !self.no_ack {
@@ -197,6 +217,15 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
             }
             Frame::Packet(p) => p.to_vec(),
         };
+        if !self.no_ack && self.unacked && packet == self.last {
+            self.put_all(b"+");
+            self.target.retransmissions += 1;
+            return Event::None;
+        }
+        if !self.no_ack {
+            self.last.clone_from(&packet);
+            self.unacked = true;
+        }
         let newly = !self.attached;
         self.attached = true;
         let was_running = self.running();
@@ -218,9 +247,12 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
             Some(GdbStubStateMachine::Disconnected(m)) => {
                 let reason = m.get_reason();
                 self.sm = Some(m.return_to_idle());
-                self.target.state.clear(&mut self.target.cpu);
+                self.target.state.clear(self.target.cpu.current());
+                let hw = self.target.state.hw;
+                self.target.cpu.hw_changed(&hw);
                 self.attached = false;
                 self.no_ack = false;
+                self.unacked = false;
                 // The next client starts a new protocol session.
                 self.sm = self.fresh();
                 match reason {
@@ -250,7 +282,10 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
         }
         match self.sm.take() {
             Some(GdbStubStateMachine::CtrlCInterrupt(m)) => {
-                let reason = SingleThreadStopReason::<u64>::Signal(Signal::SIGINT);
+                let reason = MultiThreadStopReason::<u64>::SignalWithThread {
+                    tid: tid(self.target.cpu.current_index()),
+                    signal: Signal::SIGINT,
+                };
                 match m.interrupt_handled(&mut self.target, Some(reason)) {
                     Ok(sm) => {
                         self.sm = Some(sm);
@@ -278,17 +313,16 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
         let Some(GdbStubStateMachine::Running(m)) = self.sm.take() else {
             return self.sm.is_some();
         };
-        let reason: SingleThreadStopReason<u64> = match kind {
-            StopKind::Attach => SingleThreadStopReason::Signal(Signal::SIGTRAP),
-            StopKind::Interrupt => SingleThreadStopReason::Signal(Signal::SIGINT),
-            StopKind::SwBreak => SingleThreadStopReason::SwBreak(()),
-            StopKind::HwBreak => SingleThreadStopReason::HwBreak(()),
-            StopKind::Step => SingleThreadStopReason::DoneStep,
-            StopKind::Watch { kind, addr } => SingleThreadStopReason::Watch {
-                tid: (),
-                kind,
-                addr,
-            },
+        // Every stop names the vCPU it happened on (a step too: gdb then knows which thread
+        // stepped).
+        let t = tid(self.target.cpu.current_index());
+        let signal = |signal| MultiThreadStopReason::SignalWithThread { tid: t, signal };
+        let reason: MultiThreadStopReason<u64> = match kind {
+            StopKind::Attach | StopKind::Step => signal(Signal::SIGTRAP),
+            StopKind::Interrupt => signal(Signal::SIGINT),
+            StopKind::SwBreak => MultiThreadStopReason::SwBreak(t),
+            StopKind::HwBreak => MultiThreadStopReason::HwBreak(t),
+            StopKind::Watch { kind, addr } => MultiThreadStopReason::Watch { tid: t, kind, addr },
         };
         match m.report_stop(&mut self.target, reason) {
             Ok(sm) => {

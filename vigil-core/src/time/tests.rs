@@ -438,7 +438,7 @@ fn mperf_loses_the_time_hidden_after_the_first_read() {
 fn a_steady_trickle_of_exits_keeps_the_tsc_true_over_a_second() {
     // Linux reading APERF and MPERF at every tick: in Bochs about 0.7 % of the time in exits.
     let mut s = Sim::new("tsc=hide", true);
-    let mut trickle = |s: &mut Sim, host_ticks: u64| {
+    let trickle = |s: &mut Sim, host_ticks: u64| {
         let end = s.host + host_ticks;
         while s.host < end {
             s.run(100_000);

@@ -110,9 +110,26 @@ impl VirtualTsc {
         exit_tsc.wrapping_sub(self.calibration.exit_lag)
     }
 
+    /// Another vCPU's clock, started from this one's before the guest runs: the same offset and
+    /// rate (one TSC for the whole machine, as on bare metal), its own processor's
+    /// IA32_TSC_ADJUST, no deadline armed.
+    pub fn sibling(&self, adjust: u64) -> VirtualTsc {
+        VirtualTsc {
+            adjust,
+            deadline: 0,
+            ..self.clone()
+        }
+    }
+
     /// The earliest host time at which the guest's TSC reaches `guest` (for the deadline).
+    /// A deadline the guest's TSC had already passed at host time 0 — below the offset — is
+    /// due at once: 0, not the wrapped difference, which would never come (on bare metal a
+    /// deadline in the past fires immediately, SDM Vol. 3A, "TSC-Deadline Mode").
     pub fn host_for(&self, guest: u64) -> u64 {
         let scaled = guest.wrapping_sub(self.offset);
+        if (scaled as i64) < 0 {
+            return 0;
+        }
         if self.multiplier == UNITY {
             scaled
         } else {
@@ -210,6 +227,16 @@ mod tests {
         // 2048 ticks later the guest has gained one.
         assert_eq!(t.guest_at((1 << 40) + 100 + 2048), before + 2049);
         assert_eq!(t.lag((1 << 40) + 100 + 2048), 5000 - 1);
+    }
+
+    #[test]
+    fn a_deadline_below_the_offset_is_due_at_once() {
+        let t = VirtualTsc::new(TscMode::Offset(0x1000_0000_0000), 5000, 0);
+        assert_eq!(t.host_for(1), 0);
+        assert_eq!(t.host_for(0x1000_0000_0000 + 6000), 6000);
+        // Scaled: guest 0 came at host 333,334 (1.5 h - 500,000); a deadline before it is due.
+        let s = VirtualTsc::new(TscMode::Scale(3, 2), 1_000_000, 0);
+        assert_eq!(s.host_for(0), 333_334);
     }
 
     #[test]

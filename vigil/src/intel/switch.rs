@@ -207,19 +207,20 @@ vmx_run_unscaled:
     test rax, rax
     jz vmx_run_time_done
     sub rax, rdx                    /* deadline - offset: host time at the guest's rate */
+    test rax, rax
+    jle vmx_run_deadline_due        /* already due (below the offset), or 0, which would disarm */
     test r8, r8
-    jz vmx_run_deadline_host
-    xor edx, edx                    /* divided by the multiplier (>= 1 << 48), rounded up */
+    jz vmx_run_deadline_ahead
+    xor edx, edx                    /* divided by the multiplier (>= 1 << 48), rounded up: >= 1 */
     shld rdx, rax, 48
     shl rax, 48
     div r8
     cmp rdx, 1
     sbb rax, -1
-vmx_run_deadline_host:
-    test rax, rax
-    jnz vmx_run_deadline_nonzero
-    inc rax                         /* 0 would disarm: fire now instead */
-vmx_run_deadline_nonzero:
+    jmp vmx_run_deadline_ahead
+vmx_run_deadline_due:
+    mov eax, 1                      /* fire now */
+vmx_run_deadline_ahead:
     mov rdx, rax
     shr rdx, 32
     mov ecx, {tsc_deadline}

@@ -2,7 +2,7 @@
 //! INVPCID, the undefined instructions, and the exits that end or start a vCPU.
 
 use crate::exit::{Action, Exit, Stop, TaskSwitchSource};
-use crate::testing::{cpu, cpu_with, exit, FakeVcpu};
+use crate::testing::{cpu, exit, FakeVcpu};
 use crate::vcpu::{msr, Activity, Flush, Seg};
 use x86_arch::event::Event;
 use x86_arch::regs::*;
@@ -219,7 +219,7 @@ fn virtualization_instructions_are_undefined() {
 }
 
 #[test]
-fn triple_fault_init_and_task_switch_stop_with_a_report() {
+fn triple_fault_init_and_impossible_task_switches_stop_with_a_report() {
     let mut c = cpu("");
     assert_eq!(
         exit(&mut c, Exit::TripleFault),
@@ -229,6 +229,8 @@ fn triple_fault_init_and_task_switch_stop_with_a_report() {
         exit(&mut c, Exit::Init),
         Action::Stop(Stop::Failed(_))
     ));
+    // A task gate with no event being delivered, and a task switch in IA-32e mode (where the
+    // processor raises #GP instead): neither can come from a guest.
     let a = exit(
         &mut c,
         Exit::TaskSwitch {
@@ -239,27 +241,20 @@ fn triple_fault_init_and_task_switch_stop_with_a_report() {
     assert!(matches!(a, Action::Stop(Stop::Failed(_))));
     assert_eq!(c.vcpu.reports.len(), 3);
     assert!(c.vcpu.reports[2].contains("0x28"));
+    let a = exit(
+        &mut c,
+        Exit::TaskSwitch {
+            selector: 0x28,
+            source: TaskSwitchSource::Jmp,
+        },
+    );
+    assert!(matches!(a, Action::Stop(Stop::Failed(_))));
+    assert!(c.vcpu.reports[3].contains("IA-32e"));
     assert!(matches!(
         exit(&mut c, Exit::Unhandled { reason: "RSM" }),
         Action::Stop(Stop::Failed(_))
     ));
-    assert!(c.vcpu.reports[3].contains("RSM"));
-}
-
-#[test]
-fn a_start_up_ipi_starts_a_waiting_vcpu_in_real_mode() {
-    let mut v = FakeVcpu::protected32();
-    v.activity = Activity::WaitForSipi;
-    let mut c = cpu_with("", v);
-    assert_eq!(exit(&mut c, Exit::Sipi { vector: 0x9A }), Action::Resume);
-    let cs = c.vcpu.segs[Seg::Cs as usize];
-    assert_eq!((cs.selector, cs.base, cs.limit), (0x9A00, 0x9_A000, 0xFFFF));
-    assert_eq!(c.vcpu.rip, 0);
-    assert_eq!(c.vcpu.activity, Activity::Active);
-    // A vCPU that is not waiting ignores it.
-    let mut c = cpu("");
-    exit(&mut c, Exit::Sipi { vector: 0x10 });
-    assert_eq!(c.vcpu.rip, 0x1000);
+    assert!(c.vcpu.reports[4].contains("RSM"));
 }
 
 #[test]

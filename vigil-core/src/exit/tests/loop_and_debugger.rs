@@ -24,8 +24,10 @@ struct Wire {
 }
 
 impl Wire {
+    /// A packet as gdb sends it: after acknowledging what the stub sent before.
     fn send(&self, body: &str) {
         let mut q = self.to_stub.borrow_mut();
+        q.push_back(b'+');
         packet(body.as_bytes(), &mut |b| q.push_back(b));
     }
 }
@@ -39,6 +41,9 @@ impl Port for Wire {
 impl Link for Wire {
     fn read(&mut self) -> Option<u8> {
         self.to_stub.borrow_mut().pop_front()
+    }
+    fn ready(&self) -> bool {
+        !self.to_stub.borrow().is_empty()
     }
     fn set_route(&mut self, route: Route) {
         self.routes.borrow_mut().push(route);

@@ -12,3 +12,5 @@ mod io_string;
 mod loop_and_debugger;
 mod mov_dr;
 mod msr;
+mod startup;
+mod task_switch;
