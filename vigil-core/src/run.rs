@@ -4,11 +4,12 @@
 //! machine (`crate::smp`): it parks while another vCPU holds it, stops when the run has ended
 //! elsewhere, and drops cached nested translations another vCPU made stale.
 
-use crate::cpu::Cpu;
+use crate::cpu::{Cpu, Exited};
 use crate::debugger::exits::{Debugger, Link};
 use crate::exit::{complete::complete, dispatch, Action, Exit, Stop};
 use crate::smp::startup::Startup;
 use crate::smp::{Presence, Released};
+use crate::time::EntryTime;
 use crate::vcpu::{Host, Vcpu};
 
 /// A vCPU on its own, or under the debugger (which then owns it).
@@ -135,50 +136,70 @@ fn exits<V: Vcpu + 'static, H: Handler<V>>(h: &mut H) -> Stop {
             cpu.vcpu.invalidate_nested();
             cpu.nested_seen = generation;
         }
-        // A vCPU waiting for a start-up IPI runs no guest code: the others may count it as
-        // parked until its SIPI exit.
-        let waiting = cpu.startup == Startup::WaitForSipi;
-        if waiting {
-            h.before_waiting();
-            let cpu = h.cpu();
-            cpu.vm
-                .smp
-                .set_presence(cpu.id as usize, Presence::WaitingForSipi);
-        }
         let cpu = h.cpu();
         let plan = cpu.time.plan(&mut cpu.vcpu, cpu.exit_tsc);
-        let result = cpu.vcpu.run(&plan);
-        if waiting {
-            cpu.vm.smp.set_presence(cpu.id as usize, Presence::Running);
-        }
-        let exited = match result {
-            Ok(e) => e,
-            Err(stop) => return stop,
+        let stop = if cpu.startup == Startup::WaitForSipi {
+            wait_for_sipi(h, &plan)
+        } else {
+            let result = cpu.vcpu.run(&plan);
+            after_run(h, &plan, result)
         };
-        if plan.hide {
-            let hidden = cpu.vcpu.hidden_time();
-            cpu.time.after_exit(&hidden, exited.exit_tsc);
-        }
-        cpu.exit_tsc = exited.exit_tsc;
-        // CPUID, the exit every guest makes most, gets its own copy of the rest of the loop,
-        // made for an exit known to be CPUID (nothing of it to move around).
-        let action = match exited.exit {
-            Exit::Cpuid => {
-                cpu.events.interrupted = None;
-                cpu.startup = cpu.startup.after_exit();
-                handle_one(h, &Exit::Cpuid)
-            }
-            exit => {
-                cpu.events.interrupted = exited.interrupted;
-                if !matches!(exit, Exit::Init | Exit::Sipi { .. }) {
-                    cpu.startup = cpu.startup.after_exit();
-                }
-                handle_one(h, &exit)
-            }
-        };
-        if let Action::Stop(stop) = action {
+        if let Some(stop) = stop {
             return stop;
         }
+    }
+}
+
+/// An entry that waits for a start-up IPI: the vCPU runs no guest code, so the others may count
+/// it as parked until its SIPI exit.
+#[cold]
+#[inline(never)]
+fn wait_for_sipi<V: Vcpu + 'static, H: Handler<V>>(h: &mut H, plan: &EntryTime) -> Option<Stop> {
+    h.before_waiting();
+    let cpu = h.cpu();
+    let id = cpu.id as usize;
+    cpu.vm.smp.set_presence(id, Presence::WaitingForSipi);
+    let result = cpu.vcpu.run(plan);
+    cpu.vm.smp.set_presence(id, Presence::Running);
+    after_run(h, plan, result)
+}
+
+/// The exit an entry ended with, through time's bookkeeping, its handler and the completion.
+#[inline(always)]
+fn after_run<V: Vcpu + 'static, H: Handler<V>>(
+    h: &mut H,
+    plan: &EntryTime,
+    result: Result<Exited, Stop>,
+) -> Option<Stop> {
+    let cpu = h.cpu();
+    let exited = match result {
+        Ok(e) => e,
+        Err(stop) => return Some(stop),
+    };
+    if plan.hide {
+        let hidden = cpu.vcpu.hidden_time();
+        cpu.time.after_exit(&hidden, exited.exit_tsc);
+    }
+    cpu.exit_tsc = exited.exit_tsc;
+    // CPUID, the exit every guest makes most, gets its own copy of the rest of the loop,
+    // made for an exit known to be CPUID (nothing of it to move around).
+    let action = match exited.exit {
+        Exit::Cpuid => {
+            cpu.events.interrupted = None;
+            cpu.startup = cpu.startup.after_exit();
+            handle_one(h, &Exit::Cpuid)
+        }
+        exit => {
+            cpu.events.interrupted = exited.interrupted;
+            if !matches!(exit, Exit::Init | Exit::Sipi { .. }) {
+                cpu.startup = cpu.startup.after_exit();
+            }
+            handle_one(h, &exit)
+        }
+    };
+    match action {
+        Action::Stop(stop) => Some(stop),
+        _ => None,
     }
 }
 

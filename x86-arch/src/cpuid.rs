@@ -173,17 +173,84 @@ impl Features {
         Feature::ALL.into_iter().filter(move |f| self.contains(*f))
     }
 
+    /// The features whose bit CPUID `leaf`.`subleaf` reports (`subleaf` ignored where the
+    /// leaf has none).
+    const fn reported_by(leaf: u32, subleaf: u32) -> u32 {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < Feature::ALL.len() {
+            let at = Feature::ALL[i].location();
+            let sub_ok = match at.subleaf {
+                None => true,
+                Some(s) => s == subleaf,
+            };
+            if at.leaf == leaf && sub_ok {
+                bits |= 1 << i;
+            }
+            i += 1;
+        }
+        bits
+    }
+
+    /// The features whose own leaf `leaf` is.
+    const fn owning(leaf: u32) -> u32 {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < Feature::ALL.len() {
+            if let Some(own) = Feature::ALL[i].own_leaf() {
+                if own == leaf {
+                    bits |= 1 << i;
+                }
+            }
+            i += 1;
+        }
+        bits
+    }
+
+    /// The features CPUID `leaf`.`subleaf` reports, and those it describes alone: worked out at
+    /// compile time for the few leaves that have any (a hypervisor runs this at every CPUID
+    /// exit). The test below holds it to `reported_by` and `owning` for every leaf.
+    #[inline]
+    fn at_leaf(leaf: u32, subleaf: u32) -> (u32, u32) {
+        const L1: u32 = Features::reported_by(1, 0);
+        const L7_0: u32 = Features::reported_by(7, 0);
+        const L7_1: u32 = Features::reported_by(7, 1);
+        const LD_1: u32 = Features::reported_by(0xD, 1);
+        const LX1: u32 = Features::reported_by(0x8000_0001, 0);
+        const O12: u32 = Features::owning(0x12);
+        const O14: u32 = Features::owning(0x14);
+        const O1B: u32 = Features::owning(0x1B);
+        match (leaf, subleaf) {
+            (1, _) => (L1, 0),
+            (7, 0) => (L7_0, 0),
+            (7, 1) => (L7_1, 0),
+            (0xD, 1) => (LD_1, 0),
+            (0x8000_0001, _) => (LX1, 0),
+            (0x12, _) => (0, O12),
+            (0x14, _) => (0, O14),
+            (0x1B, _) => (0, O1B),
+            _ => (0, 0),
+        }
+    }
+
+    /// Whether CPUID `leaf` reports any feature of the list, or describes one alone: the only
+    /// leaves [`Features::hide`] can change.
+    pub const fn in_leaf(leaf: u32) -> bool {
+        matches!(leaf, 1 | 7 | 0xD | 0x12 | 0x14 | 0x1B | 0x8000_0001)
+    }
+
     /// Clears the bits of these features in the result `r` of CPUID `leaf`.`subleaf`, and
     /// the whole of a leaf that only describes one of them.
     pub fn hide(self, leaf: u32, subleaf: u32, r: &mut [u32; 4]) {
-        for f in self.iter() {
-            let at = f.location();
-            if at.matches(leaf, subleaf) {
-                r[at.reg as usize] &= !(1 << at.bit);
-            }
-            if f.own_leaf() == Some(leaf) {
-                *r = [0; 4];
-            }
+        let (reported, owned) = Self::at_leaf(leaf, subleaf);
+        let mut bits = self.0 & reported;
+        while bits != 0 {
+            let at = Feature::ALL[bits.trailing_zeros() as usize].location();
+            bits &= bits - 1;
+            r[at.reg as usize] &= !(1 << at.bit);
+        }
+        if self.0 & owned != 0 {
+            *r = [0; 4];
         }
     }
 }
@@ -191,6 +258,36 @@ impl Features {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hiding_by_leaf_agrees_with_each_features_location() {
+        // ALL is in discriminant order: bits index it.
+        for f in Feature::ALL {
+            assert_eq!(Feature::ALL[f as usize], f);
+        }
+        let leaves = (0..0x40)
+            .chain(0x4000_0000..0x4000_0002)
+            .chain(0x8000_0000..0x8000_0010);
+        for leaf in leaves {
+            for subleaf in 0..4 {
+                // Each feature alone against its location and own leaf.
+                for f in Feature::ALL {
+                    let mut r = [u32::MAX; 4];
+                    Features::of(&[f]).hide(leaf, subleaf, &mut r);
+                    let mut want = [u32::MAX; 4];
+                    let at = f.location();
+                    if at.matches(leaf, subleaf) {
+                        want[at.reg as usize] &= !(1 << at.bit);
+                    }
+                    if f.own_leaf() == Some(leaf) {
+                        want = [0; 4];
+                    }
+                    assert_eq!(r, want, "{} at {leaf:#x}.{subleaf}", f.name());
+                    assert!(r == [u32::MAX; 4] || Features::in_leaf(leaf), "{leaf:#x}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn hiding_clears_the_bit_and_the_features_own_leaf() {

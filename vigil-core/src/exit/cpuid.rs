@@ -11,6 +11,7 @@
 //! exit with RDTSC exiting on).
 
 use super::Action;
+use crate::config::Config;
 use crate::cpu::Cpu;
 use crate::vcpu::{Host, Vcpu};
 use x86_arch::cpuid::{Feature, Features};
@@ -49,9 +50,31 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
     cpu.time.detail = leaf;
     let subleaf = vcpu.gpr(1) as u32;
     let mut r = vcpu.host().cpuid(leaf, subleaf);
+    // Most leaves go to the guest as they are: the few Vigil changes are looked at apart.
+    if Features::in_leaf(leaf) || leaf & 0xFFFF_FF00 == 0x4000_0000 {
+        adjust(vcpu, config, leaf, subleaf, &mut r);
+    }
+    if config.cpuid.changes_bits() {
+        config.cpuid.apply(leaf, subleaf, &mut r);
+    }
+    if config.trap.cpuid || config.log_exits {
+        log_cpuid(leaf, subleaf, r, vcpu.rip());
+    }
+    // 32-bit results zero-extend into the 64-bit registers (SDM Vol. 1 3.4.1.1).
+    vcpu.set_gpr(0, r[0] as u64);
+    vcpu.set_gpr(3, r[1] as u64);
+    vcpu.set_gpr(1, r[2] as u64);
+    vcpu.set_gpr(2, r[3] as u64);
+    Action::Advance
+}
+
+/// The leaves whose values Vigil changes: hidden features, the bits that follow the guest's
+/// CR4, the hypervisor bit and leaves.
+#[inline(never)]
+fn adjust<V: Vcpu>(vcpu: &mut V, config: &Config, leaf: u32, subleaf: u32, r: &mut [u32; 4]) {
     NEVER_SHOWN
         .union(vcpu.hidden_features())
-        .hide(leaf, subleaf, &mut r);
+        .hide(leaf, subleaf, r);
     match leaf {
         1 => {
             let cr4 = vcpu.cr4();
@@ -61,9 +84,12 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
                 } else {
                     0
                 };
+            if config.cpuid.hypervisor {
+                r[2] |= LEAF1_ECX_HYPERVISOR;
+            }
         }
         0x4000_0000..=0x4000_00FF if config.cpuid.hypervisor => {
-            r = match leaf {
+            *r = match leaf {
                 0x4000_0000 => {
                     let word = |i: usize| {
                         u32::from_le_bytes(VENDOR[i..i + 4].try_into().unwrap_or_default())
@@ -85,21 +111,6 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
         }
         _ => {}
     }
-    if leaf == 1 && config.cpuid.hypervisor {
-        r[2] |= LEAF1_ECX_HYPERVISOR;
-    }
-    if config.cpuid.changes_bits() {
-        config.cpuid.apply(leaf, subleaf, &mut r);
-    }
-    if config.trap.cpuid || config.log_exits {
-        log_cpuid(leaf, subleaf, r, vcpu.rip());
-    }
-    // 32-bit results zero-extend into the 64-bit registers (SDM Vol. 1 3.4.1.1).
-    vcpu.set_gpr(0, r[0] as u64);
-    vcpu.set_gpr(3, r[1] as u64);
-    vcpu.set_gpr(1, r[2] as u64);
-    vcpu.set_gpr(2, r[3] as u64);
-    Action::Advance
 }
 
 #[cold]

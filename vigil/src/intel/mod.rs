@@ -94,11 +94,15 @@ pub enum EntryFailure {
 }
 
 impl VmxVcpu {
-    /// Runs the guest until its next VM exit and decodes it.
+    /// Runs the guest until its next VM exit and decodes it. (Calibration enters here too, where
+    /// no NMI is taken for the guest: `nmi_after_exit` then finds nothing.)
     #[inline(always)]
     pub fn enter(&mut self) -> Result<Exited, EntryFailure> {
         // SAFETY: VMX root operation with this vCPU's VMCS current and its host state set.
-        match unsafe { switch::run(&mut self.regs) } {
+        let result = unsafe { switch::run(&mut self.regs) };
+        // First of all, NMIs wait for the next entry again (`nmi.rs`).
+        self.nmi_after_exit();
+        match result {
             switch::RunResult::FailInvalid => Err(EntryFailure::NoVmcs),
             switch::RunResult::FailValid => Err(EntryFailure::Instruction(
                 self.vmcs.read(Field::VmInstructionError) as u32,

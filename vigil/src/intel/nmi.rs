@@ -91,16 +91,14 @@ impl VmxVcpu {
     /// Before an entry: from now on the NMI handler injects by itself; an NMI it recorded
     /// earlier is injected now if this entry can take it, else the preemption timer brings the
     /// guest back soon to try again. With nothing held anywhere this is one load.
+    #[inline(always)]
     pub(super) fn nmi_before_entry(&mut self) {
-        let me = bit();
+        let me = self.nmi_bit;
         ENTERING.fetch_or(me, Ordering::SeqCst);
         let held = PENDING.load(Ordering::Relaxed) & me != 0
             && PENDING.fetch_and(!me, Ordering::SeqCst) & me != 0;
-        if held && !try_inject(&mut self.vmcs) {
-            PENDING.fetch_or(me, Ordering::SeqCst);
-            self.retry_nmi(true);
-        } else if self.nmi_retry {
-            self.retry_nmi(false);
+        if held || self.nmi_retry {
+            self.held_nmi(held);
         }
     }
 
@@ -108,12 +106,26 @@ impl VmxVcpu {
     /// clears the valid bit of the VM-entry interruption information (SDM Vol. 3C 28.2.4), so
     /// an injection found there now is the handler's, made between the exit and this call: it
     /// goes back to waiting, as the exit's own handling may inject another event.
+    #[inline(always)]
     pub(super) fn nmi_after_exit(&mut self) {
-        let me = bit();
+        let me = self.nmi_bit;
         ENTERING.fetch_and(!me, Ordering::SeqCst);
         if self.vmcs.read(Field::VmEntryInterruptionInfo) & VALID != 0 {
             self.vmcs.write(Field::VmEntryInterruptionInfo, 0);
             PENDING.fetch_or(me, Ordering::SeqCst);
+        }
+    }
+
+    /// An NMI recorded earlier: injected now if this entry can take it, else retried soon;
+    /// once none is held, the preemption timer goes back to its regular use.
+    #[cold]
+    fn held_nmi(&mut self, held: bool) {
+        let me = self.nmi_bit;
+        if held && !try_inject(&mut self.vmcs) {
+            PENDING.fetch_or(me, Ordering::SeqCst);
+            self.retry_nmi(true);
+        } else if self.nmi_retry {
+            self.retry_nmi(false);
         }
     }
 

@@ -529,6 +529,7 @@ pub fn create_vcpu(
         unsupported: None,
         poll: None,
         nmi_retry: false,
+        nmi_bit: 1 << (cpu.id & 63),
         phys_bits: (regs::cpuid(0x8000_0008, 0)[0] & 0xFF) as u8,
     };
     vcpu.set_cr0(CR0_PE | CR0_ET);

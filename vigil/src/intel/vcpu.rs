@@ -67,6 +67,9 @@ pub struct VmxVcpu {
     pub poll: Option<u64>,
     /// The preemption timer is armed to retry injecting an NMI Vigil holds for the guest.
     pub nmi_retry: bool,
+    /// This processor's bit in the NMI handler's masks (`nmi.rs`), kept here so the exit path
+    /// does not look up its per-CPU block twice per exit.
+    pub nmi_bit: u64,
     pub phys_bits: u8,
 }
 
@@ -281,9 +284,7 @@ impl Vcpu for VmxVcpu {
             self.regs.multiplier = time.multiplier;
         }
         self.nmi_before_entry();
-        let entered = self.enter();
-        self.nmi_after_exit();
-        match entered {
+        match self.enter() {
             Ok(exited) => Ok(exited),
             Err(failure) => {
                 super::report::entry_failure(self, failure);
