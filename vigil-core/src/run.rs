@@ -142,7 +142,19 @@ fn exits<V: Vcpu + 'static, H: Handler<V>>(h: &mut H) -> Stop {
             wait_for_sipi(h, &plan)
         } else {
             let result = cpu.vcpu.run(&plan);
-            after_run(h, &plan, result)
+            // CPUID, the exit every guest makes most, gets its own copy of the rest of the
+            // loop, made for an exit known to be CPUID: only its time is read out of the
+            // result, nothing of it is moved around.
+            if let Ok(Exited {
+                exit: Exit::Cpuid,
+                exit_tsc,
+                ..
+            }) = result
+            {
+                after_cpuid(h, &plan, exit_tsc)
+            } else {
+                after_run(h, &plan, result)
+            }
         };
         if let Some(stop) = stop {
             return stop;
@@ -181,23 +193,34 @@ fn after_run<V: Vcpu + 'static, H: Handler<V>>(
         cpu.time.after_exit(&hidden, exited.exit_tsc);
     }
     cpu.exit_tsc = exited.exit_tsc;
-    // CPUID, the exit every guest makes most, gets its own copy of the rest of the loop,
-    // made for an exit known to be CPUID (nothing of it to move around).
-    let action = match exited.exit {
-        Exit::Cpuid => {
-            cpu.events.interrupted = None;
-            cpu.startup = cpu.startup.after_exit();
-            handle_one(h, &Exit::Cpuid)
-        }
-        exit => {
-            cpu.events.interrupted = exited.interrupted;
-            if !matches!(exit, Exit::Init | Exit::Sipi { .. }) {
-                cpu.startup = cpu.startup.after_exit();
-            }
-            handle_one(h, &exit)
-        }
-    };
-    match action {
+    cpu.events.interrupted = exited.interrupted;
+    let exit = exited.exit;
+    if !matches!(exit, Exit::Init | Exit::Sipi { .. }) {
+        cpu.startup = cpu.startup.after_exit();
+    }
+    match handle_one(h, &exit) {
+        Action::Stop(stop) => Some(stop),
+        _ => None,
+    }
+}
+
+/// [`after_run`] for a CPUID exit at host time `exit_tsc`.
+#[inline(always)]
+fn after_cpuid<V: Vcpu + 'static, H: Handler<V>>(
+    h: &mut H,
+    plan: &EntryTime,
+    exit_tsc: u64,
+) -> Option<Stop> {
+    let cpu = h.cpu();
+    if plan.hide {
+        let hidden = cpu.vcpu.hidden_time();
+        cpu.time.after_exit(&hidden, exit_tsc);
+    }
+    cpu.exit_tsc = exit_tsc;
+    // An instruction's exit: no event was being delivered.
+    cpu.events.interrupted = None;
+    cpu.startup = cpu.startup.after_exit();
+    match handle_one(h, &Exit::Cpuid) {
         Action::Stop(stop) => Some(stop),
         _ => None,
     }

@@ -41,7 +41,8 @@ const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// The hypervisor leaves' vendor signature, in EBX, ECX, EDX order (12 bytes).
 const VENDOR: &[u8; 12] = b"VigilVigilHV";
 
-#[inline]
+// Always inline: the exit loop's hot path for CPUID (`exit::cpuid_inline`) is this.
+#[inline(always)]
 pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
     let config = cpu.config();
     let vcpu = &mut cpu.vcpu;

@@ -98,32 +98,43 @@ impl VmxVcpu {
     /// no NMI is taken for the guest: `nmi_after_exit` then finds nothing.)
     #[inline(always)]
     pub fn enter(&mut self) -> Result<Exited, EntryFailure> {
+        self.enter_or(|_, failure| failure)
+    }
+
+    /// [`Self::enter`], with a failed entry turned into the caller's error by `failed` where it
+    /// happens: each exit's result is built once, in the form the caller returns (the exit
+    /// loop's CPUID is then never moved from one form to another).
+    #[inline(always)]
+    pub fn enter_or<E>(
+        &mut self,
+        failed: impl FnOnce(&mut Self, EntryFailure) -> E,
+    ) -> Result<Exited, E> {
         // SAFETY: VMX root operation with this vCPU's VMCS current and its host state set.
         let result = unsafe { switch::run(&mut self.regs) };
         // First of all, NMIs wait for the next entry again (`nmi.rs`).
         self.nmi_after_exit();
-        match result {
-            switch::RunResult::FailInvalid => Err(EntryFailure::NoVmcs),
-            switch::RunResult::FailValid => Err(EntryFailure::Instruction(
-                self.vmcs.read(Field::VmInstructionError) as u32,
-            )),
+        let failure = match result {
+            switch::RunResult::FailInvalid => EntryFailure::NoVmcs,
+            switch::RunResult::FailValid => {
+                EntryFailure::Instruction(self.vmcs.read(Field::VmInstructionError) as u32)
+            }
             switch::RunResult::Exit => {
                 let raw = self.vmcs.read(Field::VmExitReason) as u32;
-                if raw & (1 << 31) != 0 {
-                    let qualification = self.vmcs.read(Field::ExitQualification);
-                    return Err(EntryFailure::GuestState {
-                        reason: raw as u16,
-                        qualification,
+                if raw & (1 << 31) == 0 {
+                    let (exit, interrupted) = decode::decode(self, raw);
+                    return Ok(Exited {
+                        exit,
+                        interrupted,
+                        exit_tsc: self.regs.exit_tsc,
                     });
                 }
-                let (exit, interrupted) = decode::decode(self, raw);
-                Ok(Exited {
-                    exit,
-                    interrupted,
-                    exit_tsc: self.regs.exit_tsc,
-                })
+                EntryFailure::GuestState {
+                    reason: raw as u16,
+                    qualification: self.vmcs.read(Field::ExitQualification),
+                }
             }
-        }
+        };
+        Err(failed(self, failure))
     }
 
     /// Name of the current exit reason, for reports.

@@ -284,13 +284,10 @@ impl Vcpu for VmxVcpu {
             self.regs.multiplier = time.multiplier;
         }
         self.nmi_before_entry();
-        match self.enter() {
-            Ok(exited) => Ok(exited),
-            Err(failure) => {
-                super::report::entry_failure(self, failure);
-                Err(Stop::Failed("VM entry failed"))
-            }
-        }
+        self.enter_or(|vcpu, failure| {
+            super::report::entry_failure(vcpu, failure);
+            Stop::Failed("VM entry failed")
+        })
     }
 
     #[inline]
