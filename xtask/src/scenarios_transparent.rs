@@ -38,13 +38,25 @@ pub fn all() -> Vec<Scenario> {
             baseline: Some("features-sapphire-rapids-bare"),
             check: same_features,
         },
-        // RDTSC exiting would make UMWAIT and TPAUSE exit: Vigil hides WAITPKG instead.
+        // `tsc=hide` leaves RDTSC native: every feature as bare, WAITPKG included.
         Scenario {
             name: "features-sapphire-rapids-hide",
             guest: "cases",
             guest_args: FEATURE_CASES,
             mode: Mode::Vigil,
             vigil_options: "tsc=hide",
+            cpu_model: SAPPHIRE_RAPIDS,
+            timeout_secs: 120,
+            baseline: Some("features-sapphire-rapids-bare"),
+            check: same_features,
+        },
+        // RDTSC exiting would make UMWAIT and TPAUSE exit: Vigil hides WAITPKG instead.
+        Scenario {
+            name: "features-sapphire-rapids-trap-rdtsc",
+            guest: "cases",
+            guest_args: FEATURE_CASES,
+            mode: Mode::Vigil,
+            vigil_options: "trap=rdtsc",
             cpu_model: SAPPHIRE_RAPIDS,
             timeout_secs: 120,
             baseline: Some("features-sapphire-rapids-bare"),
@@ -226,7 +238,7 @@ fn waitpkg_hidden(c: &Check) -> Result<(), String> {
     let expected: BTreeSet<String> = bare.difference(&waitpkg).cloned().collect();
     if vigil != expected {
         return Err(format!(
-            "under tsc=hide the guest should see everything but WAITPKG: expected {expected:?}, got {vigil:?}"
+            "with RDTSC exiting the guest should see everything but WAITPKG: expected {expected:?}, got {vigil:?}"
         ));
     }
     if !c
