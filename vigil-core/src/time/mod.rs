@@ -51,6 +51,8 @@ pub struct Time {
     perf: Option<PerfCounters>,
     /// The largest lag seen at an exit (for the run's report).
     pub largest_lag: i64,
+    /// Everything the switch took out of the offset (for the run's report).
+    hidden_total: u64,
 }
 
 /// What the guest's IA32_MPERF and IA32_APERF need beyond the host's values.
@@ -138,6 +140,7 @@ impl Time {
             timer_works: true,
             perf: None,
             largest_lag: 0,
+            hidden_total: 0,
         }
     }
 
@@ -240,8 +243,9 @@ impl Time {
     pub fn report(&self, host_now: u64) -> Option<alloc::string::String> {
         self.v.hides_exits().then(|| {
             alloc::format!(
-                "virtual time: {} ticks hidden, lag {} ticks at the end, at most {}",
-                self.v.hidden(host_now) as i64,
+                "virtual time: {} ticks hidden from the TSC in all, {} still owed at the end \
+                 (the rest repaid or forgiven), {} owed at most",
+                self.hidden_total as i64,
                 self.v.lag(host_now),
                 self.largest_lag
             )
@@ -254,9 +258,11 @@ impl Time {
         // What the entry took (its offset less the switch's), for the rate repayment follows:
         // the guest's own exits only — the timer's exist for repayment, and counting them
         // would keep it going.
+        let took = self.v.offset.wrapping_sub(hidden.offset);
+        self.hidden_total = self.hidden_total.wrapping_add(took);
         if let (Some(debt), Some(cost)) = (self.debt.as_mut(), self.last) {
             if cost != Cost::Nothing {
-                debt.count(self.v.offset.wrapping_sub(hidden.offset) as i64, exit_tsc);
+                debt.count(took as i64, exit_tsc);
             }
         }
         self.v.offset = hidden.offset;
