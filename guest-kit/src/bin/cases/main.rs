@@ -67,6 +67,7 @@ static CASES: &[Case] = &[
     Case::new("vmaware-timing", vmaware_timing),
     Case::explicit("cpuid-leaves", cpuid_leaves),
     Case::explicit("tsc-clocks", tsc_clocks),
+    Case::explicit("tsc-write", tsc_write),
     Case::new("isolation", isolation),
     Case::new("modules", modules),
     Case::new("high-mmio", high_mmio),
