@@ -133,19 +133,25 @@ impl Debt {
         let elapsed = now
             .wrapping_sub(self.window_start)
             .clamp(self.window / 8, self.window);
-        let current = (self.window_hidden as u128 * self.window as u128 / elapsed.max(1) as u128)
-            .min(u64::MAX as u128) as u64;
+        // (In 64 bits whenever the product fits, as it does for any window of under a second.)
+        let current = match self.window_hidden.checked_mul(self.window) {
+            Some(p) => p / elapsed.max(1),
+            None => (self.window_hidden as u128 * self.window as u128 / elapsed.max(1) as u128)
+                .min(u64::MAX as u128) as u64,
+        };
         let recent = if now.wrapping_sub(self.window_start) >= 2 * self.window {
             0
         } else {
             self.last_window_hidden.max(current)
         };
         let need = recent.saturating_mul(5) / 4;
-        let mut shift = REPAY_SHIFT;
-        while shift > FASTEST_SHIFT && need.saturating_mul(1 << shift) > self.window {
-            shift -= 1;
+        // The largest shift with need << shift no more than the window: need * 2^s <= window
+        // exactly when 2^s <= window / need (rounded down).
+        match self.window.checked_div(need) {
+            None => REPAY_SHIFT,
+            Some(0) => FASTEST_SHIFT,
+            Some(q) => (63 - q.leading_zeros()).clamp(FASTEST_SHIFT, REPAY_SHIFT),
         }
-        shift
     }
 
     /// How long the guest runs without an exit before a pending change of rate is made (1 ms:
@@ -243,6 +249,33 @@ mod tests {
     use super::*;
 
     const HZ: u64 = 50_000_000;
+
+    #[test]
+    fn the_shift_is_the_largest_that_repays_in_time() {
+        let mut d = Debt::new(HideLimit::Bounded, HZ, true);
+        for hidden in (0..200_000u64).step_by(97).chain([1 << 40, u64::MAX / 3]) {
+            d.window_hidden = hidden;
+            d.last_window_hidden = hidden / 3;
+            for now in [0, d.window / 16, d.window / 2, d.window, 3 * d.window] {
+                let got = d.shift_at(now);
+                // The rule as a loop: from the slowest rate down while it would not keep up.
+                let elapsed = now.clamp(d.window / 8, d.window);
+                let current = (hidden as u128 * d.window as u128 / elapsed as u128)
+                    .min(u64::MAX as u128) as u64;
+                let recent = if now >= 2 * d.window {
+                    0
+                } else {
+                    d.last_window_hidden.max(current)
+                };
+                let need = recent.saturating_mul(5) / 4;
+                let mut want = REPAY_SHIFT;
+                while want > FASTEST_SHIFT && need.saturating_mul(1 << want) > d.window {
+                    want -= 1;
+                }
+                assert_eq!(got, want, "hidden {hidden} at {now}");
+            }
+        }
+    }
 
     #[test]
     fn the_budget_follows_the_tsc_frequency() {

@@ -44,7 +44,8 @@ pub struct Time {
     last: Option<Cost>,
     /// Whether this vCPU may use the backend's poll timer (not while the debugger owns it).
     pub timer_free: bool,
-    timer_armed: bool,
+    /// What this vCPU last gave the backend's timer (`None`: disarmed).
+    timer_set: Option<u64>,
     /// The backend has a poll timer (until it says otherwise).
     timer_works: bool,
     /// IA32_MPERF and IA32_APERF, once the host is known to have them.
@@ -136,7 +137,7 @@ impl Time {
             detail: 0,
             last: None,
             timer_free: true,
-            timer_armed: false,
+            timer_set: None,
             timer_works: true,
             perf: None,
             largest_lag: 0,
@@ -219,10 +220,12 @@ impl Time {
                 self.v.set_multiplier(plan.multiplier, now);
                 vcpu.set_tsc_multiplier(plan.multiplier);
             }
-            if self.timer_free && (timer.is_some() || self.timer_armed) {
+            // The timer counts down from its value at every entry: the same value need not be
+            // given again.
+            if self.timer_free && timer != self.timer_set {
                 let armed = vcpu.set_poll_timer(timer);
                 self.timer_works &= armed;
-                self.timer_armed = armed && timer.is_some();
+                self.timer_set = if armed { timer } else { None };
             }
         }
         EntryTime {
