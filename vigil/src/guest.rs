@@ -1,13 +1,14 @@
 //! From GRUB's modules to a guest ready to launch: find the guest image (and an initrd, and a
 //! multiboot guest's own modules), tell a Linux bzImage from a multiboot kernel, load it with the
-//! matching boot protocol, write the boot data it expects, and build its EPT.
+//! matching boot protocol and write the boot data it expects. The backend then builds its
+//! nested page tables over the guest's memory (EPT or NPT), without [`vigil_ranges`].
 //!
 //! Modules (docs/architecture.md): `module2 PATH guest [COMMAND LINE]` is the kernel,
 //! `module2 PATH initrd` an initial ramdisk for a Linux kernel, `module2 PATH module [STRING]` a
 //! module of a multiboot kernel's own (it finds them in its multiboot information, with their
 //! strings, as GRUB's `module` command gives them).
 
-use crate::{acpi, guest_mem, intel, mem};
+use crate::{acpi, guest_mem, mem};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -141,14 +142,27 @@ fn write_gdt(memory: &mut guest_mem::Loader, at: u64) -> Result<(), String> {
         .map_err(|e| format!("boot data: {e}"))
 }
 
-/// Loads the guest and builds what the vCPU needs to start it.
+/// A loaded guest: where it starts and what it owns.
+pub struct Loaded {
+    pub entry: EntryState,
+    /// Guest-physical address of a GDT with flat 32-bit code (0x10) and data (0x18) segments,
+    /// for the protected-mode entry.
+    pub gdt: u64,
+    pub pm1a_control: Option<u16>,
+}
+
+/// Vigil's memory, absent from the guest's nested page tables: its image and its pool.
+pub fn vigil_ranges() -> [(u64, u64); 2] {
+    [mem::image_range(), mem::pool_range()]
+}
+
+/// Loads the guest and finds what the vCPU needs to start it.
 pub fn load(
     modules: &Modules,
     map: &MemoryMap,
     rsdt: Option<u64>,
     xsdt: Option<u64>,
-    caps: &vmx::caps::VmxCaps,
-) -> Result<intel::setup::GuestSetup, String> {
+) -> Result<Loaded, String> {
     let guest = modules
         .guest
         .ok_or("no guest module: GRUB must load one with `module2 PATH guest [ARGS]`")?;
@@ -173,12 +187,9 @@ pub fn load(
         Some(p) => log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off"),
         None => log::warn!("no ACPI FADT found: only the shutdown port ends the guest"),
     }
-    let vigil_ranges = [mem::image_range(), mem::pool_range()];
-    let eptp = intel::ept::build(map, &vigil_ranges, caps)?;
-    Ok(intel::setup::GuestSetup {
+    Ok(Loaded {
         entry,
         gdt: boot_data,
-        eptp,
         pm1a_control,
     })
 }

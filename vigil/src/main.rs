@@ -1,12 +1,14 @@
-//! Vigil: a bare-metal Intel VT-x hypervisor. GRUB loads it (multiboot2) with the guest as a
-//! module; Vigil takes the machine, removes its own memory from the guest's view, and runs the
-//! guest under VMX with EPT and VPID, handling the exits the user asked for.
+//! Vigil: a bare-metal hypervisor for Intel VT-x and AMD-V. GRUB loads it (multiboot2) with the
+//! guest as a module; Vigil takes the machine, removes its own memory from the guest's view, and
+//! runs the guest under VMX with EPT and VPID, or SVM with nested paging and an ASID, handling
+//! the exits the user asked for.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
 mod acpi;
+mod amd;
 mod arch;
 mod debugger;
 mod fault;
@@ -23,7 +25,6 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
-use intel::VmxVcpu;
 use power::{end_run, Outcome};
 use vigil::memmap::{Kind, MemoryMap};
 use vigil_core::config::{Config, LogLevel};
@@ -33,6 +34,7 @@ use vigil_core::exit::Stop;
 use vigil_core::owners::Owners;
 use vigil_core::run::Machine;
 use vigil_core::time::Time;
+use vigil_core::vcpu::Vcpu;
 
 const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
 
@@ -41,7 +43,7 @@ extern "C" fn vigil_main(magic: u32, info: u32, load: u64) -> ! {
     arch::boot::set_load_address(load);
     serial::init();
     println!(
-        "Vigil {} — Intel VT-x hypervisor",
+        "Vigil {} — Intel VT-x and AMD-V hypervisor",
         env!("CARGO_PKG_VERSION")
     );
     percpu::init(0);
@@ -114,8 +116,19 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     }
     guest_mem::init(map.clone(), mapped);
 
+    // The backend, chosen once from CPUID: SVM on an AMD processor that has it, VMX otherwise.
+    if let Some(svm) = amd::detect()? {
+        let loaded = guest::load(&modules, &map, rsdt, xsdt)?;
+        return amd::launch(svm, config, loaded, &map, guest_elf_class);
+    }
     let caps = intel::capabilities()?;
-    let setup = guest::load(&modules, &map, rsdt, xsdt, &caps)?;
+    let loaded = guest::load(&modules, &map, rsdt, xsdt)?;
+    let setup = intel::setup::GuestSetup {
+        entry: loaded.entry,
+        gdt: loaded.gdt,
+        eptp: intel::ept::build(&map, &guest::vigil_ranges(), &caps)?,
+        pm1a_control: loaded.pm1a_control,
+    };
     intel::vmxon(&caps)?;
     let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
     // What every vCPU shares: the configuration and the one table of owned ports and MSRs,
@@ -159,14 +172,25 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             "paging guest"
         }
     );
+    log_pool_usage();
+    let cpu = Cpu::new(vcpu, vm, cpu.id, time);
+    Ok(run_guest(cpu, guest_elf_class))
+}
+
+fn log_pool_usage() {
     let ((heap_used, heap), (frames_used, frames)) = (mem::heap_usage(), mem::frame_usage());
     log::info!(
         "vigil pool in use: heap {} of {} KiB, {frames_used} of {frames} page frames",
         heap_used / 1024,
         heap / 1024
     );
-    let cpu = Cpu::new(vcpu, vm, cpu.id, time);
-    let mut machine: Machine<VmxVcpu, debugger::Com2> = if config.gdb {
+}
+
+/// Runs the guest on `cpu` until it stops, under the debugger if the configuration asks, then
+/// prints the exit statistics. The same for every backend.
+fn run_guest<V: Vcpu>(cpu: Cpu<V>, guest_elf_class: Option<u8>) -> Outcome<'static> {
+    let config = cpu.config();
+    let mut machine: Machine<V, debugger::Com2> = if config.gdb {
         let layout = config
             .gdb_arch
             .unwrap_or_else(|| Layout::from_elf_class(guest_elf_class.unwrap_or(2)));
@@ -180,10 +204,10 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     };
     let stop = vigil_core::run::run(&mut machine);
     print_statistics(machine.cpu());
-    Ok(match stop {
+    match stop {
         Stop::PowerOff => Outcome::Ok,
         Stop::Failed(why) => Outcome::Failed(why),
-    })
+    }
 }
 
 /// Sizes Vigil's memory for this machine, moves the image to the top of RAM below 4 GiB with the
@@ -229,7 +253,7 @@ fn take_memory(map: &mut MemoryMap, info: u64, info_len: u64, modules: &guest::M
     );
 }
 
-fn print_statistics(cpu: &Cpu<VmxVcpu>) {
+fn print_statistics<V: Vcpu>(cpu: &Cpu<V>) {
     let mut table = String::new();
     let _ = cpu
         .stats
@@ -249,7 +273,7 @@ fn level_filter(level: LogLevel) -> log::LevelFilter {
 
 /// `test-vmwrite=`: break the VMCS on purpose just before the first entry, to exercise the
 /// VM-entry failure report.
-fn apply_test_vmwrites(vcpu: &mut VmxVcpu, config: &Config) -> Result<(), String> {
+fn apply_test_vmwrites(vcpu: &mut intel::VmxVcpu, config: &Config) -> Result<(), String> {
     use vmx::vmcs::{Field, VmcsAccess};
     for &(encoding, value) in &config.test_vmwrites {
         let field = Field::from_encoding(encoding)

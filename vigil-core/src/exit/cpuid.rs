@@ -49,6 +49,9 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
             };
         }
         0x8000_0001 => r[2] &= !EXT1_ECX_SVM,
+        // SVM's own leaf (revision, ASIDs, features) describes what the guest does not have
+        // (APM Vol. 2 15.4): reserved, as on a processor without SVM.
+        0x8000_000A => r = [0; 4],
         7 if subleaf == 0 => {
             let cr4 = vcpu.cr4();
             r[2] = (r[2] & !LEAF7_ECX_OSPKE)

@@ -1,0 +1,357 @@
+//! Turning a #VMEXIT into the exit layer's `Exit` (APM Vol. 2 15.7 for the exit information,
+//! Appendix C for the codes). What an intercept does not report without decode assists (the
+//! operands of MOV CR, MOV DR and INVLPG, the segment of OUTS) or without NRIP save (the
+//! instruction's length) is decoded from the instruction's bytes at CS:RIP, fetched through
+//! the guest's page tables (`svm::decode`).
+//!
+//! EXITINTINFO (the event whose delivery the intercept interrupted, 15.7.2) is read for the
+//! exits that can happen during event delivery: exceptions, nested page faults, task switches
+//! and shutdown.
+
+use super::SvmVcpu;
+use svm::decode::{Decoded, Op, Source16};
+use svm::exit::{EventInfo, ExitCode, IoInfo, NpfInfo, TaskSwitchInfo};
+use svm::vmcb::{Field, VmcbAccess};
+use vigil_core::exit::{CrAccess, CrOp, DrAccess, Exit, IoAccess, NestedFault, TaskSwitchSource};
+use vigil_core::nested::Perms;
+use vigil_core::vcpu::{Seg, Vcpu};
+use x86_arch::event::{exception_has_error_code, Event, DB, PF};
+use x86_arch::paging::Access;
+use x86_arch::regs::{DR6_B0_B3, DR6_BD, DR6_BS, DR6_BT, RFLAGS_TF};
+
+/// Reads guest-linear memory for Vigil's own use (instruction bytes, LMSW's operand): through
+/// the guest's page tables, guest RAM only. `None` if any byte cannot be read.
+fn read_linear(vcpu: &SvmVcpu, linear: u64, buf: &mut [u8], fetch: bool) -> Option<()> {
+    let access = Access {
+        write: false,
+        user: vcpu.cpl() == 3,
+        fetch,
+    };
+    let mut done = 0;
+    while done < buf.len() {
+        let at = linear.wrapping_add(done as u64);
+        let n = (4096 - (at & 0xFFF) as usize).min(buf.len() - done);
+        let gpa = vcpu.translate(at, access).ok()?.gpa;
+        if !vcpu.read_phys(gpa, &mut buf[done..done + n]) {
+            return None;
+        }
+        done += n;
+    }
+    Some(())
+}
+
+/// The linear address of `offset` in segment `seg` (the base is ignored in 64-bit mode except
+/// for FS and GS; addresses wrap at 4 GiB outside it).
+fn linear(vcpu: &SvmVcpu, seg: Seg, offset: u64) -> u64 {
+    let long = vcpu.long_mode_64();
+    let base = if long && !matches!(seg, Seg::Fs | Seg::Gs) {
+        0
+    } else {
+        vcpu.segment(seg).base
+    };
+    let l = base.wrapping_add(offset);
+    if long {
+        l
+    } else {
+        l & 0xFFFF_FFFF
+    }
+}
+
+/// Decodes the instruction at the guest's CS:RIP. Up to 15 bytes are read, fewer where the
+/// next page cannot be read (the instruction then ends before it).
+pub fn fetch_decode(vcpu: &SvmVcpu) -> Option<Decoded> {
+    let rip = vcpu.rip();
+    let at = linear(vcpu, Seg::Cs, rip);
+    let mut bytes = [0u8; 15];
+    let first = (4096 - (at & 0xFFF) as usize).min(15);
+    read_linear(vcpu, at, &mut bytes[..first], true)?;
+    let len = if read_linear(vcpu, at + first as u64, &mut bytes[first..], true).is_some() {
+        15
+    } else {
+        first
+    };
+    svm::decode::decode(&bytes[..len], vcpu.mode().code_bits(), rip)
+}
+
+fn seg_from(n: u8) -> Seg {
+    Seg::from_encoding(n).unwrap_or(Seg::Ds)
+}
+
+/// The exit the current #VMEXIT is, and the event it interrupted.
+pub fn decode(vcpu: &mut SvmVcpu, code: ExitCode) -> (Exit, Option<Event>) {
+    let info1 = vcpu.vmcb.read(Field::ExitInfo1);
+    let info2 = vcpu.vmcb.read(Field::ExitInfo2);
+    vcpu.exit.code = code;
+    vcpu.exit.info1 = info1;
+    vcpu.exit.info2 = info2;
+    vcpu.exit.next_rip = if vcpu.use_nrips {
+        Some(vcpu.vmcb.read(Field::NextRip))
+    } else {
+        None
+    };
+    if let Some(n) = code.cr_read().or(code.cr_write()) {
+        return (cr_access(vcpu, n, code.cr_write().is_some()), None);
+    }
+    if let Some(n) = code.dr_read().or(code.dr_write()) {
+        let read = code.dr_read().is_some();
+        let exit = match fetch_decode(vcpu).map(|d| d.op) {
+            Some(Op::MovFromDr { gpr, .. }) if read => Exit::Dr(DrAccess { dr: n, read, gpr }),
+            Some(Op::MovToDr { gpr, .. }) if !read => Exit::Dr(DrAccess { dr: n, read, gpr }),
+            _ => Exit::Unhandled {
+                reason: "MOV DR intercept whose instruction could not be decoded",
+            },
+        };
+        return (exit, None);
+    }
+    if let Some(vector) = code.exception() {
+        return exception(vcpu, vector, info1, info2);
+    }
+    let exit = match code {
+        ExitCode::CPUID => Exit::Cpuid,
+        ExitCode::RDTSC => Exit::Rdtsc,
+        ExitCode::RDTSCP => Exit::Rdtscp,
+        ExitCode::RDPMC => Exit::Rdpmc,
+        ExitCode::MSR => {
+            if svm::exit::msr_is_write(info1) {
+                Exit::Wrmsr
+            } else {
+                Exit::Rdmsr
+            }
+        }
+        ExitCode::IOIO => {
+            // EXITINFO2 holds the next RIP whatever the features (15.10.2).
+            vcpu.exit.next_rip = Some(info2);
+            Exit::Io(io(vcpu, info1))
+        }
+        ExitCode::HLT => Exit::Hlt,
+        ExitCode::VMMCALL => Exit::Hypercall,
+        ExitCode::XSETBV => Exit::Xsetbv,
+        ExitCode::INVD => Exit::Invd,
+        ExitCode::INVLPG => invlpg(vcpu, info1),
+        ExitCode::VINTR => Exit::InterruptWindow,
+        ExitCode::INIT => Exit::Init,
+        ExitCode::SHUTDOWN => {
+            let interrupted = interrupted(vcpu);
+            return (Exit::TripleFault, interrupted);
+        }
+        ExitCode::NPF => {
+            let f = nested_fault(vcpu, info1, info2);
+            let interrupted = interrupted(vcpu);
+            return (f, interrupted);
+        }
+        ExitCode::TASK_SWITCH => {
+            let t = TaskSwitchInfo::decode(info1, info2);
+            let interrupted = interrupted(vcpu);
+            let source = match t.source {
+                svm::exit::TaskSwitchSource::Iret => TaskSwitchSource::Iret,
+                svm::exit::TaskSwitchSource::Jmp => TaskSwitchSource::Jmp,
+                svm::exit::TaskSwitchSource::CallOrGate if interrupted.is_some() => {
+                    TaskSwitchSource::Gate
+                }
+                svm::exit::TaskSwitchSource::CallOrGate => TaskSwitchSource::Call,
+            };
+            let exit = Exit::TaskSwitch {
+                selector: t.selector,
+                source,
+            };
+            return (exit, interrupted);
+        }
+        c @ (ExitCode::VMRUN
+        | ExitCode::VMLOAD
+        | ExitCode::VMSAVE
+        | ExitCode::STGI
+        | ExitCode::CLGI
+        | ExitCode::SKINIT
+        | ExitCode::INVLPGA) => Exit::Undefined {
+            mnemonic: mnemonic(c),
+        },
+        c => Exit::Unhandled { reason: c.name() },
+    };
+    (exit, None)
+}
+
+fn mnemonic(c: ExitCode) -> &'static str {
+    match c {
+        ExitCode::VMRUN => "vmrun",
+        ExitCode::VMLOAD => "vmload",
+        ExitCode::VMSAVE => "vmsave",
+        ExitCode::STGI => "stgi",
+        ExitCode::CLGI => "clgi",
+        ExitCode::SKINIT => "skinit",
+        _ => "invlpga",
+    }
+}
+
+/// The event this exit interrupted (EXITINTINFO), with the length of the instruction that
+/// raised it when an instruction did (INTn, INT3, INTO): its delivery restarts past it.
+fn interrupted(vcpu: &SvmVcpu) -> Option<Event> {
+    let info = EventInfo(vcpu.vmcb.read(Field::ExitIntInfo));
+    if !info.valid() {
+        return None;
+    }
+    let len = match info.kind() {
+        svm::exit::event_kind::SOFTWARE_INTERRUPT => vcpu.intercepted_len().unwrap_or(2),
+        svm::exit::event_kind::EXCEPTION if matches!(info.vector(), 3 | 4) => {
+            vcpu.intercepted_len().unwrap_or(1)
+        }
+        _ => 0,
+    };
+    info.event(len)
+}
+
+fn cr_access(vcpu: &mut SvmVcpu, cr: u8, write: bool) -> Exit {
+    let op = match fetch_decode(vcpu).map(|d| d.op) {
+        Some(Op::MovToCr { gpr, .. }) if write => CrOp::Write(gpr),
+        Some(Op::MovFromCr { gpr, .. }) if !write => CrOp::Read(gpr),
+        Some(Op::Clts) if write && cr == 0 => CrOp::Clts,
+        Some(Op::Lmsw(src)) if write && cr == 0 => match lmsw_source(vcpu, src) {
+            Some(v) => CrOp::Lmsw(v),
+            None => {
+                return Exit::Unhandled {
+                    reason: "LMSW whose memory operand could not be read",
+                }
+            }
+        },
+        _ => {
+            return Exit::Unhandled {
+                reason: "CR access intercept whose instruction could not be decoded",
+            }
+        }
+    };
+    Exit::Cr(CrAccess { cr, op })
+}
+
+fn lmsw_source(vcpu: &SvmVcpu, src: Source16) -> Option<u16> {
+    match src {
+        Source16::Gpr(n) => Some(vcpu.gpr(n) as u16),
+        Source16::Mem(m) => {
+            let off = m.offset(&|n| vcpu.gpr(n));
+            let at = linear(vcpu, seg_from(m.segment), off);
+            let mut b = [0u8; 2];
+            read_linear(vcpu, at, &mut b, false)?;
+            Some(u16::from_le_bytes(b))
+        }
+    }
+}
+
+fn invlpg(vcpu: &SvmVcpu, info1: u64) -> Exit {
+    if vcpu.caps.has(svm::caps::Features::DECODE_ASSISTS) {
+        return Exit::Invlpg { linear: info1 };
+    }
+    match fetch_decode(vcpu).map(|d| d.op) {
+        Some(Op::Invlpg(m)) => {
+            let off = m.offset(&|n| vcpu.gpr(n));
+            Exit::Invlpg {
+                linear: if m.rip_relative {
+                    off
+                } else {
+                    linear(vcpu, seg_from(m.segment), off)
+                },
+            }
+        }
+        _ => Exit::Unhandled {
+            reason: "INVLPG intercept whose instruction could not be decoded",
+        },
+    }
+}
+
+fn io(vcpu: &SvmVcpu, info1: u64) -> IoAccess {
+    let assists = vcpu.caps.has(svm::caps::Features::DECODE_ASSISTS);
+    let info = IoInfo::decode(info1, assists);
+    // INS always writes ES; OUTS reads DS unless overridden, which only the bytes say without
+    // decode assists.
+    let segment = if !info.string || info.input {
+        if info.input {
+            Seg::Es
+        } else {
+            Seg::Ds
+        }
+    } else if let Some(s) = info.segment {
+        seg_from(s)
+    } else {
+        match fetch_decode(vcpu).map(|d| d.op) {
+            Some(Op::Outs { segment }) => seg_from(segment),
+            _ => Seg::Ds,
+        }
+    };
+    IoAccess {
+        port: info.port,
+        size: info.size,
+        input: info.input,
+        string: info.string,
+        rep: info.rep,
+        addr_size: info.addr_size,
+        segment,
+    }
+}
+
+/// An intercepted exception, before its delivery: EXITINFO1 is the error code, EXITINFO2 the
+/// faulting address of a #PF (15.12).
+fn exception(vcpu: &mut SvmVcpu, vector: u8, info1: u64, info2: u64) -> (Exit, Option<Event>) {
+    let interrupted = interrupted(vcpu);
+    let event = match vector {
+        // Only INT3 and INTO raise #BP and #OF; their delivery pushes the address after them.
+        3 | 4 => Event {
+            vector,
+            kind: x86_arch::event::EventKind::SoftwareException,
+            error_code: None,
+            instruction_len: vcpu.intercepted_len().unwrap_or(1),
+        },
+        v if exception_has_error_code(v) => Event::fault(v, info1 as u32),
+        v => Event::exception(v),
+    };
+    let info = match vector {
+        PF => info2,
+        DB => debug_causes(vcpu),
+        _ => 0,
+    };
+    (Exit::Exception { event, info }, interrupted)
+}
+
+/// What caused an intercepted #DB: the processor writes DR6 before the intercept (the VMCB's
+/// DR6 then holds the causes). Bochs commits DR6 only after its intercept check, so there the
+/// VMCB's DR6 is the old value: then the causes are worked out as the processor would have
+/// found them — a single step when RFLAGS.TF was set, an instruction breakpoint in DR0-DR3
+/// armed for execution at CS:RIP (docs/platform.md).
+fn debug_causes(vcpu: &SvmVcpu) -> u64 {
+    let causes = vcpu.vmcb.read(Field::Dr6) & (DR6_B0_B3 | DR6_BD | DR6_BS | DR6_BT);
+    if causes != 0 {
+        return causes;
+    }
+    let mut inferred = 0;
+    if vcpu.rflags() & RFLAGS_TF != 0 {
+        inferred |= DR6_BS;
+    }
+    let dr7 = vcpu.dr(7);
+    let here = linear(vcpu, Seg::Cs, vcpu.rip());
+    for i in 0..4u8 {
+        let enabled = dr7 & (3 << (2 * i)) != 0;
+        let execute = (dr7 >> (16 + 4 * i)) & 0xF == 0;
+        if enabled && execute && vcpu.dr(i) == here {
+            inferred |= 1 << i;
+        }
+    }
+    inferred
+}
+
+/// A nested page fault: the access from EXITINFO1, the address from EXITINFO2, and what the
+/// nested entry allows from Vigil's own tables (the processor does not report it).
+fn nested_fault(vcpu: &SvmVcpu, info1: u64, info2: u64) -> Exit {
+    let npf = NpfInfo(info1);
+    let allowed = match svm::npt::walk(&super::npt::TablesRead, vcpu.ncr3, info2, vcpu.phys_bits) {
+        Ok(t) => Perms {
+            read: t.perms.read,
+            write: t.perms.write,
+            exec: t.perms.exec,
+        },
+        Err(_) => Perms::NONE,
+    };
+    Exit::NestedFault(NestedFault {
+        gpa: info2,
+        linear: None,
+        read: !npf.write() && !npf.fetch(),
+        write: npf.write(),
+        fetch: npf.fetch(),
+        allowed,
+    })
+}

@@ -1,0 +1,219 @@
+//! The SVM backend (AMD-V): finding SVM and turning it on, building a vCPU's VMCB, the world
+//! switch, decoding #VMEXITs into the exit layer's `Exit`, the nested page tables, and the
+//! reports that need the VMCB. Everything above it sees the `vigil_core::vcpu::Vcpu` trait,
+//! which [`SvmVcpu`] implements; the files mirror `intel/`.
+
+pub mod calibrate;
+pub mod checks;
+mod decode;
+pub mod instr;
+pub mod npt;
+pub mod report;
+pub mod setup;
+pub mod switch;
+mod vcpu;
+
+pub use vcpu::SvmVcpu;
+
+use crate::arch::regs;
+use crate::arch::safe::rdmsr_safe;
+use crate::power::Outcome;
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::{String, ToString};
+use svm::caps::{NoSvm, SvmCaps};
+use svm::exit::ExitCode;
+use svm::intercept::{msr as svm_msr, EFER_SVME};
+use svm::vmcb::{Field, VmcbAccess};
+use vigil::memmap::MemoryMap;
+use vigil_core::config::Config;
+use vigil_core::cpu::{Cpu, Exited, Vm};
+use vigil_core::exit::Stop;
+use vigil_core::owners::Owners;
+use vigil_core::time::{HiddenTime, Time};
+use vigil_core::vcpu::msr as m;
+
+/// What the exit being handled said, beyond the VMCB fields read on demand.
+#[derive(Clone, Copy, Debug)]
+pub struct ExitState {
+    pub code: ExitCode,
+    pub info1: u64,
+    pub info2: u64,
+    /// The next instruction's address, where the processor reported it (nRIP with NRIP save;
+    /// EXITINFO2 of an I/O intercept).
+    pub next_rip: Option<u64>,
+    /// The HLT being carried out by the processor: its address and length.
+    pub halt: (u64, u8),
+}
+
+impl Default for ExitState {
+    fn default() -> Self {
+        ExitState {
+            code: ExitCode(0),
+            info1: 0,
+            info2: 0,
+            next_rip: None,
+            halt: (0, 1),
+        }
+    }
+}
+
+/// This processor's SVM, if it is an AMD processor with SVM (`Ok(None)` on any other vendor:
+/// the VMX backend then looks for VMX). An AMD processor whose SVM Vigil cannot use is refused
+/// with the reason.
+pub fn detect() -> Result<Option<SvmCaps>, String> {
+    let caps = match SvmCaps::from_cpuid(&mut |leaf, sub| regs::cpuid(leaf, sub)) {
+        Ok(caps) => caps,
+        Err(NoSvm::Vendor) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    // VM_CR.SVMDIS: the firmware turned SVM off (APM Vol. 2 15.30.1). A processor without the
+    // MSR (an emulator's older model) has not.
+    if rdmsr_safe(svm_msr::VM_CR).is_some_and(|v| v & svm_msr::VM_CR_SVMDIS != 0) {
+        return Err(NoSvm::DisabledByFirmware.to_string());
+    }
+    caps.usable().map_err(|e| e.to_string())?;
+    Ok(Some(caps))
+}
+
+/// Turns SVM on for this CPU (APM Vol. 2 15.4, 15.30.4): EFER.SVME, the host save area in
+/// VM_HSAVE_PA, Vigil's own FS/GS/TR/LDTR and system-call MSRs saved into a host-only VMCB for
+/// the world switch's VMLOAD, and GIF cleared. Returns that VMCB's address.
+pub fn enable() -> Result<u64, String> {
+    // SAFETY: SVME only permits the SVM instructions; Vigil's mode does not depend on it.
+    unsafe { regs::wrmsr(m::IA32_EFER, regs::rdmsr(m::IA32_EFER) | EFER_SVME) };
+    let hsave = crate::mem::alloc_frames(1).ok_or("out of memory for the host save area")?;
+    let host_vmcb = crate::mem::alloc_frames(1).ok_or("out of memory for the host VMCB")?;
+    // SAFETY: a page of Vigil's pool, 4-KiB aligned, the processor's alone from now on.
+    unsafe { regs::wrmsr(svm_msr::VM_HSAVE_PA, hsave) };
+    // SAFETY: a page of Vigil's pool, used only by the world switch's VMLOAD.
+    unsafe { instr::vmsave(host_vmcb) };
+    instr::clgi();
+    Ok(host_vmcb)
+}
+
+impl SvmVcpu {
+    /// Runs the guest until its next #VMEXIT that the exit layer must see, and decodes it. The
+    /// interrupt that ends a HLT the processor carries out for Vigil is handled here, by
+    /// re-entering at once (its host time hidden like any exit's in `hide` and `frozen`).
+    pub fn enter(&mut self) -> Result<Exited, Stop> {
+        loop {
+            self.before_entry();
+            // SAFETY: SVM is on (`enable`), GIF is clear, the VMCB and the host VMCB are set up.
+            unsafe { switch::run(&mut self.regs) };
+            self.step_trap = false;
+            self.len.set(None);
+            let code = ExitCode(self.vmcb.read(Field::ExitCode));
+            if code.is_failed_vmrun() {
+                self.exit.code = code;
+                report::vmrun_failure(self, code);
+                return Err(Stop::Failed("VMRUN failed"));
+            }
+            if self.halting && self.after_halt(code) {
+                if self.regs.hide != 0 {
+                    self.regs.credit = self.round_trip;
+                }
+                continue;
+            }
+            let hidden = (self.regs.hide != 0).then_some(HiddenTime {
+                offset: self.regs.tsc_offset,
+                deadline_armed: self.regs.deadline != 0,
+                disarm_tsc: self.regs.disarm_tsc,
+            });
+            let (exit, interrupted) = decode::decode(self, code);
+            return Ok(Exited {
+                exit,
+                interrupted,
+                exit_tsc: self.regs.exit_tsc,
+                hidden,
+            });
+        }
+    }
+}
+
+/// Runs the guest under SVM: nested tables, SVM on, the VMCB, the checks and calibration the
+/// configuration asks for, then the exit loop. `loaded` is the guest as the loader left it.
+pub fn launch(
+    caps: SvmCaps,
+    config: Config,
+    loaded: crate::guest::Loaded,
+    map: &MemoryMap,
+    guest_elf_class: Option<u8>,
+) -> Result<Outcome<'static>, String> {
+    log::info!("processor: {caps}");
+    for missing in caps.missing() {
+        log::info!("SVM: {missing}");
+    }
+    let phys_bits = (regs::cpuid(0x8000_0008, 0)[0] & 0xFF) as u8;
+    let ncr3 = npt::build(map, &crate::guest::vigil_ranges(), phys_bits)?;
+    let host_vmcb = enable()?;
+    let cpu = crate::percpu::current().ok_or("per-CPU state is not set up")?;
+    let owners = Owners::build(&config, loaded.pm1a_control, &setup::SVM_MSRS);
+    let vm: &'static Vm = Box::leak(Box::new(Vm { config, owners }));
+    let config = &vm.config;
+    let (mut vcpu, vtsc) = setup::create_vcpu(
+        caps,
+        vm,
+        &loaded.entry,
+        loaded.gdt,
+        ncr3,
+        cpu,
+        host_vmcb,
+    )?;
+    crate::fault::set_vmcb(vcpu.vmcb.address());
+    if config.check_entry && checks::report_violations(&vcpu) > 0 {
+        return Ok(Outcome::Failed("the VMCB breaks VMRUN rules (see above)"));
+    }
+    apply_test_writes(&mut vcpu, config)?;
+    if matches!(config.tsc, vigil_core::config::TscMode::Scale(..)) {
+        log::info!(
+            "tsc=scale: RDTSC and RDTSCP are intercepted and emulated at the ratio{}",
+            if caps.has(svm::caps::Features::TSC_RATE_MSR) {
+                " (the TSC ratio MSR is not used)"
+            } else {
+                " (this processor has no TSC ratio MSR)"
+            }
+        );
+    }
+    let mut time = Time::new(vtsc);
+    if time.v.hides_exits() {
+        match vcpu.calibrate(crate::guest::calibration_scratch(), time.v.offset) {
+            Ok(c) => time.v.calibration = c,
+            Err(stop) => {
+                return Ok(match stop {
+                    Stop::PowerOff => Outcome::Ok,
+                    Stop::Failed(why) => Outcome::Failed(why),
+                })
+            }
+        }
+    }
+    log::info!(
+        "launching guest on vCPU {} at {:#x} (NPT, ASID {}, {})",
+        cpu.id,
+        loaded.entry.rip,
+        vcpu.asid,
+        if vcpu.use_nrips {
+            "next RIP from NRIP save"
+        } else {
+            "instruction lengths decoded"
+        }
+    );
+    crate::log_pool_usage();
+    let cpu = Cpu::new(vcpu, vm, cpu.id, time);
+    Ok(crate::run_guest(cpu, guest_elf_class))
+}
+
+/// `test-vmcb=`: break the VMCB on purpose just before the first VMRUN, to exercise the VMRUN
+/// failure report.
+fn apply_test_writes(vcpu: &mut SvmVcpu, config: &Config) -> Result<(), String> {
+    for &(offset, value) in &config.test_vmcb {
+        let field = Field::ALL
+            .iter()
+            .copied()
+            .find(|f| f.offset() == offset as usize)
+            .ok_or_else(|| format!("test-vmcb: no VMCB field at offset {offset:#x}"))?;
+        log::warn!("test-vmcb: {} ({offset:#x}) <- {value:#x}", field.name());
+        vcpu.vmcb.write(field, value);
+    }
+    Ok(())
+}
