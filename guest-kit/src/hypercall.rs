@@ -80,8 +80,7 @@ pub fn uses_vmmcall() -> bool {
         1 => false,
         2 => true,
         _ => {
-            // SAFETY: CPUID leaf 0 only reads the vendor string.
-            let v = unsafe { core::arch::x86_64::__cpuid(0) };
+            let v = core::arch::x86_64::__cpuid(0);
             let amd = (v.ebx, v.edx, v.ecx) == (0x6874_7541, 0x6974_6E65, 0x444D_4163)
                 || (v.ebx, v.edx, v.ecx) == (0x6F67_7948, 0x6E65_476E, 0x656E_6975);
             FLAVOUR.store(if amd { 2 } else { 1 }, Ordering::Relaxed);

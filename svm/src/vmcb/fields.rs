@@ -23,15 +23,18 @@ macro_rules! fields {
             pub const ALL: &'static [Field] = &[ $( Field::$var, )* ];
 
             /// Byte offset from the start of the VMCB.
+            #[inline(always)]
             pub const fn offset(self) -> usize {
                 match self { $( Field::$var => $off, )* }
             }
 
             /// Width in bytes: 1, 2, 4 or 8.
+            #[inline(always)]
             pub const fn width(self) -> usize {
                 match self { $( Field::$var => $width, )* }
             }
 
+            #[inline(always)]
             pub const fn area(self) -> Area {
                 match self { $( Field::$var => Area::$area, )* }
             }

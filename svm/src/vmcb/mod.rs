@@ -85,7 +85,7 @@ impl VmcbPtr {
 }
 
 impl VmcbAccess for VmcbPtr {
-    #[inline]
+    #[inline(always)]
     fn read(&self, field: Field) -> u64 {
         // SAFETY: `new`'s contract: the page is mapped and ours; offsets and widths come from
         // the catalogue and stay inside it, naturally aligned except CPL (one byte).
@@ -100,7 +100,7 @@ impl VmcbAccess for VmcbPtr {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&mut self, field: Field, value: u64) {
         // SAFETY: as in `read`.
         unsafe {

@@ -73,6 +73,28 @@ pub fn fetch_decode(vcpu: &SvmVcpu) -> Option<Decoded> {
     svm::decode::decode(&bytes[..len], vcpu.mode().code_bits(), rip)
 }
 
+// The exit codes as integers, for one `match` the compiler turns into a jump table.
+const CPUID: u64 = ExitCode::CPUID.0;
+const RDTSC: u64 = ExitCode::RDTSC.0;
+const RDTSCP: u64 = ExitCode::RDTSCP.0;
+const RDPMC: u64 = ExitCode::RDPMC.0;
+const MSR: u64 = ExitCode::MSR.0;
+const IOIO: u64 = ExitCode::IOIO.0;
+const HLT: u64 = ExitCode::HLT.0;
+const VMMCALL: u64 = ExitCode::VMMCALL.0;
+const XSETBV: u64 = ExitCode::XSETBV.0;
+const INVD: u64 = ExitCode::INVD.0;
+const INVLPG: u64 = ExitCode::INVLPG.0;
+const VINTR: u64 = ExitCode::VINTR.0;
+const INIT: u64 = ExitCode::INIT.0;
+const SHUTDOWN: u64 = ExitCode::SHUTDOWN.0;
+const NPF: u64 = ExitCode::NPF.0;
+const TASK_SWITCH: u64 = ExitCode::TASK_SWITCH.0;
+const VMRUN: u64 = ExitCode::VMRUN.0;
+const VMLOAD: u64 = ExitCode::VMLOAD.0;
+const SKINIT: u64 = ExitCode::SKINIT.0;
+const INVLPGA: u64 = ExitCode::INVLPGA.0;
+
 fn seg_from(n: u8) -> Seg {
     Seg::from_encoding(n).unwrap_or(Seg::Ds)
 }
@@ -89,57 +111,64 @@ pub fn decode(vcpu: &mut SvmVcpu, code: ExitCode) -> (Exit, Option<Event>) {
     } else {
         None
     };
-    if let Some(n) = code.cr_read().or(code.cr_write()) {
-        return (cr_access(vcpu, n, code.cr_write().is_some()), None);
-    }
-    if let Some(n) = code.dr_read().or(code.dr_write()) {
-        let read = code.dr_read().is_some();
-        let exit = match fetch_decode(vcpu).map(|d| d.op) {
-            Some(Op::MovFromDr { gpr, .. }) if read => Exit::Dr(DrAccess { dr: n, read, gpr }),
-            Some(Op::MovToDr { gpr, .. }) if !read => Exit::Dr(DrAccess { dr: n, read, gpr }),
-            _ => Exit::Unhandled {
-                reason: "MOV DR intercept whose instruction could not be decoded",
-            },
-        };
-        return (exit, None);
-    }
-    if let Some(vector) = code.exception() {
-        return exception(vcpu, vector, info1, info2);
-    }
-    let exit = match code {
-        ExitCode::CPUID => Exit::Cpuid,
-        ExitCode::RDTSC => Exit::Rdtsc,
-        ExitCode::RDTSCP => Exit::Rdtscp,
-        ExitCode::RDPMC => Exit::Rdpmc,
-        ExitCode::MSR => {
+    // One integer match: a jump table for the common instruction exits.
+    const CR_FIRST: u64 = 0x00;
+    const CR_LAST: u64 = 0x1F;
+    const DR_FIRST: u64 = 0x20;
+    const DR_LAST: u64 = 0x3F;
+    const EXC_FIRST: u64 = 0x40;
+    const EXC_LAST: u64 = 0x5F;
+    let exit = match code.0 {
+        CR_FIRST..=CR_LAST => {
+            let write = code.cr_write().is_some();
+            let n = (code.0 & 0xF) as u8;
+            return (cr_access(vcpu, n, write), None);
+        }
+        DR_FIRST..=DR_LAST => {
+            let (n, read) = ((code.0 & 0xF) as u8, code.dr_read().is_some());
+            let exit = match fetch_decode(vcpu).map(|d| d.op) {
+                Some(Op::MovFromDr { gpr, .. }) if read => Exit::Dr(DrAccess { dr: n, read, gpr }),
+                Some(Op::MovToDr { gpr, .. }) if !read => Exit::Dr(DrAccess { dr: n, read, gpr }),
+                _ => Exit::Unhandled {
+                    reason: "MOV DR intercept whose instruction could not be decoded",
+                },
+            };
+            return (exit, None);
+        }
+        EXC_FIRST..=EXC_LAST => return exception(vcpu, (code.0 - EXC_FIRST) as u8, info1, info2),
+        CPUID => Exit::Cpuid,
+        RDTSC => Exit::Rdtsc,
+        RDTSCP => Exit::Rdtscp,
+        RDPMC => Exit::Rdpmc,
+        MSR => {
             if svm::exit::msr_is_write(info1) {
                 Exit::Wrmsr
             } else {
                 Exit::Rdmsr
             }
         }
-        ExitCode::IOIO => {
+        IOIO => {
             // EXITINFO2 holds the next RIP whatever the features (15.10.2).
             vcpu.exit.next_rip = Some(info2);
             Exit::Io(io(vcpu, info1))
         }
-        ExitCode::HLT => Exit::Hlt,
-        ExitCode::VMMCALL => Exit::Hypercall,
-        ExitCode::XSETBV => Exit::Xsetbv,
-        ExitCode::INVD => Exit::Invd,
-        ExitCode::INVLPG => invlpg(vcpu, info1),
-        ExitCode::VINTR => Exit::InterruptWindow,
-        ExitCode::INIT => Exit::Init,
-        ExitCode::SHUTDOWN => {
+        HLT => Exit::Hlt,
+        VMMCALL => Exit::Hypercall,
+        XSETBV => Exit::Xsetbv,
+        INVD => Exit::Invd,
+        INVLPG => invlpg(vcpu, info1),
+        VINTR => Exit::InterruptWindow,
+        INIT => Exit::Init,
+        SHUTDOWN => {
             let interrupted = interrupted(vcpu);
             return (Exit::TripleFault, interrupted);
         }
-        ExitCode::NPF => {
+        NPF => {
             let f = nested_fault(vcpu, info1, info2);
             let interrupted = interrupted(vcpu);
             return (f, interrupted);
         }
-        ExitCode::TASK_SWITCH => {
+        TASK_SWITCH => {
             let t = TaskSwitchInfo::decode(info1, info2);
             let interrupted = interrupted(vcpu);
             let source = match t.source {
@@ -156,16 +185,10 @@ pub fn decode(vcpu: &mut SvmVcpu, code: ExitCode) -> (Exit, Option<Event>) {
             };
             return (exit, interrupted);
         }
-        c @ (ExitCode::VMRUN
-        | ExitCode::VMLOAD
-        | ExitCode::VMSAVE
-        | ExitCode::STGI
-        | ExitCode::CLGI
-        | ExitCode::SKINIT
-        | ExitCode::INVLPGA) => Exit::Undefined {
-            mnemonic: mnemonic(c),
+        VMRUN | VMLOAD..=SKINIT | INVLPGA => Exit::Undefined {
+            mnemonic: mnemonic(code),
         },
-        c => Exit::Unhandled { reason: c.name() },
+        _ => Exit::Unhandled { reason: code.name() },
     };
     (exit, None)
 }

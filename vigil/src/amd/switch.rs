@@ -123,6 +123,12 @@ const _: () = {
 
 extern "C" {
     fn svm_run(regs: *mut SvmRegs);
+    fn svm_vmexit();
+}
+
+/// The address the host resumes at after every #VMEXIT (the instruction after VMRUN).
+pub fn vmexit_rip() -> u64 {
+    svm_vmexit as *const () as u64
 }
 
 /// Enters the guest and returns at its next #VMEXIT (a VMRUN that fails its consistency checks
@@ -192,6 +198,8 @@ svm_run_time_done:
     mov r15, [rdi + 112]
     mov rdi, [rdi + 40]
     vmrun rax
+    .global svm_vmexit
+svm_vmexit:
     /* #VMEXIT: RAX, RSP, RIP and RFLAGS are the host's again; the rest are the guest's. */
     mov rax, [rsp]
     mov [rax + 8], rbx
