@@ -88,9 +88,10 @@ bitflags! {
     }
 }
 
-/// Every instruction of the SVM instruction set a guest must not execute while SVM is hidden
-/// from it (15.4, 15.5, 15.14): each is intercepted and answered with #UD. VMMCALL is
-/// intercepted too but handled as a hypercall.
+/// The instructions of the SVM instruction set in this vector that a guest must not execute
+/// while SVM is hidden from it (15.4, 15.5, 15.14): each is intercepted and answered with #UD.
+/// INVLPGA, the last of them, is intercepted by [`Misc1::INVLPGA`]. VMMCALL is intercepted too
+/// but handled as a hypercall.
 pub const SVM_INSTRUCTIONS: Misc2 = Misc2::VMRUN
     .union(Misc2::VMLOAD)
     .union(Misc2::VMSAVE)

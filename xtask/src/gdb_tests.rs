@@ -139,6 +139,8 @@ detach
 
 /// The gdb hookup of a scenario that has one (registered for its run directory).
 pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Path) {
+    // A `ryzen` scenario runs the session of the one it mirrors.
+    let scenario = crate::scenarios_amd::intel_name(scenario);
     if scenario == "gdb-vigil-panic" {
         crate::gdb::register(
             dir,

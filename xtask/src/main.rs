@@ -24,6 +24,7 @@ mod prereqs;
 mod report;
 mod run;
 mod scenarios;
+mod scenarios_amd;
 mod scenarios_entry;
 mod scenarios_guests;
 mod scenarios_hostile;

@@ -599,20 +599,46 @@ mod tests {
                 "linux-5g-bare",
                 "memtest-bare",
                 "lowload-bare",
-                "modules-bare"
+                "modules-bare",
+                "demo-bare-ryzen",
+                "cases-bare-ryzen",
+                "linux-bare-ryzen",
+                "hostile-bare-ryzen",
+                "hostile-platform-bare-ryzen",
+                "hostile-msr-efer-reserved-bare-ryzen",
+                "hostile-nmi-around-exits-bare-ryzen",
+                "hostile-reset-cf9-hard-bare-ryzen",
+                "hostile-sleep-moved-pm-s5-bare-ryzen",
+                "gdb-debuggee-bare-ryzen",
+                "gdb-debuggee32-bare-ryzen",
             ]
         );
         // cases-vigil brings its baseline along, which runs first.
         let (_, cv) = select(&all, &["cases-vigil"]).unwrap();
         assert_eq!(
             names(&cv),
-            vec!["cases-bare", "cases-vigil", "cases-vigil-trap"]
+            vec![
+                "cases-bare",
+                "cases-vigil",
+                "cases-vigil-trap",
+                "cases-bare-ryzen",
+                "cases-vigil-ryzen",
+                "cases-vigil-trap-ryzen"
+            ]
         );
         assert!(select(&all, &["nope"]).is_err());
         assert!(select(&all, &["demo", "nope"]).is_err());
         // Several words: the union, each scenario once, with the host tests if named.
         let (host, some) = select(&all, &["demo-vigil", "demo-bare", "demo-bare", "host"]).unwrap();
         assert!(host);
-        assert_eq!(names(&some), vec!["demo-vigil", "demo-bare"]);
+        assert_eq!(
+            names(&some),
+            vec![
+                "demo-vigil",
+                "demo-bare",
+                "demo-vigil-ryzen",
+                "demo-bare-ryzen"
+            ]
+        );
     }
 }

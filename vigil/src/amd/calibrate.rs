@@ -28,8 +28,10 @@ impl SvmVcpu {
         let misc2 = self.vmcb.read(Field::InterceptMisc2);
         self.vmcb
             .write(Field::InterceptMisc1, misc1 & !(Misc1::RDTSC.bits() as u64));
-        self.vmcb
-            .write(Field::InterceptMisc2, misc2 & !(Misc2::RDTSCP.bits() as u64));
+        self.vmcb.write(
+            Field::InterceptMisc2,
+            misc2 & !(Misc2::RDTSCP.bits() as u64),
+        );
         self.regs.credit = 0;
         self.regs.tsc_offset = offset;
         let (mut round_trip, mut exit_side) = (u64::MAX, u64::MAX);

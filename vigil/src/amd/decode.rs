@@ -188,7 +188,9 @@ pub fn decode(vcpu: &mut SvmVcpu, code: ExitCode) -> (Exit, Option<Event>) {
         VMRUN | VMLOAD..=SKINIT | INVLPGA => Exit::Undefined {
             mnemonic: mnemonic(code),
         },
-        _ => Exit::Unhandled { reason: code.name() },
+        _ => Exit::Unhandled {
+            reason: code.name(),
+        },
     };
     (exit, None)
 }

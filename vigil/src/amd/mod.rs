@@ -151,15 +151,8 @@ pub fn launch(
     let owners = Owners::build(&config, loaded.pm1a_control, &setup::SVM_MSRS);
     let vm: &'static Vm = Box::leak(Box::new(Vm { config, owners }));
     let config = &vm.config;
-    let (mut vcpu, vtsc) = setup::create_vcpu(
-        caps,
-        vm,
-        &loaded.entry,
-        loaded.gdt,
-        ncr3,
-        cpu,
-        host_vmcb,
-    )?;
+    let (mut vcpu, vtsc) =
+        setup::create_vcpu(caps, vm, &loaded.entry, loaded.gdt, ncr3, cpu, host_vmcb)?;
     crate::fault::set_vmcb(vcpu.vmcb.address());
     if config.check_entry && checks::report_violations(&vcpu) > 0 {
         return Ok(Outcome::Failed("the VMCB breaks VMRUN rules (see above)"));

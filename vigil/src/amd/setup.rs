@@ -113,12 +113,14 @@ fn intercepts(config: &Config) -> (Misc1, Misc2) {
     // CPUID (SVM hidden, CR4-dependent bits), the permission maps, shutdown (a triple fault is
     // reported, not a reset), INIT (a reset is Vigil's to see), INVD (it would drop the dirty
     // lines of Vigil's memory too: it runs as WBINVD).
+    // INVLPGA is an SVM instruction too, with its intercept in this vector.
     let mut misc1 = Misc1::CPUID
         | Misc1::IOIO_PROT
         | Misc1::MSR_PROT
         | Misc1::SHUTDOWN
         | Misc1::INIT
-        | Misc1::INVD;
+        | Misc1::INVD
+        | Misc1::INVLPGA;
     // The SVM instructions (#UD: SVM is hidden) and VMMCALL (hypercalls, else #UD).
     let mut misc2 = intercept::SVM_INSTRUCTIONS | Misc2::VMMCALL;
     let t = &config.trap;
@@ -222,7 +224,10 @@ pub fn create_vcpu(
     }
     // A busy 32-bit TSS and a null LDTR, as after a protected-mode start (SVM checks neither).
     let tr = seg_fields(7);
-    v.write(tr.attrib, Attrib::new(0xB, false, 0, true, false, false, false, false).0 as u64);
+    v.write(
+        tr.attrib,
+        Attrib::new(0xB, false, 0, true, false, false, false, false).0 as u64,
+    );
     v.write(tr.limit, 0xFFFF);
     v.write(Field::GdtrBase, gdt);
     v.write(Field::GdtrLimit, 0x1F);

@@ -137,7 +137,11 @@ impl SvmVcpu {
         let len = self.exit.next_rip.and_then(|next| {
             let mut len = next.wrapping_sub(self.rip());
             if self.code_bits() != 64 {
-                len &= if self.code_bits() == 16 { 0xFFFF } else { 0xFFFF_FFFF };
+                len &= if self.code_bits() == 16 {
+                    0xFFFF
+                } else {
+                    0xFFFF_FFFF
+                };
             }
             (1..=15).contains(&len).then_some(len as u8)
         });
@@ -462,8 +466,7 @@ impl Vcpu for SvmVcpu {
             return;
         }
         self.step_over_raising_instruction(event);
-        self.vmcb
-            .write(Field::EventInj, EventInfo::inject(event).0);
+        self.vmcb.write(Field::EventInj, EventInfo::inject(event).0);
         self.halt_at = None;
     }
 
@@ -471,8 +474,7 @@ impl Vcpu for SvmVcpu {
     /// processor delivers it (Vol. 2 13.1.3.6), injected now.
     fn single_step_trap(&mut self) {
         let dr6 = self.vmcb.read(Field::Dr6);
-        self.vmcb
-            .write(Field::Dr6, dr6 | DR6_BS | DR6_FIXED1);
+        self.vmcb.write(Field::Dr6, dr6 | DR6_BS | DR6_FIXED1);
         let db = Event::DB;
         if self.injecting() {
             self.deferred = Some(db);

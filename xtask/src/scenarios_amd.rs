@@ -1,0 +1,369 @@
+//! The AMD-V scenarios: Vigil's SVM backend on Bochs' `ryzen` model (SVM with nested paging,
+//! NRIP save and flush-by-ASID; no decode assists, TSC ratio or VMCB clean bits).
+//!
+//! Most are the Intel scenarios run again on `ryzen` with the same guest, options and check
+//! ([`MIRRORED`]; the name gets [`SUFFIX`], and a baseline its `ryzen` twin), because Vigil
+//! promises the guest the same things under both backends. Where the backends differ by nature
+//! the AMD scenario has its own check: the triple-fault report names SVM's SHUTDOWN exit, the
+//! default policy's unavoidable exits are SVM's, and the VMRUN consistency checks replace the
+//! VM-entry checks. The set is chosen for the suite's time: each mirrored scenario exercises a
+//! different part of the backend (the world switch and events, the permission maps, nested
+//! paging and isolation, time, the debugger, Linux).
+
+use crate::outcome::{Mode, Outcome};
+use crate::report::{self, Status};
+use crate::scenarios::{Check, Scenario};
+use crate::stream::Port;
+
+pub const RYZEN: &str = "ryzen";
+/// What a mirrored scenario's name ends with.
+pub const SUFFIX: &str = "-ryzen";
+
+/// Bochs' AMD CPU models (`bochs --help cpu`).
+pub fn is_amd_model(model: &str) -> bool {
+    matches!(
+        model,
+        "ryzen"
+            | "zambezi"
+            | "trinity_apu"
+            | "phenom_8650_toliman"
+            | "athlon64_clawhammer"
+            | "athlon64_venice"
+            | "turion64_tyler"
+            | "athlon_xp"
+            | "amd_k6_2_chomper"
+    )
+}
+
+/// The scenario a `ryzen` scenario mirrors (its name without [`SUFFIX`]), or the name itself:
+/// what name-keyed set-up (gdb scripts, machine sizes, modules) looks up.
+pub fn intel_name(name: &str) -> &str {
+    name.strip_suffix(SUFFIX).unwrap_or(name)
+}
+
+/// Intel scenarios that run unchanged on `ryzen`.
+const MIRRORED: &[&str] = &[
+    "demo-vigil",
+    "demo-bare",
+    "cases-bare",
+    "cases-vigil",
+    "cases-vigil-trap",
+    "cases-trap-everything",
+    "time-hide",
+    "time-frozen",
+    "time-scale",
+    "linux-bare",
+    "linux-vigil",
+    "linux-hide",
+    "linux-offset",
+    "hostile-bare",
+    "hostile-vigil",
+    "hostile-trap-everything",
+    "hostile-triple-fault-trapped",
+    "hostile-platform-bare",
+    "hostile-platform-vigil",
+    "hostile-msr-efer-reserved-bare",
+    "hostile-msr-efer-reserved-vigil",
+    "hostile-nmi-around-exits-bare",
+    "hostile-nmi-around-exits-vigil",
+    "hostile-reset-cf9-hard-bare",
+    "hostile-reset-cf9-hard-vigil",
+    "hostile-sleep-moved-pm-s5-bare",
+    "hostile-sleep-moved-pm-s5-vigil",
+    "gdb-debuggee-bare",
+    "gdb-session-skylake",
+    "gdb-debuggee32-bare",
+    "gdb-session-i386",
+];
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// `s` on `ryzen`: same guest, options and check, the baseline its own `ryzen` twin.
+fn mirror(s: &Scenario) -> Scenario {
+    let name = match s.name.strip_suffix("-skylake") {
+        Some(stem) => leak(format!("{stem}{SUFFIX}")),
+        None => leak(format!("{}{SUFFIX}", s.name)),
+    };
+    Scenario {
+        name,
+        guest: s.guest,
+        guest_args: s.guest_args,
+        mode: s.mode,
+        vigil_options: s.vigil_options,
+        cpu_model: RYZEN,
+        timeout_secs: s.timeout_secs,
+        baseline: s.baseline.map(|b| leak(format!("{b}{SUFFIX}"))),
+        check: s.check,
+    }
+}
+
+fn amd(
+    name: &'static str,
+    guest: &'static str,
+    mode: Mode,
+    vigil_options: &'static str,
+    baseline: Option<&'static str>,
+    check: fn(&Check) -> Result<(), String>,
+) -> Scenario {
+    Scenario {
+        name,
+        guest,
+        guest_args: "",
+        mode,
+        vigil_options,
+        cpu_model: RYZEN,
+        timeout_secs: 180,
+        baseline,
+        check,
+    }
+}
+
+/// The `ryzen` scenarios, given the Intel ones they mirror.
+pub fn all(intel: &[Scenario]) -> Vec<Scenario> {
+    let mut out: Vec<Scenario> = MIRRORED
+        .iter()
+        .map(|name| {
+            let s = intel
+                .iter()
+                .find(|s| s.name == *name)
+                .unwrap_or_else(|| panic!("scenarios_amd: no Intel scenario {name}"));
+            mirror(s)
+        })
+        .collect();
+    out.extend([
+        // NRIP save ignored: every instruction length decoded from the guest's bytes, the
+        // fallback for processors without it (QEMU's TCG), measured against bare.
+        amd(
+            "cases-no-nrips-ryzen",
+            "cases",
+            Mode::Vigil,
+            "tsc=offset:0x100000000000 hypercall=on test-nrips=off trap=rdtsc,hlt,io:0x3f8-0x3ff",
+            Some("cases-bare-ryzen"),
+            no_nrips,
+        ),
+        amd(
+            "cases-default-policy-ryzen",
+            "cases",
+            Mode::Vigil,
+            "",
+            Some("cases-bare-ryzen"),
+            default_policy,
+        ),
+        Scenario {
+            guest_args: "case=triple-fault",
+            timeout_secs: 90,
+            ..amd(
+                "hostile-triple-fault-ryzen",
+                "hostile",
+                Mode::Vigil,
+                "",
+                None,
+                triple_fault,
+            )
+        },
+        Scenario {
+            timeout_secs: 90,
+            ..amd(
+                "vmrun-checks-clean-ryzen",
+                "demo",
+                Mode::Vigil,
+                "check-entry=on",
+                None,
+                clean,
+            )
+        },
+        // ASID 0 is the host's: a control-area rule (15.5.1).
+        Scenario {
+            timeout_secs: 90,
+            ..amd(
+                "vmrun-failure-asid-ryzen",
+                "demo",
+                Mode::Vigil,
+                "test-vmcb=0x58:0",
+                None,
+                failure_asid,
+            )
+        },
+        // EFER without SVME: a guest-state rule (15.5.1).
+        Scenario {
+            timeout_secs: 90,
+            ..amd(
+                "vmrun-failure-efer-ryzen",
+                "demo",
+                Mode::Vigil,
+                "test-vmcb=0x4d0:0",
+                None,
+                failure_efer,
+            )
+        },
+    ]);
+    out
+}
+
+/// The cases pass as bare, with the lengths decoded (the log says so) and the exits the traps
+/// ask for counted.
+fn no_nrips(c: &Check) -> Result<(), String> {
+    crate::scenarios::cases_vigil(c)?;
+    let com2 = c.outcome.capture.com2();
+    if !com2
+        .iter()
+        .any(|l| l.contains("instruction lengths decoded"))
+    {
+        return Err("Vigil did not say it decodes instruction lengths".into());
+    }
+    let stats = report::exit_stats(&com2)?;
+    for reason in ["RDTSC", "I/O instruction", "CPUID"] {
+        if stats.count(reason) == 0 {
+            return Err(format!("no {reason} exits"));
+        }
+    }
+    Ok(())
+}
+
+/// With no options, the exits SVM makes unavoidable: CPUID (SVM is hidden), VMMCALL, INVD (it
+/// would drop Vigil's dirty cache lines), Vigil's ports, MSRs outside the permission map and
+/// Vigil's own (EFER, whose SVME bit is Vigil's; the SVM MSRs), nested page faults on Vigil's
+/// memory, a triple fault. Unlike VMX there is no CR exit (SVM pins no CR0/CR4 bit) and no
+/// XSETBV exit.
+const UNAVOIDABLE: &[&str] = &[
+    "CPUID",
+    "hypercall",
+    "INVD",
+    "triple fault",
+    "I/O instruction",
+    "RDMSR",
+    "WRMSR",
+    "nested page fault",
+];
+
+fn default_policy(c: &Check) -> Result<(), String> {
+    crate::scenarios::cases_bare(c)?;
+    let stats = report::exit_stats(&c.outcome.capture.com2())?;
+    for (reason, row) in &stats.rows {
+        if row.count > 0 && !UNAVOIDABLE.contains(&reason.as_str()) {
+            return Err(format!(
+                "{} {reason} exit(s) under the default policy, which asks for none",
+                row.count
+            ));
+        }
+    }
+    if stats.count("CPUID") == 0 {
+        return Err("no CPUID exits: the table is not counting".into());
+    }
+    Ok(())
+}
+
+/// A triple fault: SVM's SHUTDOWN intercept (exit code 0x7f), a full report, a clean stop.
+fn triple_fault(c: &Check) -> Result<(), String> {
+    let o = c.outcome;
+    if !o.exited_by_itself() {
+        return Err(format!(
+            "{}: Bochs should have exited by itself",
+            o.end_phrase()
+        ));
+    }
+    let reports = report::exit_reports(&o.capture.com2());
+    if !reports
+        .iter()
+        .any(|r| r.reason == "SHUTDOWN" && r.number == 0x7F)
+    {
+        return Err(format!(
+            "no exit report with exit code 0x7f (SHUTDOWN) (reports: {:?})",
+            reports
+        ));
+    }
+    match o.capture.last_line(Port::Vigil) {
+        Some("run ended: failed: guest triple fault") => Ok(()),
+        other => Err(format!(
+            "expected `run ended: failed: guest triple fault` last, got {other:?}"
+        )),
+    }
+}
+
+fn clean(c: &Check) -> Result<(), String> {
+    let o = c.outcome;
+    o.normal_end()?;
+    let com2 = o.capture.com2();
+    let rules = com2
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("VMRUN checks: ")?
+                .strip_suffix(" rules, no violation")
+        })
+        .ok_or("no `VMRUN checks: N rules, no violation` line")?;
+    let n: u32 = rules
+        .parse()
+        .map_err(|_| format!("bad rule count {rules:?}"))?;
+    if n < 20 {
+        return Err(format!("only {n} rules were checked"));
+    }
+    if let Some(v) = com2.iter().find(|l| l.starts_with("VMRUN check failed")) {
+        return Err(format!("a valid VMCB was flagged: {v}"));
+    }
+    zero_failed(o)
+}
+
+fn zero_failed(o: &Outcome) -> Result<(), String> {
+    let cases = report::cases(o.capture.com1());
+    match cases.iter().find(|l| l.status == Status::Fail) {
+        Some(f) => Err(format!("case {} failed: {}", f.name, f.why)),
+        None => Ok(()),
+    }
+}
+
+/// The processor refused the VMCB (VMEXIT_INVALID), Vigil named `rule` alone, said the
+/// processor reports it that way and that the two agree, and stopped cleanly.
+fn failure(o: &Outcome, rule: &str) -> Result<(), String> {
+    let com2 = o.capture.com2();
+    if !com2
+        .iter()
+        .any(|l| l.starts_with("exit code -1 (VMEXIT_INVALID)"))
+    {
+        return Err("Vigil did not report the processor's VMEXIT_INVALID".into());
+    }
+    let named: Vec<(&str, &str)> = com2
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("VMRUN check failed: [")?;
+            let (rule, tail) = rest.split_once(']')?;
+            let reported = tail.rsplit_once("(reported as ")?.1.trim_end_matches(')');
+            Some((rule, reported))
+        })
+        .collect();
+    match named.as_slice() {
+        [(r, reported)] if *r == rule => {
+            if !reported.starts_with("#VMEXIT with VMEXIT_INVALID") {
+                return Err(format!(
+                    "rule {rule} is said to be reported as {reported:?}"
+                ));
+            }
+        }
+        other => return Err(format!("expected rule {rule} alone, Vigil named {other:?}")),
+    }
+    let agree = "VMRUN checks agree with the processor: #VMEXIT with VMEXIT_INVALID";
+    if !com2.iter().any(|l| l.starts_with(agree)) {
+        return Err(format!("no `{agree}` line"));
+    }
+    if com2
+        .iter()
+        .any(|l| l.to_ascii_lowercase().contains("panic"))
+    {
+        return Err("Vigil panicked".into());
+    }
+    match o.capture.last_line(Port::Vigil) {
+        Some("run ended: failed: VMRUN failed") => Ok(()),
+        other => Err(format!(
+            "expected `run ended: failed: VMRUN failed` last, got {other:?}"
+        )),
+    }
+}
+
+fn failure_asid(c: &Check) -> Result<(), String> {
+    failure(c.outcome, "control.asid.zero")
+}
+
+fn failure_efer(c: &Check) -> Result<(), String> {
+    failure(c.outcome, "guest.efer.svme")
+}
