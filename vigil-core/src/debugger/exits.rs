@@ -90,13 +90,13 @@ impl<V: Vcpu, L: Link> Debugger<V, L> {
         };
         session.target.time_mode = time_mode;
         log::info!(
-            "gdb stub on COM2 ({} registers, single-step by {}, EPT execute-only {})",
+            "gdb stub on COM2 ({} registers, single-step by {}, execute-only pages {})",
             layout.name(),
             if step_trap { "MTF" } else { "TF" },
             if exec_only {
                 "yes"
             } else {
-                "no: breakpoints visible to guest reads"
+                "no: pages with breakpoints are closed and each access stepped over"
             }
         );
         Debugger {
@@ -164,6 +164,19 @@ impl<V: Vcpu, L: Link> Debugger<V, L> {
                 let hw = self.session.target.state.hw;
                 let ours = (0..4).any(|s| info & DR6_B0_B3 & (1 << s) != 0 && hw[s].is_some());
                 ours.then(|| self.hold(StopKind::HwBreak, true))
+            }
+            // A closed page with breakpoints (no execute-only pages): fetching the instruction
+            // at a breakpoint's address is hitting it, before anything of it runs.
+            Exit::NestedFault(f)
+                if f.fetch
+                    && self.session.target.state.manages(f.gpa)
+                    && self
+                        .session
+                        .target
+                        .state
+                        .is_sw_breakpoint(self.session.target.cpu.vcpu.rip()) =>
+            {
+                Some(self.hold(StopKind::SwBreak, true))
             }
             Exit::NestedFault(f) if self.session.target.state.manages(f.gpa) => {
                 let target = &mut self.session.target;

@@ -106,6 +106,7 @@ impl SvmVcpu {
             let code = ExitCode(self.vmcb.read(Field::ExitCode));
             if code.is_failed_vmrun() {
                 self.exit.code = code;
+                self.restore_checked_state();
                 report::vmrun_failure(self, code);
                 return Err(Stop::Failed("VMRUN failed"));
             }

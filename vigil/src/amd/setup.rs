@@ -271,6 +271,7 @@ pub fn create_vcpu(
         deferred: None,
         round_trip: 0,
         trap_hlt: config.trap.hlt,
+        checked_state: [0; super::vcpu::CHECKED.len()],
     };
     debug_assert!(vcpu.efer() == 0);
     Ok((vcpu, vtsc))

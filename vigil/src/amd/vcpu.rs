@@ -72,7 +72,23 @@ pub struct SvmVcpu {
     pub round_trip: u64,
     /// The configuration intercepts HLT (`trap=hlt`).
     pub(super) trap_hlt: bool,
+    /// The guest-state fields VMRUN checks, as they were before the last VMRUN: a VMRUN that
+    /// fails its checks may write the processor's own state over them (Bochs does), and the
+    /// report must explain the values the processor refused.
+    pub(super) checked_state: [u64; CHECKED.len()],
 }
+
+/// The state-save fields the VMRUN consistency checks read (APM Vol. 2 15.5.1).
+pub(super) const CHECKED: [Field; 8] = [
+    Field::Efer,
+    Field::Cr0,
+    Field::Cr3,
+    Field::Cr4,
+    Field::Dr6,
+    Field::Dr7,
+    Field::CsAttrib,
+    Field::GPat,
+];
 
 /// The exit layer's segment numbers as the VMCB orders them.
 fn seg_number(seg: Seg) -> u8 {
@@ -194,6 +210,16 @@ impl SvmVcpu {
         self.tlb_control = tlb::NOTHING;
         // Every field may have changed since the last VMRUN (15.15.3).
         self.vmcb.write(Field::VmcbClean, 0);
+        for (slot, f) in self.checked_state.iter_mut().zip(CHECKED) {
+            *slot = self.vmcb.read(f);
+        }
+    }
+
+    /// Puts back the checked fields as the failed VMRUN found them.
+    pub(super) fn restore_checked_state(&mut self) {
+        for (value, f) in self.checked_state.into_iter().zip(CHECKED) {
+            self.vmcb.write(f, value);
+        }
     }
 
     /// After the #VMEXIT that ended a halt carried out by the processor: the intercepts go back
