@@ -72,6 +72,7 @@ const MIRRORED: &[&str] = &[
     "gdb-session-skylake",
     "gdb-debuggee32-bare",
     "gdb-session-i386",
+    "gdb-attach-running",
 ];
 
 fn leak(s: String) -> &'static str {

@@ -86,6 +86,7 @@ const XSETBV: u64 = ExitCode::XSETBV.0;
 const INVD: u64 = ExitCode::INVD.0;
 const INVLPG: u64 = ExitCode::INVLPG.0;
 const VINTR: u64 = ExitCode::VINTR.0;
+const PAUSE: u64 = ExitCode::PAUSE.0;
 const INIT: u64 = ExitCode::INIT.0;
 const SHUTDOWN: u64 = ExitCode::SHUTDOWN.0;
 const NPF: u64 = ExitCode::NPF.0;
@@ -158,6 +159,8 @@ pub fn decode(vcpu: &mut SvmVcpu, code: ExitCode) -> (Exit, Option<Event>) {
         INVD => Exit::Invd,
         INVLPG => invlpg(vcpu, info1),
         VINTR => Exit::InterruptWindow,
+        // Intercepted only for the debugger, whose periodic poll it stands in for.
+        PAUSE => Exit::Timer,
         INIT => Exit::Init,
         SHUTDOWN => {
             let interrupted = interrupted(vcpu);
@@ -336,15 +339,16 @@ fn exception(vcpu: &mut SvmVcpu, vector: u8, info1: u64, info2: u64) -> (Exit, O
 /// What caused an intercepted #DB: the processor writes DR6 before the intercept (the VMCB's
 /// DR6 then holds the causes). Bochs commits DR6 only after its intercept check, so there the
 /// VMCB's DR6 is the old value: then the causes are worked out as the processor would have
-/// found them — a single step when RFLAGS.TF was set, an instruction breakpoint in DR0-DR3
-/// armed for execution at CS:RIP (docs/platform.md).
+/// found them — a single step when RFLAGS.TF was set as the guest entered (the instruction
+/// that traps may itself have cleared TF: IRET, POPF) or is set now, an instruction breakpoint in
+/// DR0-DR3 armed for execution at CS:RIP (docs/platform.md).
 fn debug_causes(vcpu: &SvmVcpu) -> u64 {
     let causes = vcpu.vmcb.read(Field::Dr6) & (DR6_B0_B3 | DR6_BD | DR6_BS | DR6_BT);
     if causes != 0 {
         return causes;
     }
     let mut inferred = 0;
-    if vcpu.rflags() & RFLAGS_TF != 0 {
+    if vcpu.entered_with_tf || vcpu.rflags() & RFLAGS_TF != 0 {
         inferred |= DR6_BS;
     }
     let dr7 = vcpu.dr(7);

@@ -272,6 +272,7 @@ pub fn create_vcpu(
         round_trip: 0,
         trap_hlt: config.trap.hlt,
         checked_state: [0; super::vcpu::CHECKED.len()],
+        entered_with_tf: false,
     };
     debug_assert!(vcpu.efer() == 0);
     Ok((vcpu, vtsc))

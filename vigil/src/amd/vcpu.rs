@@ -76,6 +76,8 @@ pub struct SvmVcpu {
     /// fails its checks may write the processor's own state over them (Bochs does), and the
     /// report must explain the values the processor refused.
     pub(super) checked_state: [u64; CHECKED.len()],
+    /// RFLAGS.TF as the last VMRUN entered the guest: the first instruction it ran traps.
+    pub(super) entered_with_tf: bool,
 }
 
 /// The state-save fields the VMRUN consistency checks read (APM Vol. 2 15.5.1).
@@ -213,6 +215,7 @@ impl SvmVcpu {
         for (slot, f) in self.checked_state.iter_mut().zip(CHECKED) {
             *slot = self.vmcb.read(f);
         }
+        self.entered_with_tf = self.rflags() & RFLAGS_TF != 0;
     }
 
     /// Puts back the checked fields as the failed VMRUN found them.
@@ -603,8 +606,18 @@ impl Vcpu for SvmVcpu {
         self.set_bits(Field::InterceptExceptions, bit, on || keep);
     }
 
-    /// SVM has no preemption timer.
-    fn set_poll_timer(&mut self, _ticks: Option<u64>) -> bool {
+    /// SVM has no preemption timer, so there is no periodic exit: `false`. What it has is the
+    /// PAUSE intercept with a filter count (15.14.4): a guest spinning in a wait loop exits every
+    /// 65535 PAUSEs (every PAUSE without the filter), and those exits poll for the debugger; a
+    /// guest that spins without PAUSE is seen at its next exit.
+    fn set_poll_timer(&mut self, ticks: Option<u64>) -> bool {
+        let count = if self.caps.has(Features::PAUSE_FILTER) {
+            0xFFFF
+        } else {
+            0
+        };
+        self.vmcb.write(Field::PauseFilterCount, count);
+        self.set_misc1(Misc1::PAUSE, ticks.is_some());
         false
     }
 

@@ -164,7 +164,11 @@ fn without_execute_only_pages_a_breakpoint_page_is_closed_and_its_fetch_is_the_b
     };
     d.cpu().vcpu.rip = 0x1000;
     assert_eq!(d.handle(&read(false)), Action::Resume);
-    assert_eq!(d.cpu().vcpu.mem[0x5010], 0x90, "the guest reads the original");
+    assert_eq!(
+        d.cpu().vcpu.mem[0x5010],
+        0x90,
+        "the guest reads the original"
+    );
     assert_eq!(d.cpu().vcpu.perms[&0x5000], Perms::RWX);
     wire.send("c");
     d.handle(&Exit::Step);
