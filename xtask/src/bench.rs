@@ -11,10 +11,12 @@
 //!   Vigil's set-up, and under Vigil the exit table it prints at power-off (at 115200 baud,
 //!   about 3 M ticks).
 //! - *Ticks from kernel entry*: the same, minus the tick of the kernel's first instruction
-//!   that Bochs logs, its read of IA32_MISC_ENABLE (MSR 0x1a0) in `verify_cpu` (the bzImage's
-//!   first code checks that XD is not disabled on Intel), which Bochs' models do not implement
-//!   and report as `RDMSR: Unknown register 0x1a0`. Firmware and loaders drop out; the verdict
-//!   uses this ratio when both logs have the line, else the whole-machine one.
+//!   that Bochs logs: on Intel models its read of IA32_MISC_ENABLE (MSR 0x1a0) in `verify_cpu`
+//!   (the bzImage's first code checks that XD is not disabled), on AMD models its read of the
+//!   SEV status MSR (0xc0010131) in the decompressor's `startup_32` (it checks for memory
+//!   encryption), neither of which Bochs' models implement: `RDMSR: Unknown register …`.
+//!   Firmware and loaders drop out; the verdict uses this ratio when both logs have the line,
+//!   else the whole-machine one.
 //! - *Kernel clock*: the timestamp of the kernel's last message (`reboot: Power down`), the
 //!   time from its TSC set-up to power-off as the guest saw it. It varies by 1–2 % between
 //!   identical runs (timer-driven waits end on different jiffies), and under `tsc=hide`,
@@ -191,10 +193,14 @@ pub fn end_tick(log: &str) -> Option<u64> {
     })
 }
 
-/// The tick of the first `RDMSR: Unknown register 0x1a0` line: the kernel's `verify_cpu`.
+/// The tick of the first `RDMSR: Unknown register 0x1a0` (Intel: the kernel's `verify_cpu`)
+/// or `… 0xc0010131` line (AMD: the decompressor's SEV-status read), whichever comes first.
 pub fn kernel_entry_tick(log: &str) -> Option<u64> {
     log.lines()
-        .find(|l| l.contains("RDMSR: Unknown register 0x1a0"))
+        .find(|l| {
+            l.contains("RDMSR: Unknown register 0x1a0")
+                || l.contains("RDMSR: Unknown register 0xc0010131")
+        })
         .and_then(end_tick)
 }
 
@@ -355,6 +361,11 @@ mod tests {
         assert_eq!(kernel_entry_tick(log), Some(432_508_866));
         assert_eq!(end_tick(log), Some(2_032_172_365));
         assert_eq!(kernel_entry_tick("00000000001i[SIM   ] x\n"), None);
+        // An AMD model's kernel reads the SEV status first.
+        let amd = "00000000001i[SIM   ] x\n\
+                   00409031214e[CPU0  ] RDMSR: Unknown register 0xc0010131\n\
+                   00515671351e[CPU0  ] RDMSR: Unknown register 0x8b\n";
+        assert_eq!(kernel_entry_tick(amd), Some(409_031_214));
     }
 
     #[test]
