@@ -208,6 +208,7 @@ fn apply_test_writes(vcpu: &mut SvmVcpu, config: &Config) -> Result<(), String> 
             .ok_or_else(|| format!("test-vmcb: no VMCB field at offset {offset:#x}"))?;
         log::warn!("test-vmcb: {} ({offset:#x}) <- {value:#x}", field.name());
         vcpu.vmcb.write(field, value);
+        vcpu.checked_dirty = true;
     }
     Ok(())
 }

@@ -271,7 +271,9 @@ pub fn create_vcpu(
         deferred: None,
         round_trip: 0,
         trap_hlt: config.trap.hlt,
-        checked_state: [0; super::vcpu::CHECKED.len()],
+        checked_state: None,
+        // The first VMRUN runs a VMCB Vigil wrote entirely.
+        checked_dirty: true,
         entered_with_tf: false,
     };
     debug_assert!(vcpu.efer() == 0);

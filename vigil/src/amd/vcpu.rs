@@ -72,10 +72,14 @@ pub struct SvmVcpu {
     pub round_trip: u64,
     /// The configuration intercepts HLT (`trap=hlt`).
     pub(super) trap_hlt: bool,
-    /// The guest-state fields VMRUN checks, as they were before the last VMRUN: a VMRUN that
-    /// fails its checks may write the processor's own state over them (Bochs does), and the
-    /// report must explain the values the processor refused.
-    pub(super) checked_state: [u64; CHECKED.len()],
+    /// The guest-state fields VMRUN checks, as they were before the last VMRUN, when Vigil had
+    /// changed one since the previous #VMEXIT: a VMRUN that fails its checks may write the
+    /// processor's own state over them (Bochs does), and the report must explain the values the
+    /// processor refused. (Unchanged since the #VMEXIT, they are the processor's own and cannot
+    /// be what it refuses.)
+    pub(super) checked_state: Option<[u64; CHECKED.len()]>,
+    /// Vigil changed one of the [`CHECKED`] fields since the last #VMEXIT.
+    pub(super) checked_dirty: bool,
     /// RFLAGS.TF as the last VMRUN entered the guest: the first instruction it ran traps.
     pub(super) entered_with_tf: bool,
 }
@@ -212,16 +216,22 @@ impl SvmVcpu {
         self.tlb_control = tlb::NOTHING;
         // Every field may have changed since the last VMRUN (15.15.3).
         self.vmcb.write(Field::VmcbClean, 0);
-        for (slot, f) in self.checked_state.iter_mut().zip(CHECKED) {
-            *slot = self.vmcb.read(f);
-        }
+        self.checked_state = core::mem::take(&mut self.checked_dirty).then(|| {
+            let mut state = [0; CHECKED.len()];
+            for (slot, f) in state.iter_mut().zip(CHECKED) {
+                *slot = self.vmcb.read(f);
+            }
+            state
+        });
         self.entered_with_tf = self.rflags() & RFLAGS_TF != 0;
     }
 
     /// Puts back the checked fields as the failed VMRUN found them.
     pub(super) fn restore_checked_state(&mut self) {
-        for (value, f) in self.checked_state.into_iter().zip(CHECKED) {
-            self.vmcb.write(f, value);
+        if let Some(state) = self.checked_state {
+            for (value, f) in state.into_iter().zip(CHECKED) {
+                self.vmcb.write(f, value);
+            }
         }
     }
 
@@ -309,6 +319,7 @@ impl Vcpu for SvmVcpu {
     }
 
     fn set_cr0(&mut self, value: u64) {
+        self.checked_dirty = true;
         self.vmcb.write(Field::Cr0, value);
     }
 
@@ -326,6 +337,7 @@ impl Vcpu for SvmVcpu {
     }
 
     fn set_cr3(&mut self, value: u64) {
+        self.checked_dirty = true;
         self.vmcb.write(Field::Cr3, value);
     }
 
@@ -334,6 +346,7 @@ impl Vcpu for SvmVcpu {
     }
 
     fn set_cr4(&mut self, value: u64) {
+        self.checked_dirty = true;
         self.vmcb.write(Field::Cr4, value);
     }
 
@@ -348,6 +361,7 @@ impl Vcpu for SvmVcpu {
     }
 
     fn set_efer(&mut self, value: u64) {
+        self.checked_dirty = true;
         self.vmcb.write(Field::Efer, value | EFER_SVME);
     }
 
@@ -396,6 +410,7 @@ impl Vcpu for SvmVcpu {
     }
 
     fn set_segment(&mut self, seg: Seg, value: &Segment) {
+        self.checked_dirty |= seg == Seg::Cs;
         let f = seg_fields(seg_number(seg));
         let a = &value.attrs;
         let attrib = Attrib::new(
@@ -437,6 +452,7 @@ impl Vcpu for SvmVcpu {
     }
 
     fn set_dr(&mut self, n: u8, v: u64) {
+        self.checked_dirty = true;
         // SAFETY: DR0-3 belong to the guest while Vigil uses no hardware breakpoint; the guest's
         // DR7, which arms them, is in the VMCB, and #VMEXIT clears the host's DR7.
         unsafe {
@@ -465,6 +481,7 @@ impl Vcpu for SvmVcpu {
         }
         match msr_field(msr) {
             Some(f) => {
+                self.checked_dirty |= f == Field::GPat;
                 self.vmcb.write(f, value);
                 true
             }
