@@ -84,6 +84,8 @@ pub enum Op {
     },
     /// INS always writes to ES.
     Ins,
+    /// RDTSCP, which QEMU's TCG reports with RDTSC's exit code.
+    Rdtscp,
     /// Any other instruction (only its length is of use).
     Other,
 }
@@ -188,6 +190,7 @@ pub fn decode(bytes: &[u8], code_bits: u8, rip: u64) -> Option<Decoded> {
             }
         }
         Mnemonic::Insb | Mnemonic::Insw | Mnemonic::Insd => Op::Ins,
+        Mnemonic::Rdtscp => Op::Rdtscp,
         _ if i.code() == Code::INVALID => return None,
         _ => Op::Other,
     };
@@ -225,6 +228,9 @@ mod tests {
             let d = decode(bytes, bits, 0).unwrap_or_else(|| panic!("{bytes:x?}"));
             assert_eq!(d.len, len, "{bytes:x?}");
         }
+        // RDTSCP is told from RDTSC by its bytes (QEMU reports both with RDTSC's code).
+        assert_eq!(op(&[0x0F, 0x01, 0xF9], 32), Op::Rdtscp);
+        assert_eq!(op(&[0x0F, 0x31], 64), Op::Other);
         assert_eq!(decode(&[0x0F], 32, 0), None, "truncated");
         assert_eq!(decode(&[0x0F, 0xFF], 32, 0), None, "invalid");
     }

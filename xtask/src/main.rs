@@ -21,6 +21,7 @@ mod oracle;
 mod oracle_image;
 mod outcome;
 mod prereqs;
+mod qemu;
 mod report;
 mod run;
 mod scenarios;

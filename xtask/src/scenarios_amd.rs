@@ -9,6 +9,9 @@
 //! VM-entry checks. The set is chosen for the suite's time: each mirrored scenario exercises a
 //! different part of the backend (the world switch and events, the permission maps, nested
 //! paging and isolation, time, the debugger, Linux).
+//!
+//! A few run on QEMU's TCG too ([`ON_QEMU`], `crate::qemu`): the same backend without NRIP
+//! save or decode assists, on a second implementation of SVM.
 
 use crate::outcome::{Mode, Outcome};
 use crate::report::{self, Status};
@@ -24,6 +27,7 @@ pub fn is_amd_model(model: &str) -> bool {
     matches!(
         model,
         "ryzen"
+            | crate::qemu::MODEL
             | "zambezi"
             | "trinity_apu"
             | "phenom_8650_toliman"
@@ -98,6 +102,29 @@ fn mirror(s: &Scenario) -> Scenario {
     }
 }
 
+type CheckFn = fn(&Check) -> Result<(), String>;
+
+/// Intel scenarios that run on QEMU's TCG (named with `-qemu`, the baseline the QEMU twin, the
+/// check QEMU's): the cases bare and under Vigil with RDTSC/RDTSCP trapped, every length and
+/// operand decoded.
+const ON_QEMU: &[(&str, CheckFn)] = &[
+    ("cases-bare", qemu_cases_bare),
+    ("cases-vigil-trap", qemu_cases_vigil),
+    ("linux-bare", crate::linux_checks::check_bare),
+    ("linux-vigil", crate::linux_checks::check_vigil),
+];
+
+/// `s` on QEMU, the baseline its own QEMU twin.
+fn on_qemu(s: &Scenario, check: CheckFn) -> Scenario {
+    Scenario {
+        name: leak(format!("{}-qemu", s.name)),
+        cpu_model: crate::qemu::MODEL,
+        baseline: s.baseline.map(|b| leak(format!("{b}-qemu"))),
+        check,
+        ..*s
+    }
+}
+
 fn amd(
     name: &'static str,
     guest: &'static str,
@@ -131,6 +158,15 @@ pub fn all(intel: &[Scenario]) -> Vec<Scenario> {
             mirror(s)
         })
         .collect();
+    out.extend(ON_QEMU.iter().map(|&(name, check)| {
+        on_qemu(
+            intel
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("scenarios_amd: no Intel scenario {name}")),
+            check,
+        )
+    }));
     out.extend([
         // NRIP save ignored: every instruction length decoded from the guest's bytes, the
         // fallback for processors without it (QEMU's TCG). The decoding costs ticks at every
@@ -194,6 +230,20 @@ pub fn all(intel: &[Scenario]) -> Vec<Scenario> {
                 "test-vmcb=0x58:0",
                 None,
                 failure_asid,
+            )
+        },
+        // QEMU's TCG: SVM with nested paging and nothing else, so every instruction length is
+        // decoded; the demo passes with its exit table (SKIP where QEMU is not installed).
+        Scenario {
+            cpu_model: crate::qemu::MODEL,
+            timeout_secs: 120,
+            ..amd(
+                "demo-vigil-qemu",
+                "demo",
+                Mode::Vigil,
+                crate::cli::DEMO_VIGIL_OPTIONS,
+                None,
+                qemu_demo,
             )
         },
         // EFER without SVME: a guest-state rule (15.5.1).
@@ -283,6 +333,95 @@ fn scale_emulated(c: &Check) -> Result<(), String> {
     let stats = report::exit_stats(&com2)?;
     if stats.count("RDTSC") == 0 {
         return Err("no RDTSC exits: the scaled TSC was not emulated".into());
+    }
+    Ok(())
+}
+
+/// QEMU ended by the write of the shutdown sequence to the exit port (Vigil's, or bare the
+/// guest's).
+fn qemu_exit_port(o: &Outcome) -> Result<(), String> {
+    match o.end {
+        crate::outcome::End::Exited(status)
+            if status.code() == Some(crate::qemu::SHUTDOWN_STATUS) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "QEMU did not end through the exit port ({})",
+            o.end_phrase()
+        )),
+    }
+}
+
+/// Vigil said it runs without NRIP save, decoding lengths.
+fn says_decoded(o: &Outcome) -> Result<(), String> {
+    let com2 = o.capture.com2();
+    for want in ["SVM: no NRIP save", "instruction lengths decoded"] {
+        if !com2.iter().any(|l| l.contains(want)) {
+            return Err(format!("Vigil did not say `{want}`"));
+        }
+    }
+    Ok(())
+}
+
+/// The demo's own check, on a processor without NRIP save (QEMU's TCG says so at start and
+/// Vigil decodes), and QEMU ended by Vigil's write to the exit port.
+fn qemu_demo(c: &Check) -> Result<(), String> {
+    crate::scenarios::demo_vigil(c)?;
+    says_decoded(c.outcome)?;
+    qemu_exit_port(c.outcome)
+}
+
+/// Cases whose verdict on QEMU follows the host's clock: TCG's TSC is the host's time, so the
+/// rate against the PIT varies between runs, and an exit (TCG emulating VMRUN and #VMEXIT)
+/// costs a hundred thousand host cycles, which pafish sees unless `tsc=hide` hides them.
+const QEMU_TIMING: &[&str] = &["tsc-rate", "pafish"];
+
+fn passed_cases(o: &Outcome) -> Vec<String> {
+    report::cases(o.capture.com1())
+        .into_iter()
+        .filter(|l| l.status == Status::Pass)
+        .map(|l| l.name)
+        .collect()
+}
+
+/// Bare on QEMU the reference is whatever QEMU does: the cases ran to their summary and the
+/// guest ended QEMU through the exit port. (TCG fails some bare: its IA32_TSC reads as 0, and
+/// the TSC rate follows the host.)
+fn qemu_cases_bare(c: &Check) -> Result<(), String> {
+    let o = c.outcome;
+    if report::summary(o.capture.port(Port::Guest)).is_none() {
+        return Err("no `guest-kit: N passed, N failed, …` line on COM1".into());
+    }
+    qemu_exit_port(o)
+}
+
+/// Under Vigil on QEMU: every case that passed bare passes (but the timing ones, see
+/// [`QEMU_TIMING`]); isolation and the TSC offset pass; RDTSCP exits are RDTSCP's although
+/// QEMU reports them with RDTSC's code; lengths were decoded.
+fn qemu_cases_vigil(c: &Check) -> Result<(), String> {
+    let o = c.outcome;
+    o.normal_end()?;
+    qemu_exit_port(o)?;
+    says_decoded(o)?;
+    let bare = c.baseline.ok_or("the bare baseline did not run")?;
+    let here = passed_cases(o);
+    if let Some(lost) = passed_cases(bare)
+        .into_iter()
+        .find(|n| !here.contains(n) && !QEMU_TIMING.contains(&n.as_str()))
+    {
+        return Err(format!("{lost} passed bare on QEMU but not under Vigil"));
+    }
+    for must in ["isolation", "tsc-offset", "rdtscp-aux"] {
+        if !here.iter().any(|n| n == must) {
+            return Err(format!("case {must} did not pass under Vigil"));
+        }
+    }
+    let stats = report::exit_stats(&o.capture.com2())?;
+    for reason in ["RDTSC", "RDTSCP", "CPUID", "hypercall"] {
+        if stats.count(reason) == 0 {
+            return Err(format!("no {reason} exits"));
+        }
     }
     Ok(())
 }

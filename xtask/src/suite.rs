@@ -119,6 +119,16 @@ fn runnable(
 ) -> Vec<usize> {
     let mut keep = Vec::new();
     for &i in selected {
+        if crate::qemu::is_qemu_model(all[i].cpu_model) {
+            match crate::qemu::missing() {
+                None => keep.push(i),
+                Some(why) => {
+                    println!("SKIP {}: {why}", all[i].name);
+                    tally.skipped += 1;
+                }
+            }
+            continue;
+        }
         let lacks = emulator.lacks(scenarios::needs(all[i].name));
         if lacks.is_empty() {
             keep.push(i);
@@ -191,6 +201,8 @@ pub const HOST_TESTS: &[&[&str]] = &[
         "x86-arch",
         "-p",
         "vmx",
+        "-p",
+        "svm",
         "-p",
         "vigil-core",
         "-p",
@@ -442,6 +454,22 @@ pub fn boot(
 ) -> Result<Outcome, String> {
     let dir = RunDir::claim(layout, s.name).map_err(|e| format!("run directory: {e}"))?;
     let iso = make_iso(&dir)?;
+    let echo = if verbose {
+        Echo::Labelled(s.name.to_string())
+    } else {
+        Echo::Quiet
+    };
+    if crate::qemu::is_qemu_model(s.cpu_model) {
+        crate::step(&format!("started {} (QEMU)", s.name));
+        return crate::qemu::run(
+            &dir,
+            &iso,
+            crate::scenarios_guests::megs(s.name),
+            s.mode,
+            Duration::from_secs(s.timeout_secs),
+            &echo,
+        );
+    }
     crate::step(&format!("started {}", s.name));
     crate::gdb_tests::register(&dir.path, s.name, &layout.bare_bin(s.guest));
     crate::scenarios_guests::claimed(&dir.path, s.name);
@@ -455,11 +483,7 @@ pub fn boot(
         },
         mode: s.mode,
         timeout: Duration::from_secs(s.timeout_secs),
-        echo: if verbose {
-            Echo::Labelled(s.name.to_string())
-        } else {
-            Echo::Quiet
-        },
+        echo,
     })
 }
 
@@ -611,6 +635,8 @@ mod tests {
                 "hostile-sleep-moved-pm-s5-bare-ryzen",
                 "gdb-debuggee-bare-ryzen",
                 "gdb-debuggee32-bare-ryzen",
+                "cases-bare-qemu",
+                "linux-bare-qemu",
             ]
         );
         // cases-vigil brings its baseline along, which runs first.
@@ -623,7 +649,9 @@ mod tests {
                 "cases-vigil-trap",
                 "cases-bare-ryzen",
                 "cases-vigil-ryzen",
-                "cases-vigil-trap-ryzen"
+                "cases-vigil-trap-ryzen",
+                "cases-bare-qemu",
+                "cases-vigil-trap-qemu"
             ]
         );
         assert!(select(&all, &["nope"]).is_err());
@@ -637,7 +665,8 @@ mod tests {
                 "demo-vigil",
                 "demo-bare",
                 "demo-vigil-ryzen",
-                "demo-bare-ryzen"
+                "demo-bare-ryzen",
+                "demo-vigil-qemu"
             ]
         );
     }

@@ -10,7 +10,13 @@ const LIMIT: u64 = 1 << 48;
 
 /// Non-leaf entries allow everything (present, writable, user, executable); the leaves decide,
 /// as a translation's rights are those all its entries allow together (Vol. 2 5.6).
-const TABLE_ENTRY_BITS: u64 = entry::PRESENT | entry::WRITABLE | entry::USER;
+/// Accessed is preset in every entry and dirty in every leaf (see [`PRESET`]).
+const TABLE_ENTRY_BITS: u64 = entry::PRESENT | entry::WRITABLE | entry::USER | entry::ACCESSED;
+
+/// Set in every leaf from the start. A processor sets accessed and dirty bits in nested
+/// entries as in any page table (QEMU's TCG does; Bochs does not): preset, they are never
+/// written, so the tables stay unchanged memory that the protected checksum can cover.
+pub const PRESET: u64 = entry::ACCESSED | entry::DIRTY;
 
 /// Bytes one entry of `level` covers.
 const fn coverage(level: u8) -> u64 {
@@ -107,6 +113,7 @@ impl<A: FrameAllocator> NptBuilder<A> {
                 .unwrap_or(PageSize::Size4K);
             let leaf = h
                 | bits
+                | PRESET
                 | entry::SOFTWARE_MAPPED
                 | if size == PageSize::Size4K {
                     0
@@ -153,7 +160,7 @@ impl<A: FrameAllocator> NptBuilder<A> {
         let e = self.alloc.table(table)[i];
         let next = self.alloc.alloc_zeroed().ok_or(NptError::OutOfFrames)?;
         let child = coverage(level - 1);
-        let mut attrs = e & !entry::ADDRESS & !(entry::ACCESSED | entry::DIRTY);
+        let mut attrs = (e & !entry::ADDRESS) | PRESET;
         if level - 1 == 1 {
             attrs &= !entry::LARGE;
         } else {
@@ -283,10 +290,8 @@ impl<A: FrameAllocator> NptBuilder<A> {
 
 /// A leaf with new permission bits, keeping its address, size and the software mark.
 fn with_perms(e: u64, bits: u64) -> u64 {
-    let keep = e
-        & (entry::ADDRESS | entry::LARGE | entry::ACCESSED | entry::DIRTY)
-        & !(entry::PRESENT | entry::WRITABLE | entry::USER | entry::NO_EXECUTE);
-    keep | bits | entry::SOFTWARE_MAPPED
+    let keep = e & (entry::ADDRESS | entry::LARGE);
+    keep | bits | PRESET | entry::SOFTWARE_MAPPED
 }
 
 /// A frame allocator over heap memory, for host tests and tools: frame `n` has the physical

@@ -5,7 +5,8 @@
 //! readable" is "not present" and execute-only pages cannot be expressed (NX needs the host's
 //! EFER.NXE). Memory types: the leaves select PAT entry 0 (write-back in the power-on PAT) and
 //! the host's MTRRs apply to the system-physical address (15.25.8), so device ranges stay
-//! uncacheable as on bare metal.
+//! uncacheable as on bare metal. Accessed and dirty bits are preset in every entry, so a
+//! processor that maintains them never writes the tables.
 //!
 //! Because the format is the host's own, walking these tables is walking ordinary page tables:
 //! [`walk`] uses `x86_arch`'s page-table walker with user-mode access.

@@ -40,6 +40,39 @@ fn identity_map_uses_the_largest_pages_and_every_entry_is_user() {
     assert_eq!(b.mappings().len(), 512);
 }
 
+/// Every entry under `table` (at `level`): accessed preset, and dirty too in leaves.
+fn assert_preset(b: &mut NptBuilder<ArenaFrames>, table: u64, level: u8) -> usize {
+    let entries = *b.allocator().table(table);
+    let mut seen = 0;
+    for e in entries.into_iter().filter(|&e| e & entry::PRESENT != 0) {
+        seen += 1;
+        assert_ne!(e & entry::ACCESSED, 0, "{e:#x} at level {level}");
+        if level == 1 || e & entry::LARGE != 0 {
+            assert_eq!(
+                e & builder::PRESET,
+                builder::PRESET,
+                "{e:#x} at level {level}"
+            );
+        } else {
+            seen += assert_preset(b, e & entry::ADDRESS, level - 1);
+        }
+    }
+    seen
+}
+
+#[test]
+fn accessed_and_dirty_are_preset_so_the_processor_never_writes_the_tables() {
+    let mut b = builder(PageSize::Size1G);
+    b.map(0, 0, 4 * GIB, NptPerms::RWX).unwrap();
+    // Splits down to 4 KiB, and permission changes on split leaves.
+    b.unmap(0x10_0000, 0x1000).unwrap();
+    b.protect(0x20_0000, 0x1000, NptPerms::R).unwrap();
+    b.set_page_perms(0x30_0000, NptPerms::NONE).unwrap();
+    b.set_page_perms(0x30_0000, NptPerms::RWX).unwrap();
+    let root = b.root();
+    assert!(assert_preset(&mut b, root, 4) > 512 * 3);
+}
+
 #[test]
 fn holes_are_not_present_and_split_only_what_they_must() {
     let mut b = builder(PageSize::Size1G);

@@ -96,6 +96,27 @@ const VMLOAD: u64 = ExitCode::VMLOAD.0;
 const SKINIT: u64 = ExitCode::SKINIT.0;
 const INVLPGA: u64 = ExitCode::INVLPGA.0;
 
+/// RDTSC, or RDTSCP reported with RDTSC's exit code: QEMU's TCG checks the RDTSC intercept for
+/// both instructions (and never RDTSCP's own). Unprefixed RDTSC is two bytes (0F 31) and RDTSCP
+/// three (0F 01 F9), so with NRIP save a two-byte instruction needs no look at its bytes; any
+/// other is decoded (once: the length is kept for the RIP advance).
+fn rdtsc(vcpu: &SvmVcpu) -> Exit {
+    if vcpu.exit.next_rip.is_some() && vcpu.intercepted_len() == Some(2) {
+        return Exit::Rdtsc;
+    }
+    match fetch_decode(vcpu) {
+        Some(d) => {
+            vcpu.len.set(Some(d.len));
+            if d.op == Op::Rdtscp {
+                Exit::Rdtscp
+            } else {
+                Exit::Rdtsc
+            }
+        }
+        None => Exit::Rdtsc,
+    }
+}
+
 fn seg_from(n: u8) -> Seg {
     Seg::from_encoding(n).unwrap_or(Seg::Ds)
 }
@@ -138,7 +159,7 @@ pub fn decode(vcpu: &mut SvmVcpu, code: ExitCode) -> (Exit, Option<Event>) {
         }
         EXC_FIRST..=EXC_LAST => return exception(vcpu, (code.0 - EXC_FIRST) as u8, info1, info2),
         CPUID => Exit::Cpuid,
-        RDTSC => Exit::Rdtsc,
+        RDTSC => rdtsc(vcpu),
         RDTSCP => Exit::Rdtscp,
         RDPMC => Exit::Rdpmc,
         MSR => {
