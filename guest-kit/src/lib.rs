@@ -18,6 +18,7 @@ pub mod harness;
 pub mod hypercall;
 pub mod interrupts;
 pub mod lapic;
+pub mod mp;
 pub mod multiboot;
 pub mod serial;
 pub mod timer;

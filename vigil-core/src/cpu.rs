@@ -1,22 +1,29 @@
 //! One virtual CPU as the exit layer keeps it: the backend's vCPU ([`Vcpu`]) plus the neutral
-//! state Vigil holds about it — its statistics, its time, the events waiting for delivery — and
-//! a reference to what every vCPU of the machine shares ([`Vm`]). With several vCPUs, each has
-//! its own `Cpu`; the `Vm` (configuration, ownership table) is one.
+//! state Vigil holds about it — its statistics, its time, the events waiting for delivery, where
+//! it is in the start-up protocol — and a reference to what every vCPU of the machine shares
+//! ([`Vm`]). With several vCPUs, each has its own `Cpu` on its own processor; the `Vm`
+//! (configuration, ownership table, the vCPUs' meeting points) is one.
 
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::owners::Owners;
+use crate::smp::startup::Startup;
+use crate::smp::Smp;
 use crate::stats::ExitStats;
 use crate::time::Time;
 use crate::vcpu::Vcpu;
 use alloc::boxed::Box;
 use x86_arch::event::Event;
 
-/// What every vCPU shares, fixed after boot.
+/// What every vCPU shares: the configuration, the ownership table (fixed after boot but for
+/// the decoders Vigil follows), and the platform Vigil owns.
 #[derive(Debug)]
 pub struct Vm {
     pub config: Config,
     pub owners: Owners,
+    /// The vCPUs' meeting points: holds, the end of the run, nested-table changes.
+    pub smp: Smp,
+    pub platform: crate::platform::Platform,
 }
 
 /// Events between exits.
@@ -56,6 +63,10 @@ pub struct Cpu<V: Vcpu> {
     pub shutdown_progress: usize,
     /// Host TSC at the exit being handled.
     pub exit_tsc: u64,
+    /// Where this vCPU is in the start-up protocol (the boot vCPU runs from the start).
+    pub startup: Startup,
+    /// The generation of the shared nested tables this vCPU's processor has cached.
+    pub nested_seen: u64,
 }
 
 impl<V: Vcpu> Cpu<V> {
@@ -69,7 +80,14 @@ impl<V: Vcpu> Cpu<V> {
             events: Events::default(),
             shutdown_progress: 0,
             exit_tsc: 0,
+            startup: Startup::Running,
+            nested_seen: vm.smp.nested_generation(),
         }
+    }
+
+    /// Whether this is the boot vCPU (the one the guest starts on).
+    pub fn is_bsp(&self) -> bool {
+        self.id == 0
     }
 
     pub fn config(&self) -> &'static Config {

@@ -13,8 +13,12 @@
 //!   event delivery, re-queueing the interrupted event).
 //! - [`owners`]: the one table of the ports and MSRs Vigil owns or traps, which fills the
 //!   backend's bitmaps and routes the handlers.
+//! - [`platform`]: what Vigil owns of the PC beyond EPT — PCI configuration, DMA, A20, SMM,
+//!   resets and sleep, the APIC base, the MTRRs.
 //! - [`cpu`]: one vCPU's neutral state ([`cpu::Cpu`]) and what all vCPUs share ([`cpu::Vm`]).
 //! - [`run`]: the exit loop.
+//! - [`smp`]: several vCPUs — the start-up protocol (INIT, start-up IPIs), the ICR and its
+//!   destinations, and where the vCPUs meet (holds, the end of the run, nested-table changes).
 //! - [`time`]: virtual time — the guest's TSC, its MSRs, what the world switch hides.
 //! - [`debugger`]: the GDB stub — protocol, breakpoints, watchpoints, and its exits.
 //! - [`config`], [`stats`], [`nested`]: the command line, exit statistics, nested-paging
@@ -30,7 +34,9 @@ pub mod debugger;
 pub mod exit;
 pub mod nested;
 pub mod owners;
+pub mod platform;
 pub mod run;
+pub mod smp;
 pub mod stats;
 pub mod time;
 pub mod vcpu;

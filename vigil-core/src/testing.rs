@@ -7,11 +7,13 @@ use crate::config::Config;
 use crate::cpu::{Cpu, Exited, Vm};
 use crate::exit::{complete::complete, dispatch, Action, Exit, Stop};
 use crate::nested::Perms;
-use crate::owners::{MsrHandler, MsrRule, Owner, Owners, IA32_FEATURE_CONTROL};
+use crate::owners::{MsrHandler, MsrRule, Owner, Owners, PortTable, IA32_FEATURE_CONTROL};
+use crate::platform::{Acpi, DmaProtection, Facts, GuestMemory, Platform, PrdPage, ResetRegister};
 use crate::time::tsc::VirtualTsc;
 use crate::time::{EntryTime, Time};
 use crate::vcpu::{
-    msr as m, Activity, Flush, Host, Interruptibility, Mode, Seg, SegAttrs, Segment, Vcpu, Window,
+    msr as m, Activity, DescriptorTable, Flush, Host, Interruptibility, Mode, Seg, SegAttrs,
+    Segment, Vcpu, Window,
 };
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -43,6 +45,149 @@ pub struct FakeHost {
     /// How far the TSC moves at every read.
     pub tsc_step: u64,
     pub caches_written_back: u32,
+    /// Times the local APIC was reset as INIT resets it.
+    pub apic_inits: u32,
+    /// The machine's PCI functions, reached through 0xCF8/0xCFC as on hardware.
+    pub pci: FakePci,
+}
+
+/// One fake PCI function: its configuration space and which bits of it writes change.
+#[derive(Clone)]
+pub struct FakeFunction {
+    pub config: [u8; 256],
+    pub writable: [u8; 256],
+}
+
+impl FakeFunction {
+    fn new(vendor: u16, device: u16, class: u32) -> FakeFunction {
+        let mut f = FakeFunction {
+            config: [0; 256],
+            writable: [0; 256],
+        };
+        f.set32(0, u32::from(vendor) | (u32::from(device) << 16));
+        f.set32(8, class << 8);
+        // Command: I/O, memory, bus master writable.
+        f.writable[4] = 0x07;
+        // Device-specific registers are read-write.
+        for w in &mut f.writable[0x40..] {
+            *w = 0xFF;
+        }
+        f
+    }
+
+    pub fn get32(&self, reg: u8) -> u32 {
+        let r = reg as usize;
+        u32::from_le_bytes(self.config[r..r + 4].try_into().unwrap())
+    }
+
+    pub fn set32(&mut self, reg: u8, v: u32) {
+        let r = reg as usize;
+        self.config[r..r + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// An I/O BAR of `size` ports at `base`.
+    fn io_bar(&mut self, reg: u8, size: u32, base: u32) {
+        self.set32(reg, base | 1);
+        let w = !(size - 1) & 0xFFFF_FFFC;
+        self.writable[reg as usize..reg as usize + 4].copy_from_slice(&w.to_le_bytes());
+    }
+
+    /// A 32-bit memory BAR of `size` bytes at `base`.
+    fn mem_bar(&mut self, reg: u8, size: u32, base: u32) {
+        self.set32(reg, base);
+        let w = !(size - 1) & 0xFFFF_FFF0;
+        self.writable[reg as usize..reg as usize + 4].copy_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// The fake machine's PCI bus: Bochs' default i440FX machine (host bridge, PIIX3 ISA, IDE and
+/// USB, PIIX4 power management) and a network card that masters the bus.
+#[derive(Clone)]
+pub struct FakePci {
+    pub address: u32,
+    pub functions: BTreeMap<(u8, u8, u8), FakeFunction>,
+}
+
+pub const FAKE_BM_BASE: u16 = 0xC000;
+pub const FAKE_USB_BASE: u16 = 0xC020;
+pub const FAKE_PM_BASE: u16 = 0xB000;
+pub const FAKE_NIC_MEM: u32 = 0xFEBC_0000;
+
+impl Default for FakePci {
+    fn default() -> FakePci {
+        let mut functions = BTreeMap::new();
+        let mut host = FakeFunction::new(0x8086, 0x1237, 0x06_0000);
+        host.config[0x72] = 0x0A;
+        functions.insert((0, 0, 0), host);
+        let mut isa = FakeFunction::new(0x8086, 0x7000, 0x06_0100);
+        isa.config[0x0E] = 0x80;
+        functions.insert((0, 1, 0), isa);
+        let mut ide = FakeFunction::new(0x8086, 0x7010, 0x01_0180);
+        ide.io_bar(0x20, 16, u32::from(FAKE_BM_BASE));
+        ide.config[4] = 0x05;
+        functions.insert((0, 1, 1), ide);
+        let mut usb = FakeFunction::new(0x8086, 0x7020, 0x0C_0300);
+        usb.io_bar(0x20, 32, u32::from(FAKE_USB_BASE));
+        usb.config[4] = 0x05;
+        functions.insert((0, 1, 2), usb);
+        let mut pm = FakeFunction::new(0x8086, 0x7113, 0x06_8000);
+        pm.set32(0x40, u32::from(FAKE_PM_BASE) | 1);
+        pm.set32(0x90, 0xB100 | 1);
+        functions.insert((0, 1, 3), pm);
+        let mut nic = FakeFunction::new(0x8086, 0x100E, 0x02_0000);
+        nic.mem_bar(0x10, 0x2_0000, FAKE_NIC_MEM);
+        nic.io_bar(0x14, 64, 0xC040);
+        nic.config[4] = 0x07;
+        functions.insert((0, 2, 0), nic);
+        FakePci {
+            address: 0,
+            functions,
+        }
+    }
+}
+
+impl FakePci {
+    fn selected(&mut self) -> Option<(&mut FakeFunction, usize)> {
+        let a = self.address;
+        if a & 0x8000_0000 == 0 {
+            return None;
+        }
+        let key = (
+            (a >> 16) as u8,
+            ((a >> 11) & 0x1F) as u8,
+            ((a >> 8) & 7) as u8,
+        );
+        Some((self.functions.get_mut(&key)?, (a & 0xFC) as usize))
+    }
+
+    fn read(&mut self, port: u16, size: u8) -> u32 {
+        let Some((f, reg)) = self.selected() else {
+            return 0xFFFF_FFFF;
+        };
+        let at = reg + (port - 0xCFC) as usize;
+        (0..size as usize).fold(0, |v, i| v | u32::from(f.config[at + i]) << (8 * i))
+    }
+
+    fn write(&mut self, port: u16, size: u8, value: u32) {
+        let Some((f, reg)) = self.selected() else {
+            return;
+        };
+        let at = reg + (port - 0xCFC) as usize;
+        for i in 0..size as usize {
+            let b = (value >> (8 * i)) as u8;
+            let r = at + i;
+            if r == 0x72 && f.get32(0) == 0x1237_8086 {
+                // i440FX SMRAM: D_LCK makes D_OPEN 0 and both read-only (as Bochs does).
+                let mut v = (b & 0x78) | 0x02;
+                if f.config[0x72] & 0x10 != 0 {
+                    v = (v & 0xBF) | 0x10;
+                }
+                f.config[0x72] = v;
+                continue;
+            }
+            f.config[r] = (f.config[r] & !f.writable[r]) | (b & f.writable[r]);
+        }
+    }
 }
 
 impl Host for FakeHost {
@@ -76,6 +221,12 @@ impl Host for FakeHost {
         self.pmcs.get(&counter).copied()
     }
     fn port_in(&mut self, port: u16, size: u8) -> u32 {
+        if port == 0xCF8 && size == 4 {
+            return self.pci.address;
+        }
+        if (0xCFC..=0xCFF).contains(&port) {
+            return self.pci.read(port, size);
+        }
         self.port_log.push((port, size, None));
         (0..size).fold(0u32, |v, i| {
             let b = self
@@ -87,6 +238,14 @@ impl Host for FakeHost {
         })
     }
     fn port_out(&mut self, port: u16, size: u8, value: u32) {
+        if port == 0xCF8 && size == 4 {
+            self.pci.address = value;
+            return;
+        }
+        if (0xCFC..=0xCFF).contains(&port) {
+            self.pci.write(port, size, value);
+            return;
+        }
         self.port_log.push((port, size, Some(value)));
         for i in 0..size {
             self.ports
@@ -99,6 +258,9 @@ impl Host for FakeHost {
     fn rdtsc(&mut self) -> u64 {
         self.tsc = self.tsc.wrapping_add(self.tsc_step);
         self.tsc
+    }
+    fn init_local_apic(&mut self) {
+        self.apic_inits += 1;
     }
     fn vigil_range(&self, index: u32) -> Option<(u64, u64)> {
         match index {
@@ -125,6 +287,8 @@ pub struct FakeVcpu {
     pub efer: u64,
     pub pdptes: Option<[u64; 4]>,
     pub segs: [Segment; 8],
+    /// GDTR and IDTR: (base, limit).
+    pub dtables: [(u64, u32); 2],
     pub drs: [u64; 8],
     /// The switched MSRs this "backend" holds (VMX's set; EFER is `efer`).
     pub msrs: BTreeMap<u32, u64>,
@@ -135,6 +299,8 @@ pub struct FakeVcpu {
     pub nmi_window_supported: bool,
     pub activity: Activity,
     pub flushes: Vec<Flush>,
+    /// Times the nested translations were dropped (another vCPU changed the tables).
+    pub nested_flushes: u32,
     pub mem: Vec<u8>,
     pub perms: BTreeMap<u64, Perms>,
     pub tsc_offset: u64,
@@ -146,6 +312,10 @@ pub struct FakeVcpu {
     pub exceptions: u32,
     pub poll: Option<u64>,
     pub reports: Vec<String>,
+    /// The guest's A20 gate as the platform last set it.
+    pub a20_open: bool,
+    /// Port ranges whose I/O filter the platform asked to refresh.
+    pub io_refreshed: Vec<core::ops::RangeInclusive<u16>>,
     /// What `run` returns, in order; when empty, the run ends with a failed entry.
     pub script: VecDeque<Exit>,
     pub host: FakeHost,
@@ -185,6 +355,7 @@ impl FakeVcpu {
             efer: EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE,
             pdptes: None,
             segs: [flat(false); 8],
+            dtables: [(0x2000, 0x1F), (0x3000, 0xFFF)],
             drs: [0, 0, 0, 0, 0, 0, DR6_FIXED1, DR7_FIXED1],
             msrs: BTreeMap::new(),
             intr: Interruptibility::default(),
@@ -194,6 +365,7 @@ impl FakeVcpu {
             nmi_window_supported: true,
             activity: Activity::Active,
             flushes: Vec::new(),
+            nested_flushes: 0,
             mem: alloc::vec![0; RAM],
             perms: BTreeMap::new(),
             tsc_offset: 0,
@@ -204,6 +376,8 @@ impl FakeVcpu {
             exceptions: 0,
             poll: None,
             reports: Vec::new(),
+            a20_open: true,
+            io_refreshed: Vec::new(),
             script: VecDeque::new(),
             host: FakeHost {
                 xcr0_supported: 0b111,
@@ -360,6 +534,12 @@ impl Vcpu for FakeVcpu {
     fn set_segment(&mut self, seg: Seg, value: &Segment) {
         self.segs[seg as usize] = *value;
     }
+    fn dtable(&self, table: DescriptorTable) -> (u64, u32) {
+        self.dtables[table as usize]
+    }
+    fn set_dtable(&mut self, table: DescriptorTable, base: u64, limit: u32) {
+        self.dtables[table as usize] = (base, limit);
+    }
     fn dr(&self, n: u8) -> u64 {
         self.drs[n as usize & 7]
     }
@@ -414,6 +594,9 @@ impl Vcpu for FakeVcpu {
     fn flush(&mut self, what: Flush) {
         self.flushes.push(what);
     }
+    fn invalidate_nested(&mut self) {
+        self.nested_flushes += 1;
+    }
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool {
         match gpa.checked_add(buf.len() as u64) {
             Some(end) if end <= RAM as u64 => {
@@ -434,6 +617,13 @@ impl Vcpu for FakeVcpu {
     }
     fn phys_addr_bits(&self) -> u8 {
         40
+    }
+    fn set_a20(&mut self, open: bool) -> bool {
+        self.a20_open = open;
+        true
+    }
+    fn refresh_io_traps(&mut self, _table: &PortTable, ports: core::ops::RangeInclusive<u16>) {
+        self.io_refreshed.push(ports);
     }
     fn set_page_perms(&mut self, page: u64, perms: Perms) -> bool {
         if page >= RAM as u64 {
@@ -497,15 +687,58 @@ pub static FAKE_VIRT_MSRS: [MsrRule; 2] = [
     },
 ];
 
-/// A vCPU under the configuration `options` (Vigil's command line), on `vcpu`.
-pub fn cpu_with(options: &str, vcpu: FakeVcpu) -> Cpu<FakeVcpu> {
+/// Vigil's memory in the fake machine (as `FakeHost::vigil_range`).
+pub const VIGIL: [(u64, u64); 2] = [(0x400_0000, 0x410_0000), (0xee0_0000, 0xfe0_0000)];
+/// The physical addresses of the fake PRD copy pages.
+pub const PRD_PAGES: [u32; 2] = [0x0ee0_1000, 0x0ee0_2000];
+
+/// The facts a fake machine starts with: 2 MiB of guest RAM, Vigil's ranges, the FADT of
+/// Bochs' BIOS (PM1a control in the PIIX4 PM block, SMI command 0xB2), `reset`.
+pub fn facts(reset: Option<ResetRegister>) -> Facts {
+    Facts {
+        memory: GuestMemory::new(alloc::vec![(0, RAM as u64)], VIGIL.to_vec()),
+        acpi: Acpi {
+            pm1a_control: Some(PM1A),
+            pm1b_control: None,
+            smi_command: Some(0xB2),
+            acpi_enable: 0xF1,
+            acpi_disable: 0xF0,
+            reset,
+        },
+        dma: DmaProtection::Mediated,
+        prd_pages: PRD_PAGES.map(|phys| {
+            Some(PrdPage {
+                phys,
+                bytes: Box::leak(Box::new([0u8; 4096])),
+            })
+        }),
+    }
+}
+
+/// A vCPU on a machine with `facts` under `options` (Vigil's command line).
+pub fn cpu_on(options: &str, mut vcpu: FakeVcpu, facts: Facts) -> Cpu<FakeVcpu> {
     let config = Config::parse(options).expect("test options parse");
-    let owners = Owners::build(&config, Some(PM1A), &FAKE_VIRT_MSRS);
-    let vm: &'static Vm = Box::leak(Box::new(Vm { config, owners }));
+    let platform = Platform::take(&mut vcpu.host, facts);
+    let rules = platform.port_rules(&mut vcpu.host);
+    let owners = Owners::build(&config, &rules, &FAKE_VIRT_MSRS);
+    let vm: &'static Vm = Box::leak(Box::new(Vm {
+        config,
+        owners,
+        platform,
+        smp: crate::smp::Smp::new(1),
+    }));
+    // Only what the guest's exits do shows in the records.
+    vcpu.host.port_log.clear();
+    vcpu.host.msr_writes.clear();
     let time = Time::new(VirtualTsc::new(vm.config.tsc, 0, 0));
     let mut cpu = Cpu::new(vcpu, vm, 0, time);
     cpu.vcpu.set_tsc_offset(cpu.time.v.offset);
     cpu
+}
+
+/// A vCPU under the configuration `options` (Vigil's command line), on `vcpu`.
+pub fn cpu_with(options: &str, vcpu: FakeVcpu) -> Cpu<FakeVcpu> {
+    cpu_on(options, vcpu, facts(None))
 }
 
 pub fn cpu(options: &str) -> Cpu<FakeVcpu> {

@@ -137,6 +137,13 @@ pub enum Activity {
     WaitForSipi,
 }
 
+/// The descriptor-table registers (SDM Vol. 3A 2.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescriptorTable {
+    Gdtr,
+    Idtr,
+}
+
 /// The event windows a backend can report as exits: the first moment the guest can take a
 /// maskable interrupt (RFLAGS.IF = 1 and no STI/MOV SS blocking) or an NMI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,6 +260,9 @@ pub trait Vcpu {
     }
     fn segment(&self, seg: Seg) -> Segment;
     fn set_segment(&mut self, seg: Seg, value: &Segment);
+    /// GDTR or IDTR: base and limit.
+    fn dtable(&self, table: DescriptorTable) -> (u64, u32);
+    fn set_dtable(&mut self, table: DescriptorTable, base: u64, limit: u32);
 
     /// Debug register 0-3, 6 or 7 as the guest sees it.
     fn dr(&self, n: u8) -> u64;
@@ -286,6 +296,9 @@ pub trait Vcpu {
 
     /// Drops cached linear translations of this vCPU.
     fn flush(&mut self, what: Flush);
+    /// Drops what this vCPU's processor cached from the nested page tables, which another vCPU
+    /// changed (VMX: INVEPT of this vCPU's EPT pointer; SDM Vol. 3C 29.4.3.4).
+    fn invalidate_nested(&mut self);
     /// Copies guest RAM into `buf`; false (nothing read) if any byte is not guest RAM.
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool;
     /// Copies `bytes` into guest RAM; false (nothing written) if any byte is not guest RAM.
@@ -312,6 +325,24 @@ pub trait Vcpu {
             self.read_phys(gpa, &mut b).then(|| u64::from_le_bytes(b))
         };
         paging::translate(&read, &self.paging_regs(), linear, access)
+    }
+
+    // --- The platform ------------------------------------------------------------------
+
+    /// Opens or closes the guest's A20 gate (`crate::platform`): with it closed, a
+    /// guest-physical address with bit 20 set, in the range the backend emulates, reaches the
+    /// page one megabyte lower — never Vigil's memory, and never by masking a host-physical
+    /// address. False if the backend cannot emulate a closed gate.
+    fn set_a20(&mut self, _open: bool) -> bool {
+        false
+    }
+    /// Makes the backend's I/O filter agree with `table` for `ports` again (a decoder Vigil
+    /// follows moved, so its ports' rules changed).
+    fn refresh_io_traps(
+        &mut self,
+        _table: &crate::owners::PortTable,
+        _ports: core::ops::RangeInclusive<u16>,
+    ) {
     }
 
     // --- Nested paging (the debugger's breakpoints and watchpoints) ------------------------
@@ -376,6 +407,9 @@ pub trait Host {
     fn write_back_caches(&mut self);
     /// The host's time-stamp counter now.
     fn rdtsc(&mut self) -> u64;
+    /// Resets this processor's local APIC as an INIT signal would (SDM Vol. 3A 11.4.7.3) when
+    /// the INIT itself never reached it (it was caught on the way: a VM exit, a trapped ICR).
+    fn init_local_apic(&mut self);
     /// Vigil's own memory: 0 = its image, 1 = its memory pool (`[start, end)`).
     fn vigil_range(&self, index: u32) -> Option<(u64, u64)>;
     /// A checksum of Vigil's code, read-only data, nested tables and bitmaps.

@@ -1,8 +1,7 @@
-//! Just enough ACPI to see the guest power off: the FADT's PM1a control block port
-//! (ACPI 6.5 5.2.9), which the guest writes with SLP_EN to enter S5. Tables are read in place
-//! (firmware memory is identity-mapped) with every length checked before use.
-
-const FADT_PM1A_CNT_BLK: usize = 64;
+//! Just enough ACPI: the FADT (ACPI 6.5 5.2.9), whose facts `vigil::fadt` reads — PM1 control,
+//! the SMI command port, the reset register —, the MADT (5.2.12), which lists the processors
+//! Vigil brings into VMX, and the MCFG, whose MMCONFIG windows Vigil takes. Tables are read in
+//! place (firmware memory is identity-mapped) with every length checked before use.
 
 /// Reads `len` bytes at physical `addr` if the table header there claims at least `len`.
 fn table(addr: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
@@ -19,28 +18,62 @@ fn table(addr: u64, signature: &[u8; 4]) -> Option<&'static [u8]> {
     Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
 }
 
-/// The PM1a control port, from the RSDT (`rsdt`) or XSDT (`xsdt`) address of the RSDP.
-pub fn pm1a_control_port(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<u16> {
+/// The tables the root points to (RSDT or XSDT), by address.
+fn tables(rsdt: Option<u64>, xsdt: Option<u64>) -> impl Iterator<Item = u64> {
     let (root, entry_size) = match (
         xsdt.and_then(|a| table(a, b"XSDT")),
         rsdt.and_then(|a| table(a, b"RSDT")),
     ) {
         (Some(x), _) => (x, 8),
         (None, Some(r)) => (r, 4),
-        _ => return None,
+        _ => (&[][..], 4),
     };
-    root[36..].chunks_exact(entry_size).find_map(|e| {
-        let addr = if entry_size == 8 {
-            u64::from_le_bytes(e.try_into().ok()?)
-        } else {
-            u32::from_le_bytes(e.try_into().ok()?) as u64
+    root.get(36..)
+        .unwrap_or(&[])
+        .chunks_exact(entry_size)
+        .map(move |e| {
+            if entry_size == 8 {
+                u64::from_le_bytes(e.try_into().unwrap_or_default())
+            } else {
+                u64::from(u32::from_le_bytes(e.try_into().unwrap_or_default()))
+            }
+        })
+}
+
+/// The first table with `signature` the root lists.
+fn find(rsdt: Option<u64>, xsdt: Option<u64>, signature: &[u8; 4]) -> Option<&'static [u8]> {
+    tables(rsdt, xsdt).find_map(|addr| table(addr, signature))
+}
+
+/// The FADT's facts (`vigil::fadt`), from the RSDT (`rsdt`) or XSDT (`xsdt`) address of the
+/// RSDP.
+pub fn fadt_facts(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<vigil_core::platform::Acpi> {
+    find(rsdt, xsdt, b"FACP").map(vigil::fadt::parse)
+}
+
+/// The MADT, whole.
+pub fn madt(rsdt: Option<u64>, xsdt: Option<u64>) -> Option<&'static [u8]> {
+    find(rsdt, xsdt, b"APIC")
+}
+
+/// The MMCONFIG windows (`vigil::mcfg`), with the MCFG table hidden from the guest. Call
+/// before the guest runs.
+pub fn take_mmconfig(rsdt: Option<u64>, xsdt: Option<u64>) -> alloc::vec::Vec<(u64, u64)> {
+    let mut all = alloc::vec::Vec::new();
+    for addr in tables(rsdt, xsdt) {
+        let Some(t) = table(addr, b"MCFG") else {
+            continue;
         };
-        let fadt = table(addr, b"FACP")?;
-        let port = u32::from_le_bytes(
-            fadt.get(FADT_PM1A_CNT_BLK..FADT_PM1A_CNT_BLK + 4)?
-                .try_into()
-                .ok()?,
+        all.extend(vigil::mcfg::windows(t));
+        // SAFETY: the firmware's table, identity-mapped and writable, which nothing else uses
+        // while Vigil boots; its length was checked.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, t.len()) };
+        vigil::mcfg::hide(bytes);
+    }
+    for (s, e) in &all {
+        log::info!(
+            "PCI Express configuration window [{s:#x}-{e:#x}): taken from the guest (MCFG hidden)"
         );
-        (port != 0 && port <= 0xFFFF).then_some(port as u16)
-    })
+    }
+    all
 }

@@ -21,8 +21,13 @@ impl Port for Com2 {
 
 impl Link for Com2 {
     fn read(&mut self) -> Option<u8> {
-        // Line status register bit 0: data ready.
-        (inb(COM2 + 5) & 1 != 0).then(|| inb(COM2))
+        self.ready().then(|| inb(COM2))
+    }
+
+    /// Line status register bit 0: data ready. Reading the LSR changes nothing the receiver
+    /// holds, so any processor may ask.
+    fn ready(&self) -> bool {
+        inb(COM2 + 5) & 1 != 0
     }
 
     fn set_route(&mut self, route: Route) {

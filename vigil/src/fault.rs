@@ -9,8 +9,6 @@ use crate::serial::emergency_print;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Set once a VMCS is current, so a fault report can include it.
-pub static VMCS_LOADED: AtomicBool = AtomicBool::new(false);
 /// The guest's VMCB under SVM (0: none), so a fault report can include it.
 static VMCB: AtomicU64 = AtomicU64::new(0);
 
@@ -18,6 +16,7 @@ static VMCB: AtomicU64 = AtomicU64::new(0);
 pub fn set_vmcb(address: u64) {
     VMCB.store(address, Ordering::Relaxed);
 }
+
 static IN_FAULT: AtomicBool = AtomicBool::new(false);
 
 macro_rules! eprintln {
@@ -68,7 +67,8 @@ fn guest_state() {
         let _ = svm::vmcb::dump(&v, &mut Out);
         return;
     }
-    if !VMCS_LOADED.load(Ordering::Relaxed) {
+    // Only a CPU with a current VMCS can read one (before VMXON, VMREAD is #UD).
+    if !crate::percpu::current().is_some_and(|c| c.vmcs_loaded.load(Ordering::Relaxed)) {
         return;
     }
     eprintln!("guest state (current VMCS):");

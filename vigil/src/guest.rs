@@ -1,7 +1,7 @@
 //! From GRUB's modules to a guest ready to launch: find the guest image (and an initrd, and a
 //! multiboot guest's own modules), tell a Linux bzImage from a multiboot kernel, load it with the
 //! matching boot protocol and write the boot data it expects. The backend then builds its
-//! nested page tables over the guest's memory (EPT or NPT), without [`vigil_ranges`].
+//! nested page tables over the guest's memory (EPT or NPT), without [`Loaded::absent`].
 //!
 //! Modules (docs/architecture.md): `module2 PATH guest [COMMAND LINE]` is the kernel,
 //! `module2 PATH initrd` an initial ramdisk for a Linux kernel, `module2 PATH module [STRING]` a
@@ -142,18 +142,18 @@ fn write_gdt(memory: &mut guest_mem::Loader, at: u64) -> Result<(), String> {
         .map_err(|e| format!("boot data: {e}"))
 }
 
-/// A loaded guest: where it starts and what it owns.
+/// A loaded guest: where it starts, the firmware facts found on the way, and what its nested
+/// page tables must leave out.
 pub struct Loaded {
     pub entry: EntryState,
     /// Guest-physical address of a GDT with flat 32-bit code (0x10) and data (0x18) segments,
     /// for the protected-mode entry.
     pub gdt: u64,
-    pub pm1a_control: Option<u16>,
-}
-
-/// Vigil's memory, absent from the guest's nested page tables: its image and its pool.
-pub fn vigil_ranges() -> [(u64, u64); 2] {
-    [mem::image_range(), mem::pool_range()]
+    pub acpi: vigil_core::platform::acpi::Acpi,
+    /// Physical ranges absent from the guest's nested page tables: Vigil's memory, and the PCI
+    /// Express configuration windows whose writes would bypass Vigil's mediation of
+    /// configuration space.
+    pub absent: Vec<(u64, u64)>,
 }
 
 /// Loads the guest and finds what the vCPU needs to start it.
@@ -182,15 +182,20 @@ pub fn load(
         load_multiboot(&guest, &args, modules, map, &mut memory)?
     };
     BOOT_DATA.store(boot_data, Ordering::Relaxed);
-    let pm1a_control = acpi::pm1a_control_port(rsdt, xsdt);
-    match pm1a_control {
-        Some(p) => log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off"),
-        None => log::warn!("no ACPI FADT found: only the shutdown port ends the guest"),
+    let acpi = acpi::fadt_facts(rsdt, xsdt).unwrap_or_else(|| {
+        log::warn!("no ACPI FADT found: only the shutdown port ends the guest");
+        Default::default()
+    });
+    if let Some(p) = acpi.pm1a_control {
+        log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off");
     }
+    let mut absent = alloc::vec![mem::image_range(), mem::pool_range()];
+    absent.extend(acpi::take_mmconfig(rsdt, xsdt));
     Ok(Loaded {
         entry,
         gdt: boot_data,
-        pm1a_control,
+        acpi,
+        absent,
     })
 }
 

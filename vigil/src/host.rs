@@ -59,6 +59,10 @@ impl Host for HostCpu {
         regs::rdtsc()
     }
 
+    fn init_local_apic(&mut self) {
+        crate::arch::lapic::init_reset();
+    }
+
     fn vigil_range(&self, index: u32) -> Option<(u64, u64)> {
         match index {
             0 => Some(crate::mem::image_range()),

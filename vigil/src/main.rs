@@ -20,21 +20,22 @@ mod mem;
 mod percpu;
 mod power;
 mod serial;
+mod smp;
 
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use core::sync::atomic::Ordering;
+use intel::VmxVcpu;
 use power::{end_run, Outcome};
 use vigil::memmap::{Kind, MemoryMap};
 use vigil_core::config::{Config, LogLevel};
 use vigil_core::cpu::{Cpu, Vm};
 use vigil_core::debugger::arch::Layout;
-use vigil_core::exit::Stop;
 use vigil_core::owners::Owners;
-use vigil_core::run::Machine;
+use vigil_core::platform::acpi::Acpi;
+use vigil_core::platform::{DmaProtection, Facts, GuestMemory, Platform, PrdPage};
 use vigil_core::time::Time;
-use vigil_core::vcpu::Vcpu;
 
 const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
 
@@ -92,7 +93,10 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     let rsdt = mbi.rsdp_v1_tag().map(|t| t.rsdt_address() as u64);
     let xsdt = mbi.rsdp_v2_tag().map(|t| t.xsdt_address() as u64);
 
-    take_memory(&mut map, info, mbi.total_size() as u64, &modules);
+    // Every processor becomes a vCPU: counted before Vigil sizes its memory.
+    let processors = smp::processors(rsdt, xsdt);
+    let cpus = processors.as_ref().map_or(1, |p| p.count);
+    take_memory(&mut map, info, mbi.total_size() as u64, &modules, cpus);
     let ram_end = map.ram_end();
     let mapped = arch::boot::extend_identity_map(ram_end, || mem::alloc_frames(1));
     if mapped < ram_end {
@@ -115,29 +119,53 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         log::debug!("memory {r}");
     }
     guest_mem::init(map.clone(), mapped);
-
+    let processors = processors.map_err(|e| format!("{e}"))?;
+    vigil_core::smp::check_time_mode(config.tsc, processors.count)?;
     // The backend, chosen once from CPUID: SVM on an AMD processor that has it, VMX otherwise.
-    if let Some(svm) = amd::detect()? {
+    let svm = amd::detect()?;
+    if svm.is_some() {
+        amd::check_processors(processors.count)?;
+    }
+    // Before the guest is loaded: the start-up code borrows a page of conventional memory,
+    // clear of the boot information and modules, and puts it back.
+    let mut avoid: alloc::vec::Vec<(u64, u64)> = modules.ranges().collect();
+    avoid.push((info, info + mbi.total_size() as u64));
+    smp::start(&processors, &map, &avoid)?;
+
+    if let Some(svm) = svm {
         let loaded = guest::load(&modules, &map, rsdt, xsdt)?;
         return amd::launch(svm, config, loaded, &map, guest_elf_class);
     }
     let caps = intel::capabilities()?;
     let loaded = guest::load(&modules, &map, rsdt, xsdt)?;
+    let (eptp, eptp_a20) = intel::ept::build(&map, &loaded.absent, &caps)?;
     let setup = intel::setup::GuestSetup {
         entry: loaded.entry,
         gdt: loaded.gdt,
-        eptp: intel::ept::build(&map, &guest::vigil_ranges(), &caps)?,
-        pm1a_control: loaded.pm1a_control,
+        eptp,
+        eptp_a20,
+        acpi: loaded.acpi,
     };
     intel::vmxon(&caps)?;
     let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
-    // What every vCPU shares: the configuration and the one table of owned ports and MSRs,
-    // from which the bitmaps are built.
-    let owners = Owners::build(&config, setup.pm1a_control, &intel::setup::VMX_MSRS);
-    let vm: &'static Vm = Box::leak(Box::new(Vm { config, owners }));
+    // What every vCPU shares: the configuration, the platform Vigil owns, the one table of owned
+    // ports and MSRs (from which the bitmaps are built) and the vCPUs' meeting points.
+    let platform = take_platform(&map, setup.acpi)?;
+    let owners = Owners::build(
+        &config,
+        &platform.port_rules(&mut host::HostCpu),
+        &intel::setup::VMX_MSRS,
+    );
+    let vm: &'static Vm = Box::leak(Box::new(Vm {
+        config,
+        owners,
+        platform,
+        smp: vigil_core::smp::Smp::new(processors.count),
+    }));
     let config = &vm.config;
-    let (mut vcpu, vtsc) = intel::setup::create_vcpu(caps, vm, &setup, cpu)?;
-    fault::VMCS_LOADED.store(true, Ordering::Relaxed);
+    let bitmaps = intel::setup::bitmaps(&vm.owners)?;
+    let (mut vcpu, vtsc) = intel::setup::create_vcpu(caps, vm, &setup, &bitmaps, cpu, None)?;
+    cpu.vmcs_loaded.store(true, Ordering::Relaxed);
     if config.check_entry && intel::checks::report_violations(&vcpu) > 0 {
         return Ok(Outcome::Failed(
             "the VMCS breaks VM-entry rules (see above)",
@@ -161,20 +189,55 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             "gdb: the monitor trap flag is reported but did not trap: stepping with RFLAGS.TF"
         );
     }
+    log_pool_usage();
+    // With gdb=com2 one debugger serves every vCPU (one gdb thread each).
+    let debug: Option<&'static Debug> = config.gdb.then(|| {
+        let layout = config
+            .gdb_arch
+            .unwrap_or_else(|| Layout::from_elf_class(guest_elf_class.unwrap_or(2)));
+        &*Box::leak(Box::new(Debug::new(
+            layout,
+            debugger::Com2,
+            processors.count,
+            vcpu.mtf_works,
+            config.tsc,
+        )))
+    });
+    let cpu = Cpu::new(vcpu, vm, cpu.id, time);
+    vm.smp.join(
+        0,
+        arch::lapic::id(),
+        &*cpu.stats,
+        vigil_core::smp::Presence::Running,
+    );
+    // The other processors set up their vCPUs now; the guest starts once all are in VMX.
+    if processors.count > 1 {
+        intel::ap::prepare(intel::ap::ApSetup {
+            vm,
+            guest: setup,
+            bitmaps,
+            tsc: cpu.time.v.clone(),
+            mtf_works: cpu.vcpu.mtf_works,
+            debugger: debug,
+        });
+        smp::release(processors.count, intel::ap::ap_main)?;
+        log::info!(
+            "{} vCPUs in VMX: the others wait for the guest's start-up IPIs",
+            processors.count
+        );
+    }
     log::info!(
         "launching guest on vCPU {} at {:#x} (EPT, VPID {}, {})",
         cpu.id,
         setup.entry.rip,
-        vcpu.vpid,
-        if vcpu.unrestricted() {
+        cpu.vcpu.vpid,
+        if cpu.vcpu.unrestricted() {
             "unrestricted guest"
         } else {
             "paging guest"
         }
     );
-    log_pool_usage();
-    let cpu = Cpu::new(vcpu, vm, cpu.id, time);
-    Ok(run_guest(cpu, guest_elf_class))
+    run_vcpu(cpu, debug)
 }
 
 fn log_pool_usage() {
@@ -186,37 +249,65 @@ fn log_pool_usage() {
     );
 }
 
-/// Runs the guest on `cpu` until it stops, under the debugger if the configuration asks, then
-/// prints the exit statistics. The same for every backend.
-fn run_guest<V: Vcpu>(cpu: Cpu<V>, guest_elf_class: Option<u8>) -> Outcome<'static> {
-    let config = cpu.config();
-    let mut machine: Machine<V, debugger::Com2> = if config.gdb {
-        let layout = config
-            .gdb_arch
-            .unwrap_or_else(|| Layout::from_elf_class(guest_elf_class.unwrap_or(2)));
-        Machine::Debugged(Box::new(vigil_core::debugger::exits::Debugger::new(
-            cpu,
-            layout,
-            debugger::Com2,
-        )))
-    } else {
-        Machine::Plain(cpu)
-    };
-    let stop = vigil_core::run::run(&mut machine);
-    print_statistics(machine.cpu());
-    match stop {
-        Stop::PowerOff => Outcome::Ok,
-        Stop::Failed(why) => Outcome::Failed(why),
+/// The machine's debugger: one per machine, every vCPU joins it.
+pub(crate) type Debug = vigil_core::debugger::exits::Shared<VmxVcpu, debugger::Com2>;
+
+/// Runs one VMX vCPU on this processor until the run ends (`smp::run_vcpu`).
+pub(crate) fn run_vcpu(cpu: Cpu<VmxVcpu>, debug: Option<&'static Debug>) -> ! {
+    smp::run_vcpu(cpu, debug)
+}
+
+/// Takes the platform before the guest runs (`vigil_core::platform`): PCI scanned, SMRAM
+/// locked, unmediated bus masters stopped; the guest's RAM, Vigil's memory, the FADT's facts
+/// and two pages for DMA mediation as what it judges the guest's accesses by.
+pub(crate) fn take_platform(map: &MemoryMap, acpi: Acpi) -> Result<Platform, String> {
+    let (image, pool) = (mem::image_range(), mem::pool_range());
+    // The ISA DMA controller addresses 24 bits (page register and address, Bochs
+    // iodev/dma.cc, Intel 8237A): Vigil above 16 MiB is out of its reach.
+    if image.0 < 1 << 24 {
+        return Err(format!(
+            "Vigil's memory at {:#x} is within the ISA DMA controller's 16 MiB: this machine has              too little RAM for Vigil to be out of its reach",
+            image.0
+        ));
     }
+    let ram = map
+        .ram()
+        .map(|r| (r.start, r.end))
+        .collect::<alloc::vec::Vec<_>>();
+    let mut prd_pages = [None, None];
+    for slot in &mut prd_pages {
+        let phys = mem::alloc_frames(1).ok_or("out of memory for the DMA mediation pages")?;
+        // SAFETY: a fresh frame of Vigil's pool, identity-mapped and below 4 GiB, that only the
+        // platform layer uses from now on.
+        *slot = Some(PrdPage {
+            phys: phys as u32,
+            bytes: unsafe { &mut *(phys as *mut [u8; 4096]) },
+        });
+    }
+    let facts = Facts {
+        memory: GuestMemory::new(ram, alloc::vec![image, pool]),
+        acpi,
+        // Bochs has no IOMMU; on a machine with one, VT-d would confine DMA instead.
+        dma: DmaProtection::Mediated,
+        prd_pages,
+    };
+    Ok(Platform::take(&mut host::HostCpu, facts))
 }
 
 /// Sizes Vigil's memory for this machine, moves the image to the top of RAM below 4 GiB with the
 /// pool right after it (away from the boot information, the modules and the image's load
 /// address), starts the heap and marks both ranges reserved in `map`. A machine too small for
 /// Vigil and a guest ends the run here, saying how much is missing.
-fn take_memory(map: &mut MemoryMap, info: u64, info_len: u64, modules: &guest::Modules) {
+fn take_memory(
+    map: &mut MemoryMap,
+    info: u64,
+    info_len: u64,
+    modules: &guest::Modules,
+    cpus: usize,
+) {
     let mut edges = [0u64; 48];
-    let (machine, n) = mem::machine_facts(&mut edges);
+    let (mut machine, n) = mem::machine_facts(&mut edges);
+    machine.cpus = cpus as u32;
     let (vs, ve) = arch::boot::image_virt();
     let needs = vigil::placement::needs(map, ve - vs, &machine, &edges[..n]);
     let mut avoid = [(0u64, 0u64); 2 + guest::MAX_MODULES];
@@ -253,14 +344,6 @@ fn take_memory(map: &mut MemoryMap, info: u64, info_len: u64, modules: &guest::M
     );
 }
 
-fn print_statistics<V: Vcpu>(cpu: &Cpu<V>) {
-    let mut table = String::new();
-    let _ = cpu
-        .stats
-        .write_table(&mut table, &vigil_core::exit::kind_name);
-    print!("{table}");
-}
-
 fn level_filter(level: LogLevel) -> log::LevelFilter {
     match level {
         LogLevel::Error => log::LevelFilter::Error,
@@ -273,7 +356,7 @@ fn level_filter(level: LogLevel) -> log::LevelFilter {
 
 /// `test-vmwrite=`: break the VMCS on purpose just before the first entry, to exercise the
 /// VM-entry failure report.
-fn apply_test_vmwrites(vcpu: &mut intel::VmxVcpu, config: &Config) -> Result<(), String> {
+fn apply_test_vmwrites(vcpu: &mut VmxVcpu, config: &Config) -> Result<(), String> {
     use vmx::vmcs::{Field, VmcsAccess};
     for &(encoding, value) in &config.test_vmwrites {
         let field = Field::from_encoding(encoding)

@@ -193,6 +193,8 @@ pub fn machine_facts(edges: &mut [u64]) -> (vigil::placement::Machine, usize) {
             ept_leaf,
             phys_bits,
             host_1g_pages,
+            // The caller counts the processors (the MADT).
+            cpus: 1,
         },
         n,
     )

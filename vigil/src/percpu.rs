@@ -1,12 +1,14 @@
 //! Per-CPU state. Each CPU owns one `PerCpu`: its GDT, TSS and fault stack, and its number.
 //! GS base points at the CPU's own block (in VMX root operation too: the VMCS host GS base is
-//! set to it), so code on any CPU finds its state without a lookup table. Only the boot CPU is
-//! brought up today; the array is sized for the application processors to come.
+//! set to it), so code on any CPU finds its state without a lookup table. The boot CPU takes
+//! block 0; each application processor takes its own when it starts (`smp.rs`).
 
 use crate::arch::gdt::CpuTables;
 use crate::arch::regs::{rdmsr, wrmsr};
+use core::sync::atomic::AtomicBool;
 
-pub const MAX_CPUS: usize = 8;
+/// As many as the exit layer's machines may have.
+pub const MAX_CPUS: usize = vigil_core::smp::MAX_VCPUS;
 const IA32_GS_BASE: u32 = 0xC000_0101;
 
 #[repr(C, align(64))]
@@ -14,6 +16,8 @@ pub struct PerCpu {
     /// Points at this block itself, so `gs:[0]` yields it.
     this: *const PerCpu,
     pub id: u32,
+    /// This CPU has a current VMCS (a fault report can show it).
+    pub vmcs_loaded: AtomicBool,
     pub tables: CpuTables,
 }
 
@@ -22,6 +26,7 @@ impl PerCpu {
         PerCpu {
             this: core::ptr::null(),
             id,
+            vmcs_loaded: AtomicBool::new(false),
             tables: CpuTables::new(),
         }
     }

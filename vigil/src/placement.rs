@@ -22,6 +22,21 @@ pub const BACKEND_FRAMES: u64 = 8;
 /// Tables for the debugger's EPT splits (breakpoints and watchpoints on pages held by large
 /// leaves: at most two tables per debugged page).
 pub const DEBUGGER_FRAMES: u64 = 32;
+/// Each further processor: its stack (64 KiB), its VMXON region and its VMCS (the bitmaps and
+/// the EPT are shared).
+pub const AP_STACK_FRAMES: u64 = 16;
+pub const AP_FRAMES: u64 = AP_STACK_FRAMES + 2;
+/// Each further processor's heap: its exit statistics (about 470 KiB: `vigil_core::stats`) and
+/// its debugger state.
+pub const AP_HEAP: u64 = 512 << 10;
+/// How much of the physical address space the guest's closed A20 gate is emulated for
+/// (`intel::ept`): 16 MiB, the 286's whole address space.
+pub const A20_EMULATED: u64 = 16 << 20;
+/// The A20 view's own tables beyond the second EPT: a page table per 2 MiB of the emulated
+/// range, and a page directory for it.
+pub const A20_FRAMES: u64 = A20_EMULATED / MIB2 + 1;
+/// The platform's pages: one PRD copy per IDE channel (`vigil_core::platform::dma`).
+pub const PLATFORM_FRAMES: u64 = 2;
 
 /// The largest EPT leaf the processor supports (SDM Vol. 3D A.10), as a paging level:
 /// 1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB.
@@ -128,6 +143,8 @@ pub struct Machine {
     /// 1 GiB pages in Vigil's own paging (CPUID.80000001H:EDX[26]): its identity map above
     /// 4 GiB then needs no tables.
     pub host_1g_pages: bool,
+    /// Processors (each one a vCPU).
+    pub cpus: u32,
 }
 
 /// Vigil's needs on a machine with memory map `map`; `extra_edges` are further range edges the
@@ -147,10 +164,18 @@ pub fn needs(map: &MemoryMap, image: u64, m: &Machine, extra_edges: &[u64]) -> N
     } else {
         (ram_end.min(512 * GIB) - 4 * GIB).div_ceil(GIB)
     };
+    let aps = m.cpus.max(1) as u64 - 1;
     Needs {
         image,
-        heap: HEAP_SIZE,
-        frames: BACKEND_FRAMES + DEBUGGER_FRAMES + identity + ept,
+        heap: HEAP_SIZE + aps * AP_HEAP,
+        // Two EPTs: the guest's, and its view with A20 closed.
+        frames: BACKEND_FRAMES
+            + DEBUGGER_FRAMES
+            + PLATFORM_FRAMES
+            + identity
+            + 2 * ept
+            + A20_FRAMES
+            + aps * AP_FRAMES,
     }
 }
 
@@ -240,6 +265,7 @@ mod tests {
                     ept_leaf: leaf,
                     phys_bits: 40,
                     host_1g_pages: true,
+                    cpus: 1,
                 };
                 let needs = needs(&map, 0xC_7000, &m, &[]);
                 let base = place(&map, needs.total(), &[]).unwrap();
@@ -262,6 +288,7 @@ mod tests {
             ept_leaf: Leaf::Size1G,
             phys_bits: 40,
             host_1g_pages: true,
+            cpus: 1,
         };
         for megs in [32, 256, 4096] {
             let map = bochs(megs);
@@ -277,6 +304,12 @@ mod tests {
             ..m
         };
         assert!(needs(&bochs(4096), 0xC_7000, &m2, &[]).total() <= 8 << 20);
+        // Each further processor adds its stack, VMX regions and statistics, no more.
+        let one = needs(&bochs(256), 0xC_7000, &m, &[]);
+        let four = needs(&bochs(256), 0xC_7000, &Machine { cpus: 4, ..m }, &[]);
+        assert_eq!(four.heap - one.heap, 3 * AP_HEAP);
+        assert_eq!(four.frames - one.frames, 3 * AP_FRAMES);
+        assert!(four.total() <= 8 << 20, "{four:?}");
     }
 
     #[test]

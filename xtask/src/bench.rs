@@ -67,6 +67,7 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
     let machine = Machine {
         megs: args.megs,
         cpu_model: args.cpu_model.clone(),
+        cpus: args.cpus,
     };
 
     let mut prepared = Vec::new();
@@ -78,10 +79,11 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         prepared.push((mode, dir, iso));
     }
     crate::step(&format!(
-        "booting {} bare and under Vigil ({}) at once, {}, {} MiB",
+        "booting {} bare and under Vigil ({}) at once, {} × {}, {} MiB",
         layout.show(&material.kernel),
         show_options(&options),
         machine.cpu_model,
+        machine.cpus,
         machine.megs
     ));
 
@@ -143,8 +145,8 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
 
     println!();
     println!(
-        "Linux boot: {}, {} MiB, ips {IPS}, clock sync=none; kernel command line `{}`",
-        machine.cpu_model, machine.megs, material.cmdline
+        "Linux boot: {} × {}, {} MiB, ips {IPS}, clock sync=none; kernel command line `{}`",
+        machine.cpu_model, machine.cpus, machine.megs, material.cmdline
     );
     println!("Vigil options: {}", show_options(&options));
     print!("{}", ticks_table(bare, under));

@@ -17,7 +17,12 @@ use crate::stream::{Capture, Echo, Port, Progress, SerialTail};
 use crate::sys;
 
 pub const DEFAULT_CPU_MODEL: &str = "corei7_skylake_x";
+/// The BIOS every run boots (Debian's `bochsbios`).
+pub const ROM_IMAGE: &str = "/usr/share/bochs/BIOS-bochs-latest";
 pub const DEFAULT_MEGS: u32 = 256;
+pub const DEFAULT_CPUS: u32 = 1;
+/// The most processors a run may have: Vigil's per-CPU blocks (`vigil/src/percpu.rs`).
+pub const MAX_CPUS: u32 = 8;
 /// Emulated instructions per emulated second. With `clock: sync=none` this only sets how fast
 /// emulated time runs relative to the work done; the run itself is repeatable.
 pub const IPS: u64 = 50_000_000;
@@ -33,6 +38,9 @@ const POLL: Duration = Duration::from_millis(5);
 pub struct Machine {
     pub megs: u32,
     pub cpu_model: String,
+    /// Processors (`cpu: count=N`): the firmware lists each in the MADT, and the extra ones wait
+    /// for a start-up IPI as on a real machine.
+    pub cpus: u32,
 }
 
 impl Default for Machine {
@@ -40,6 +48,7 @@ impl Default for Machine {
         Machine {
             megs: DEFAULT_MEGS,
             cpu_model: DEFAULT_CPU_MODEL.to_string(),
+            cpus: DEFAULT_CPUS,
         }
     }
 }
@@ -59,9 +68,9 @@ pub fn bochsrc(emulator: &Emulator, machine: &Machine, iso: &Path, dir: &Path) -
         "# Written by cargo xtask for this run.\n\
          {memory}\n\
          # A triple fault stops the emulator (a Bochs panic) instead of rebooting forever.\n\
-         cpu: model={model}, count=1, ips={IPS}, reset_on_triple_fault=0\n\
+         cpu: model={model}, count={cpus}, ips={IPS}, reset_on_triple_fault=0\n\
          clock: sync=none, time0={TIME0}\n\
-         romimage: file=/usr/share/bochs/BIOS-bochs-latest\n\
+         romimage: file={ROM_IMAGE}\n\
          vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
          ata0-master: type=cdrom, path={iso}, status=inserted\n\
          boot: cdrom\n\
@@ -77,6 +86,7 @@ pub fn bochsrc(emulator: &Emulator, machine: &Machine, iso: &Path, dir: &Path) -
          error: action=report\n",
         memory = memory_line(machine.megs),
         model = machine.cpu_model,
+        cpus = machine.cpus,
         iso = iso.display(),
         com1 = p("com1.txt"),
         com2 = p("com2.txt"),
@@ -173,19 +183,31 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
         rc_text = crate::oracle::bochsrc(&rc_text);
     }
     let budget = crate::scenarios_guests::tick_budget_for(&dir.path);
-    let cmds_text = match &oracle {
-        Some(plan) => plan.commands(),
-        None => debugger_commands(budget),
-    };
-    // The debugger must act on the commands only when they do more than run to the end.
+    // The oracle drives the debugger over stdin (oracle_drive.rs); other runs get a command
+    // file. The debugger must act on the commands only when they do more than run to the end.
     let debugger = oracle.is_some() || budget.is_some();
     // --- end of the oracle's hook.
     write(&rc, &rc_text)?;
     // The debugger is compiled in: without commands Bochs stops at t=0 and waits for input.
-    write(&cmds, &cmds_text)?;
+    write(&cmds, &debugger_commands(budget))?;
 
-    let (mut child, start) = start(&rc, &cmds, debugger, dir, &log, &out)?;
+    let (mut child, start) = start(&rc, &cmds, debugger, oracle.is_some(), dir, &log, &out)?;
     let pgid = child.id();
+    // --- emulator-side oracle: its session with the debugger runs beside the run.
+    let driver = match (&oracle, child.stdin.take(), child.stdout.take()) {
+        (Some(plan), Some(to), Some(from)) => {
+            let transcript = fs::OpenOptions::new()
+                .append(true)
+                .open(&out)
+                .map_err(|e| format!("cannot open {}: {e}", out.display()))?;
+            let plan = plan.clone();
+            Some(thread::spawn(move || {
+                crate::oracle_drive::drive(to, from, transcript, &plan)
+            }))
+        }
+        _ => None,
+    };
+    // --- end of the oracle's hook.
     let mut gdb = match (&hookup, &relay) {
         (
             Some(GdbHookupScript {
@@ -271,6 +293,10 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     }
     // The group may hold more than the leader; make sure nothing is left behind.
     sys::kill_process_group(pgid);
+    if let Some(d) = driver {
+        // Bochs is gone: the session reads EOF and ends.
+        let _ = d.join();
+    }
     if let Some(g) = gdb.as_mut() {
         // gdb ends when the stub goes away; give it a moment to write its last lines.
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -306,10 +332,12 @@ const START_ATTEMPTS: u32 = 4;
 /// fails every other port with the same socket: "RFB could not bind any port between 5900 and
 /// 5949", and it dies. So starts are serialized machine-wide (a lock file in the temporary
 /// directory, held until this Bochs listens), and a start that still lost is retried.
+#[allow(clippy::too_many_arguments)]
 fn start(
     rc: &Path,
     cmds: &Path,
     debugger: bool,
+    interactive: bool,
     dir: &RunDir,
     log: &Path,
     out: &Path,
@@ -326,12 +354,30 @@ fn start(
         }
         let out_file =
             File::create(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-        let err_file = out_file.try_clone().map_err(|e| format!("{e}"))?;
         let started = Instant::now();
-        let mut child = command(rc, cmds, &dir.path, debugger)
-            .stdin(Stdio::null())
-            .stdout(out_file)
-            .stderr(err_file)
+        let mut cmd = if interactive {
+            // The oracle's session: the debugger reads its commands from stdin, and its answers
+            // are appended to bochs.out by the session, beside Bochs' own stderr.
+            drop(out_file);
+            let err_file = fs::OpenOptions::new()
+                .append(true)
+                .open(out)
+                .map_err(|e| format!("{e}"))?;
+            let mut c = crate::emulator::current().command();
+            c.arg("-q").arg("-f").arg(rc);
+            c.args(crate::emulator::current().debugger_flag());
+            c.current_dir(&dir.path)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(err_file);
+            c
+        } else {
+            let err_file = out_file.try_clone().map_err(|e| format!("{e}"))?;
+            let mut c = command(rc, cmds, &dir.path, debugger);
+            c.stdin(Stdio::null()).stdout(out_file).stderr(err_file);
+            c
+        };
+        let mut child = cmd
             // Its own process group: the terminal's Ctrl-C reaches only xtask, which then
             // kills the whole group (the `bochs` wrapper script execs `bochs-bin`).
             .process_group(0)
@@ -462,6 +508,7 @@ mod tests {
         let machine = Machine {
             megs: 128,
             cpu_model: "tigerlake".into(),
+            cpus: 1,
         };
         let debian = Emulator {
             program: "bochs".into(),
@@ -504,10 +551,12 @@ mod tests {
         assert!(rc.contains("speaker: enabled=0\n"));
         let big = Machine {
             megs: 4096,
+            cpus: 4,
             ..machine
         };
         let rc = bochsrc(&debian, &big, Path::new("/r/vigil.iso"), Path::new("/r"));
         assert!(rc.contains("memory: guest=4096, host=2048\n"), "{rc}");
+        assert!(rc.contains("cpu: model=tigerlake, count=4, "), "{rc}");
         assert!(!rc.contains("megs:"));
         assert_eq!(debugger_commands(None), "continue\nquit\n");
         assert_eq!(debugger_commands(Some(5)), "sb 5\ncontinue\nquit\n");

@@ -8,7 +8,7 @@ use crate::layout::{Layout, BARE_TARGET};
 /// Bare-metal packages xtask builds, and the binaries each one produces.
 pub const VIGIL: &str = "vigil";
 pub const GUEST_KIT: &str = "guest-kit";
-pub const GUEST_KIT_BINS: &[&str] = &["demo", "cases", "hostile", "debuggee", "debuggee32"];
+pub const GUEST_KIT_BINS: &[&str] = &["demo", "cases", "hostile", "debuggee", "debuggee32", "smp"];
 
 /// `cargo build --release -p <package> --target x86_64-unknown-none`, output streamed through.
 pub fn build(layout: &Layout, package: &str) -> Result<(), String> {

@@ -19,7 +19,7 @@ USAGE:
     cargo xtask run   [OPTIONS] [-- VIGIL OPTIONS...]
     cargo xtask build [OPTIONS] [-- VIGIL OPTIONS...]
     cargo xtask test  [FILTER...] [TEST OPTIONS]
-    cargo xtask bench [LINUX OPTIONS] [--cpu-model M] [--megs N] [--timeout S] [--no-build]
+    cargo xtask bench [LINUX OPTIONS] [--cpu-model M] [--megs N] [--cpus N] [--timeout S] [--no-build]
                       [--bochs 3.0|2.7|PATH] [-- VIGIL OPTIONS...]
     cargo xtask help
 
@@ -62,6 +62,10 @@ OPTIONS (run, build):
     --timeout SECONDS    Kill Bochs after this many seconds (default 120; 600 for linux)
     --megs N             Machine RAM in MiB (default 256, at most 8192; RAM below 4 GiB
                          ends at 3072, what is beyond 4096 is above 4 GiB)
+    --cpus N             Processors (Bochs `cpu: count=N`, 1 to 8, default 1). The firmware's
+                         MADT lists them all; under Vigil every one runs in VMX and the
+                         guest starts the others with INIT and start-up IPIs, as on bare
+                         metal. Bochs runs several times slower with more than one
     --no-build           Use the binaries already built instead of running cargo build
     --gdb PORT           Vigil's GDB stub (gdb=com2): COM2 becomes a socket that xtask relays
                          to TCP PORT (`target remote localhost:PORT`); Vigil's log still
@@ -91,6 +95,9 @@ LINUX OPTIONS (run, build, bench; --kernel, --initrd and --append imply --guest 
 
 TEST OPTIONS:
     -j, --jobs N         Bochs scenarios run at once (default: the number of CPUs)
+    --cpus N             Processors of every scenario that does not choose its own (the SMP
+                         scenarios do; default 1). The tsc=hide and tsc=frozen scenarios
+                         keep one: Vigil refuses those modes with several
     -v, --verbose        Show every scenario's serial lines live, labelled with its name
     --list               List the scenarios and exit
     --no-build           Use the binaries already built
@@ -134,6 +141,8 @@ pub struct RunArgs {
     pub cpu_model: String,
     pub timeout: Duration,
     pub megs: u32,
+    /// `--cpus N`: processors of the emulated machine.
+    pub cpus: u32,
     /// Words after `--`; `None` when there was no `--`.
     pub vigil_options: Option<String>,
     pub no_build: bool,
@@ -171,6 +180,8 @@ pub struct TestArgs {
     pub no_build: bool,
     /// `--bochs 3.0|2.7|PATH`.
     pub bochs: Option<String>,
+    /// `--cpus N`: processors of the scenarios that do not choose their own (`None`: 1).
+    pub cpus: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,6 +232,18 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
         .map_err(|_| format!("{flag}: {text:?} is not a number"))
 }
 
+/// `--cpus N`: 1 to [`crate::bochs::MAX_CPUS`].
+fn cpus(text: &str) -> Result<u32, String> {
+    let n: u32 = number("--cpus", text)?;
+    if !(1..=crate::bochs::MAX_CPUS).contains(&n) {
+        return Err(format!(
+            "--cpus must be between 1 and {} (Vigil's per-CPU blocks)",
+            crate::bochs::MAX_CPUS
+        ));
+    }
+    Ok(n)
+}
+
 /// `Ok(None)` means help was asked for.
 fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
     let mut run = RunArgs {
@@ -230,6 +253,7 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
         cpu_model: DEFAULT_CPU_MODEL.to_string(),
         timeout: crate::cli::DEFAULT_TIMEOUT,
         megs: DEFAULT_MEGS,
+        cpus: crate::bochs::DEFAULT_CPUS,
         vigil_options: None,
         no_build: false,
         linux: Default::default(),
@@ -278,6 +302,7 @@ fn parse_run(rest: &[String]) -> Result<Option<RunArgs>, String> {
                     ));
                 }
             }
+            "--cpus" => run.cpus = cpus(args.value(flag, inline)?)?,
             "--no-build" => run.no_build = true,
             "--gdb" => run.debug.gdb_port = Some(number(flag, args.value(flag, inline)?)?),
             "--gdb-wait" => run.debug.gdb_wait = true,
@@ -346,6 +371,7 @@ fn parse_test(rest: &[String]) -> Result<Command, String> {
             "-v" | "--verbose" => test.verbose = true,
             "--list" => test.list = true,
             "--no-build" => test.no_build = true,
+            "--cpus" => test.cpus = Some(cpus(args.value(flag, inline)?)?),
             "--bochs" => {
                 let v = args.value(flag, inline)?;
                 crate::emulator::Choice::parse(v)?;
@@ -385,10 +411,29 @@ mod tests {
         assert_eq!(r.timeout, Duration::from_secs(120));
         assert_eq!(r.megs, 256);
         assert_eq!(r.cpu_model, "corei7_skylake_x");
+        assert_eq!(r.cpus, 1);
         assert_eq!(
             r.effective_vigil_options().as_deref(),
             Some(DEMO_VIGIL_OPTIONS)
         );
+    }
+
+    #[test]
+    fn cpus_on_run_test_and_bench() {
+        assert_eq!(run("run --cpus 4").cpus, 4);
+        assert_eq!(run("bench --cpus=2").cpus, 2);
+        match parse(&args("test smp --cpus 2")).unwrap() {
+            Command::Test(t) => assert_eq!(t.cpus, Some(2)),
+            _ => unreachable!(),
+        }
+        for bad in [
+            "run --cpus 0",
+            "run --cpus 9",
+            "run --cpus two",
+            "test --cpus",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

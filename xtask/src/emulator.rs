@@ -75,13 +75,17 @@ pub enum Feature {
     /// The monitor trap flag (SDM Vol. 3C 26.5.2): `tigerlake` and `corei7_icelake_u` report
     /// it in every version, but Bochs acts on the control only from 2.8.
     MonitorTrapFlag,
+    /// Application processors in VMX non-root operation waiting for a start-up IPI: 2.7 keeps
+    /// the INIT of an INIT exit pending and saves "blocking by SMI" after wait-for-SIPI, so the
+    /// next VM entry fails; fixed in 2.8.
+    SmpUnderVmx,
 }
 
 impl Feature {
     /// The first Bochs version that has it.
     pub fn since(self) -> Version {
         match self {
-            Feature::MonitorTrapFlag => Version(2, 8),
+            Feature::MonitorTrapFlag | Feature::SmpUnderVmx => Version(2, 8),
         }
     }
 
@@ -89,6 +93,9 @@ impl Feature {
         match self {
             Feature::MonitorTrapFlag => {
                 "the monitor trap flag (reported by tigerlake, but delivered only from Bochs 2.8)"
+            }
+            Feature::SmpUnderVmx => {
+                "processors waiting for a start-up IPI under VMX (broken before Bochs 2.8)"
             }
         }
     }

@@ -389,6 +389,7 @@ pub fn debug_vigil(
     let machine = crate::bochs::Machine {
         megs: args.megs,
         cpu_model: args.cpu_model.clone(),
+        cpus: args.cpus,
     };
     let rc = dir.file("bochsrc");
     crate::iso::write(

@@ -139,6 +139,15 @@ detach
 
 /// The gdb hookup of a scenario that has one (registered for its run directory).
 pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Path) {
+    if scenario == crate::gdb_smp::SCENARIO {
+        crate::gdb::register(
+            dir,
+            crate::gdb::GdbHookup {
+                listen: 0,
+                script: Some(crate::gdb_smp::script(debuggee)),
+            },
+        );
+    }
     // A `ryzen` scenario runs the session of the one it mirrors.
     let scenario = crate::scenarios_amd::intel_name(scenario);
     if scenario == "gdb-vigil-panic" {

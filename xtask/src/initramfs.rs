@@ -12,6 +12,7 @@
 //! vigil-linux: begin free           (busybox free, in KiB)
 //! vigil-linux: begin clocksource    (current_clocksource, then available_clocksource)
 //! vigil-linux: begin dmesg-time     (dmesg | grep -iE "tsc|clocksource")
+//! vigil-linux: begin smp            (nproc, then dmesg's smp: and smpboot: lines)
 //! …
 //! vigil-linux: done
 //! ```
@@ -29,7 +30,14 @@ pub const BANNER: &str = "vigil-linux: initramfs up";
 /// The last line `/init` prints before it powers off.
 pub const DONE: &str = "vigil-linux: done";
 /// The sections `/init` prints, in order.
-pub const SECTIONS: &[&str] = &["uname", "cpuinfo", "free", "clocksource", "dmesg-time"];
+pub const SECTIONS: &[&str] = &[
+    "uname",
+    "cpuinfo",
+    "free",
+    "clocksource",
+    "dmesg-time",
+    "smp",
+];
 
 /// `/init`. Kernel messages stop reaching the console once it runs (`dmesg -n 1`), so they do
 /// not cut into the sections; the dmesg section comes last to catch everything up to then.
@@ -56,6 +64,7 @@ section cpuinfo sh -c 'head -n 8 /proc/cpuinfo; grep -m 1 "^flags" /proc/cpuinfo
 section free free
 section clocksource cat $cs/current_clocksource $cs/available_clocksource
 section dmesg-time sh -c 'dmesg | grep -iE "tsc|clocksource"'
+section smp sh -c 'nproc; dmesg | grep -E "smp: |smpboot: "'
 echo "vigil-linux: done"
 stty -F /dev/console 115200
 poweroff -f

@@ -120,6 +120,29 @@ impl InitReport {
             .ok_or_else(|| format!("cannot read the total of {line:?}"))
     }
 
+    /// The processors Linux runs on (`nproc`) and how many it says it brought up (`smp: Brought
+    /// up 1 node, N CPUs`).
+    pub fn processors(&self) -> Result<(u32, u32), String> {
+        let lines = self.section("smp")?;
+        let nproc = lines
+            .first()
+            .and_then(|l| report::parse_u64(l.trim()))
+            .ok_or_else(|| format!("nproc printed {:?}", lines.first()))?
+            as u32;
+        let line = lines
+            .iter()
+            .find(|l| l.contains("smp: Brought up"))
+            .ok_or("dmesg has no `smp: Brought up …` line")?;
+        let brought = line
+            .rsplit(", ")
+            .next()
+            .and_then(|tail| tail.split_whitespace().next())
+            .and_then(report::parse_u64)
+            .ok_or_else(|| format!("cannot read the CPU count of {line:?}"))?
+            as u32;
+        Ok((nproc, brought))
+    }
+
     /// (current clocksource, available clocksources).
     pub fn clocksource(&self) -> Result<(String, Vec<String>), String> {
         let lines = self.section("clocksource")?;
@@ -153,8 +176,13 @@ pub fn tsc_trouble<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> 
         .filter(|l| {
             let l = l.to_ascii_lowercase();
             // "Marking clocksource 'tsc' as unstable", "Marking TSC unstable due to …",
-            // "TSC found unstable after boot".
+            // "TSC found unstable after boot"; between processors (arch/x86/kernel/tsc_sync.c):
+            // "TSC synchronization [CPU#0 -> CPU#1]:", "Measured N cycles TSC warp between
+            // CPUs", "[Firmware Bug]: TSC ADJUST differs …".
             l.contains("unstable")
+                || l.contains("tsc synchronization [")
+                || l.contains("tsc warp")
+                || l.contains("tsc adjust")
         })
         .map(String::from)
         .collect()
@@ -224,6 +252,19 @@ fn common(c: &Check) -> Result<InitReport, String> {
     let dmesg = init.section("dmesg-time")?;
     if !dmesg.iter().any(|l| l.contains("tsc:")) {
         return Err("dmesg has no `tsc:` line".into());
+    }
+    // Every processor of the machine runs Linux, and the kernel says so.
+    let cpus = crate::scenarios_smp::cpus(c.scenario.name);
+    let (nproc, brought) = init.processors()?;
+    if nproc != cpus || brought != cpus {
+        return Err(format!(
+            "the machine has {cpus} processor(s); nproc says {nproc}, the kernel brought up \
+             {brought}"
+        ));
+    }
+    // Nothing between the processors' TSCs troubles the kernel.
+    if let Some(line) = tsc_trouble(c.outcome.capture.port(Port::Guest)).first() {
+        return Err(format!("the TSC is in trouble: {line}"));
     }
     Ok(init)
 }

@@ -44,13 +44,21 @@ vigil-linux: begin dmesg-time
 [    6.398422] clocksource: Switched to clocksource tsc-early
 [    6.418942] clocksource: acpi_pm: mask: 0xffffff max_cycles: 0xffffff, max_idle_ns: 2085701024 ns
 vigil-linux: end dmesg-time
+vigil-linux: begin smp
+1
+[    0.005663] smpboot: Allowing 1 CPUs, 0 hotplug CPUs
+[    1.663043] smpboot: CPU0: Intel(R) Core(TM) i7-7800X CPU @ 3.50GHz (family: 0x6, model: 0x55, stepping: 0x4)
+[    1.811009] smp: Bringing up secondary CPUs ...
+[    1.811063] smp: Brought up 1 node, 1 CPU
+[    1.815040] smpboot: Max logical packages: 1
+vigil-linux: end smp
 vigil-linux: done
 [    6.730380] reboot: Power down";
 
 const VIGIL_COM2: &str = "\
 Vigil 0.1.0 — Intel VT-x hypervisor
 vigil memory: image [0xfdf3000-0xfebd000), pool [0xfebd000-0xfff0000) — absent from the guest (2036 KiB in all)
-guest requested ACPI sleep (PM1a_CNT <- 0x2001): powering off
+guest requested ACPI sleep (PM1a_CNT at port 0xb004 <- 0x2001: SLP_TYP 0): powering off
 exit statistics:
 reason                             count     total-ticks  median-ticks
 CPUID                                898          237225           264
@@ -120,7 +128,14 @@ fn the_init_report_parses_sections_and_values() {
     assert!(init.banner && init.done);
     assert_eq!(
         init.sections.keys().collect::<Vec<_>>(),
-        vec!["clocksource", "cpuinfo", "dmesg-time", "free", "uname"]
+        vec![
+            "clocksource",
+            "cpuinfo",
+            "dmesg-time",
+            "free",
+            "smp",
+            "uname"
+        ]
     );
     let (kernel, release, machine) = init.uname().unwrap();
     assert_eq!(
@@ -154,6 +169,31 @@ fn the_init_report_parses_sections_and_values() {
         tsc_trouble(["[ 9.1] tsc: Marking TSC unstable due to clocksource watchdog"]).len(),
         1
     );
+    assert_eq!(init.processors().unwrap(), (1, 1));
+}
+
+#[test]
+fn processors_and_tsc_trouble_between_them() {
+    let four = BARE_COM1
+        .replace("vigil-linux: begin smp\n1\n", "vigil-linux: begin smp\n4\n")
+        .replace("Brought up 1 node, 1 CPU", "Brought up 1 node, 4 CPUs");
+    assert_eq!(
+        InitReport::parse(four.lines()).processors().unwrap(),
+        (4, 4)
+    );
+    let none = BARE_COM1.replace("[    1.811063] smp: Brought up 1 node, 1 CPU\n", "");
+    assert!(InitReport::parse(none.lines())
+        .processors()
+        .unwrap_err()
+        .contains("Brought up"));
+    // arch/x86/kernel/tsc_sync.c's complaints.
+    for line in [
+        "[    1.9] TSC synchronization [CPU#0 -> CPU#1]:",
+        "[    1.9] Measured 2718 cycles TSC warp between CPUs, turning off TSC clock.",
+        "[    1.9] [Firmware Bug]: TSC ADJUST differs: CPU1 0 --> 1000. Restoring",
+    ] {
+        assert_eq!(tsc_trouble([line]).len(), 1, "{line}");
+    }
 }
 
 #[test]

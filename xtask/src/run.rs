@@ -74,6 +74,7 @@ pub fn build(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
     let machine = Machine {
         megs: args.megs,
         cpu_model: args.cpu_model.clone(),
+        cpus: args.cpus,
     };
     let iso = dir.file("vigil.iso");
     iso::write(
@@ -119,6 +120,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
         machine: Machine {
             megs: args.megs,
             cpu_model: args.cpu_model.clone(),
+            cpus: args.cpus,
         },
         mode,
         timeout,

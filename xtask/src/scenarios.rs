@@ -45,7 +45,7 @@ pub fn needs(scenario: &str) -> &'static [Feature] {
     NEEDS
         .iter()
         .find(|(name, _)| *name == scenario)
-        .map_or(&[], |(_, f)| f)
+        .map_or_else(|| crate::scenarios_smp::needs(scenario), |(_, f)| f)
 }
 /// The guest kit's Vigil-specific cases talk to Vigil through hypercalls, which are off unless
 /// asked for.
@@ -175,6 +175,7 @@ pub fn all() -> Vec<Scenario> {
     .chain(crate::scenarios_traps::all())
     .chain(crate::gdb_tests::all())
     .chain(crate::scenarios_guests::all())
+    .chain(crate::scenarios_smp::all())
     .collect();
     // The AMD-V scenarios, many of which mirror the ones above on `ryzen`.
     let amd = crate::scenarios_amd::all(&all);

@@ -2,8 +2,8 @@
 //! invalid XSETBV, absent MSRs, INVD, UD2) must pass both ways, since the guest must see exactly what a
 //! processor without a hypervisor would do, and Vigil must end normally.
 //!
-//! Its platform attacks (docs/security.md: A20, SMM, resets and sleep, local APIC relocation,
-//! PCI configuration, MSRs, port widths, NMIs) run bare — the reference, which must pass — and
+//! Its platform attacks (docs/security.md: A20, SMM, DMA, resets and sleep, local APIC
+//! relocation, PCI configuration, MSRs, port widths, NMIs) run bare — the reference, which must pass — and
 //! under Vigil, where after every run the emulator-side oracle (oracle.rs) compares Vigil's code
 //! and read-only data in the emulator's memory with its ELF and reads Bochs' log for resets and
 //! SMM entries. The non-destructive attacks share one run; each attack that can end the machine
@@ -109,6 +109,32 @@ enum BareEnd {
     Escaped,
     /// Bochs powered off through ACPI S5 (its log says so).
     AcpiPowerOff,
+}
+
+/// The line Vigil must print when a destructive attack under Vigil ends the run.
+fn expected_reason(vigil_scenario: &str) -> Option<&'static str> {
+    Some(match vigil_scenario {
+        "hostile-reset-cf9-soft-vigil" => {
+            "guest requested a reset through port 0xcf9 (0x4: soft reset)"
+        }
+        "hostile-reset-cf9-hard-vigil" => {
+            "guest requested a reset through port 0xcf9 (0x6: hard reset)"
+        }
+        "hostile-reset-port92-vigil" => "guest requested a reset through port 0x92",
+        "hostile-reset-kbc-pulse-vigil" => {
+            "guest requested a reset through the keyboard controller (command 0xfe"
+        }
+        "hostile-reset-kbc-output-port-vigil" => {
+            "guest requested a reset through the keyboard controller's output port"
+        }
+        "hostile-sleep-s3-vigil" => {
+            "guest requested ACPI sleep (PM1a_CNT at port 0xb004 <- 0x2400: SLP_TYP 1)"
+        }
+        "hostile-sleep-moved-pm-s5-vigil" => {
+            "guest requested ACPI sleep (PM1a_CNT at port 0x6004 <- 0x2000: SLP_TYP 0)"
+        }
+        _ => return None,
+    })
 }
 
 /// What the warm-boot stub prints when guest code runs after a reset.
@@ -265,17 +291,38 @@ fn check_destructive(c: &Check) -> Result<(), String> {
     if escaped {
         problems.push("guest code ran after a reset, outside VMX".to_string());
     }
+    let com2 = o.capture.com2();
     match (bare_end, o.capture.last_line(crate::stream::Port::Vigil)) {
         (BareEnd::Normal, _) => {
             if let Err(e) = check_case_passed(o) {
                 problems.push(e);
             }
         }
-        (_, Some(l)) if l.starts_with("run ended:") => {}
+        (_, Some("run ended: ok")) => {}
         (_, other) => problems.push(format!(
-            "Vigil did not end the run with a reason (last COM2 line {other:?}; {})",
+            "Vigil did not end the run as a normal end (last COM2 line {other:?}; {})",
             o.end_phrase()
         )),
+    }
+    // Why the run ended, in Vigil's own words, and its statistics.
+    if let Some(reason) = expected_reason(c.scenario.name) {
+        if !com2.iter().any(|l| l.contains(reason)) {
+            problems.push(format!("Vigil's log does not say `{reason}`"));
+        }
+        if !com2.iter().any(|l| l.trim() == "exit statistics:") {
+            problems.push("Vigil printed no exit statistics".to_string());
+        }
+    }
+    if c.scenario.name == "hostile-nmi-around-exits-vigil" {
+        // The path under test must have been taken: NMIs that arrived in VMX root.
+        let taken = com2
+            .iter()
+            .find_map(|l| l.strip_prefix("NMIs that arrived while Vigil ran: "))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        if taken.unwrap_or(0) == 0 {
+            problems.push("no NMI arrived while Vigil ran: the test did not reach its path".into());
+        }
     }
     if let Err(e) = oracle(c) {
         problems.push(e);

@@ -147,10 +147,19 @@ const UNAVOIDABLE: &[(&str, &str)] = &[
     ("triple fault", "always exits"),
     (
         "I/O instruction",
-        "Vigil's ports: COM2, shutdown, ACPI PM1a",
+        "Vigil's ports: COM2, shutdown, and the platform it owns (PCI configuration, resets, \
+         A20, ACPI PM1 control, the SMI command port, the IDE bus master)",
     ),
-    ("RDMSR", "MSRs outside the bitmaps, and Vigil's VMX MSRs"),
-    ("WRMSR", "MSRs outside the bitmaps, and Vigil's VMX MSRs"),
+    (
+        "RDMSR",
+        "MSRs not on the pass-through list (denied by default), Vigil's own (VMX, APIC base, \
+         MTRRs)",
+    ),
+    (
+        "WRMSR",
+        "MSRs not on the pass-through list (denied by default), Vigil's own (VMX, APIC base, \
+         MTRRs, x2APIC ICR)",
+    ),
     (
         "control-register access",
         "CR0/CR4 bits VMX pins (NE, VMXE)",

@@ -54,8 +54,12 @@ pub fn list() {
             .iter()
             .map(|f| format!(", needs Bochs {}+: {}", f.since(), f.describe()))
             .collect();
+        let cpus = match crate::scenarios_smp::cpus(s.name) {
+            1 => String::new(),
+            n => format!(" × {n}"),
+        };
         println!(
-            "{:<22} {} {how}, {}, timeout {} s{needs}",
+            "{:<22} {} {how}, {}{cpus}, timeout {} s{needs}",
             s.name,
             guest.trim(),
             s.cpu_model,
@@ -68,6 +72,9 @@ pub fn list() {
 }
 
 pub fn test(layout: &Layout, args: &TestArgs) -> Result<bool, String> {
+    if let Some(n) = args.cpus {
+        crate::scenarios_smp::set_default_cpus(n);
+    }
     let all = scenarios::all();
     let filters: Vec<&str> = args.filters.iter().map(String::as_str).collect();
     let (host, selected) = select(&all, &filters)?;
@@ -480,6 +487,7 @@ pub fn boot(
         machine: Machine {
             megs: crate::scenarios_guests::megs(s.name),
             cpu_model: s.cpu_model.to_string(),
+            cpus: crate::scenarios_smp::cpus_for(s.name, s.vigil_options),
         },
         mode: s.mode,
         timeout: Duration::from_secs(s.timeout_secs),
@@ -624,6 +632,11 @@ mod tests {
                 "memtest-bare",
                 "lowload-bare",
                 "modules-bare",
+                "smp-2cpu-bare",
+                "smp-4cpu-bare",
+                "cases-2cpu-bare",
+                "linux-2cpu-bare",
+                "linux-4cpu-bare",
                 "demo-bare-ryzen",
                 "cases-bare-ryzen",
                 "linux-bare-ryzen",

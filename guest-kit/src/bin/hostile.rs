@@ -19,6 +19,8 @@ guest_kit::entry!(main);
 mod a20;
 #[path = "hostile/apic.rs"]
 mod apic;
+#[path = "hostile/dma.rs"]
+mod dma;
 #[path = "hostile/io.rs"]
 mod io;
 #[path = "hostile/msr.rs"]
@@ -84,9 +86,17 @@ static CASES: &[Case] = &[
         pci::move_decoder(io::PM, 0x90, 16, "smbus-base")
     }),
     Case::new("apic-over-vigil", || apic::relocate(1, false)),
-    Case::new("x2apic-over-vigil", || apic::relocate(1, true)),
     Case::new("smi-apm", || smm::attack(smm::Trigger::Apm)),
     Case::new("smi-ipi", || smm::attack(smm::Trigger::Ipi)),
+    Case::new("dma-prd-into-vigil", dma::prd_into_vigil),
+    Case::new("dma-prd-changed-after-start", dma::prd_changed_after_start),
+    Case::new("dma-prd-table-in-vigil", dma::prd_table_in_vigil),
+    Case::new("dma-bus-master-enable", dma::bus_master_enable),
+    Case::new("dma-uhci-schedule", dma::uhci_schedule),
+    // These two leave the APIC in x2APIC mode (Bochs cannot enable it again after the
+    // disable that leaving x2APIC needs): last.
+    Case::new("x2apic-over-vigil", || apic::relocate(1, true)),
+    Case::new("smi-ipi-x2apic", || smm::attack(smm::Trigger::X2apicIpi)),
     // Attacks that may end the machine or take Vigil down: one scenario each.
     Case::explicit("apic-over-vigil-pages", || apic::relocate(8, false)),
     Case::explicit("msr-misc-enable-xd", msr::misc_enable_xd),
@@ -122,6 +132,13 @@ fn main(boot: &'static BootInfo) -> ! {
     // vector: report that and stop, rather than resetting forever.
     if reset::booted_again() {
         harness::finish()
+    }
+    // The memory map this guest was given: the emulator-side oracle checks that Vigil's image,
+    // which it finds through the emulator, lies outside every usable region.
+    if let Some(map) = boot.memory_map() {
+        for r in map.filter(|r| r.available()) {
+            println!("hostile: memory map: usable [{:#x}-{:#x})", r.base, r.end());
+        }
     }
     harness::run(CASES, boot)
 }

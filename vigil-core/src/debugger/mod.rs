@@ -15,8 +15,11 @@
 //! - [`insn`] tells a read-modify-write instruction from a plain store, for read watchpoints.
 //! - [`arch`] describes the guest's registers to gdb, as x86-64 or as i386.
 //! - [`console`] turns Vigil's log lines into `O` (console output) packets while gdb listens.
-//! - [`exits`] is the exit loop's side: the debugger's own exits, stops, single steps, and the
-//!   link to gdb; `vcpu.rs` shows a vCPU to the protocol logic.
+//! - [`threads`] shows the machine to gdb as one thread per vCPU: the vCPU that stopped
+//!   directly, the others through what they published when they parked.
+//! - [`exits`] is the exit loop's side: the debugger's own exits, stops (every vCPU stops
+//!   together), single steps, and the link to gdb; `vcpu.rs` shows a vCPU to the protocol
+//!   logic.
 
 pub mod arch;
 pub mod console;
@@ -27,6 +30,7 @@ pub mod monitor;
 pub mod session;
 pub mod state;
 pub mod target;
+pub mod threads;
 mod vcpu;
 
 #[cfg(test)]
@@ -113,9 +117,10 @@ pub trait GuestCpu {
 /// How the guest leaves a stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResumeKind {
+    /// Every vCPU runs on.
     Continue,
-    /// Exactly one instruction, then stop.
-    Step,
+    /// vCPU `n` runs exactly one instruction, then stops; the others stay stopped.
+    Step(usize),
 }
 
 /// Why the guest stopped, as reported to gdb.

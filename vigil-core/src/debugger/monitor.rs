@@ -1,8 +1,10 @@
 //! `monitor` commands: what gdb cannot ask for with its own packets. Each command writes text
-//! to gdb's console; a mistake gets a line saying what was expected.
+//! to gdb's console; a mistake gets a line saying what was expected. They act through the vCPU
+//! that stopped (gdb does not say which thread a `monitor` command is for).
 
 use super::target::DebugTarget;
-use super::{GuestCpu, Info};
+use super::threads::Threads;
+use super::Info;
 use core::fmt::{self, Write};
 
 pub const HELP: &str = "\
@@ -28,7 +30,7 @@ fn number(s: Option<&str>) -> Option<u64> {
 }
 
 /// Runs one command line.
-pub fn run<C: GuestCpu>(t: &mut DebugTarget<C>, cmd: &[u8], out: &mut dyn Write) -> fmt::Result {
+pub fn run<C: Threads>(t: &mut DebugTarget<C>, cmd: &[u8], out: &mut dyn Write) -> fmt::Result {
     let Ok(line) = core::str::from_utf8(cmd) else {
         return writeln!(out, "error: the command is not text");
     };
@@ -37,16 +39,16 @@ pub fn run<C: GuestCpu>(t: &mut DebugTarget<C>, cmd: &[u8], out: &mut dyn Write)
     let (a, b) = (words.next(), words.next());
     match name {
         "help" => out.write_str(HELP),
-        "cr" => t.cpu.info(Info::ControlRegs, out),
-        "vmcs" => t.cpu.info(Info::Vmcs, out),
-        "stats" => t.cpu.info(Info::Stats, out),
-        "vigil-panic" => t.cpu.info(Info::Panic, out),
+        "cr" => t.cpu.current().info(Info::ControlRegs, out),
+        "vmcs" => t.cpu.current().info(Info::Vmcs, out),
+        "stats" => t.cpu.current().info(Info::Stats, out),
+        "vigil-panic" => t.cpu.current().info(Info::Panic, out),
         "msr" => match number(a).filter(|&n| n <= u32::MAX as u64) {
-            Some(n) => t.cpu.info(Info::Msr(n as u32), out),
+            Some(n) => t.cpu.current().info(Info::Msr(n as u32), out),
             None => writeln!(out, "error: usage: msr N"),
         },
         "translate" | "xlate" => match number(a) {
-            Some(addr) => t.cpu.info(Info::Translate(addr), out),
+            Some(addr) => t.cpu.current().info(Info::Translate(addr), out),
             None => writeln!(out, "error: usage: translate ADDR"),
         },
         "phys" => {
@@ -61,7 +63,7 @@ pub fn run<C: GuestCpu>(t: &mut DebugTarget<C>, cmd: &[u8], out: &mut dyn Write)
                 },
             };
             let mut buf = [0u8; 256];
-            if !t.cpu.read_phys(addr, &mut buf[..len]) {
+            if !t.cpu.current().read_phys(addr, &mut buf[..len]) {
                 return writeln!(out, "error: [{addr:#x}, +{len:#x}) is not guest RAM");
             }
             for (i, row) in buf[..len].chunks(16).enumerate() {
@@ -94,7 +96,7 @@ pub fn run<C: GuestCpu>(t: &mut DebugTarget<C>, cmd: &[u8], out: &mut dyn Write)
                 }
             }
             let n = hex.len() / 2;
-            if t.cpu.write_phys(addr, &bytes[..n]) {
+            if t.cpu.current().write_phys(addr, &bytes[..n]) {
                 writeln!(out, "wrote {n} bytes at guest-physical {addr:#x}")
             } else {
                 writeln!(out, "error: [{addr:#x}, +{n:#x}) is not guest RAM")
@@ -102,6 +104,13 @@ pub fn run<C: GuestCpu>(t: &mut DebugTarget<C>, cmd: &[u8], out: &mut dyn Write)
         }
         "status" => {
             writeln!(out, "registers: {}", t.layout.name())?;
+            writeln!(
+                out,
+                "vCPUs: {} (gdb threads 1-{}); stopped on vCPU {}",
+                t.cpu.count(),
+                t.cpu.count(),
+                t.cpu.current_index()
+            )?;
             writeln!(out, "single-step: {}", t.step_mechanism)?;
             writeln!(out, "time while stopped: {}", t.time_mode)?;
             for bp in &t.state.sw {

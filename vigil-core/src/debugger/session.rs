@@ -8,15 +8,17 @@
 
 use super::arch::Layout;
 use super::framing::{packet, Frame, Framer, Reject, MAX_BODY};
+use super::target::tid;
 use super::target::{DebugTarget, Request};
-use super::{GuestCpu, ResumeKind, StopKind};
+use super::threads::Threads;
+use super::{ResumeKind, StopKind};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::Cell;
 use gdbstub::common::Signal;
 use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
 
 /// The byte pipe to gdb (COM2 in Vigil, a buffer in tests).
 pub trait Port: Clone {
@@ -62,7 +64,7 @@ pub enum Event {
 
 type Machine<C, P> = GdbStubStateMachine<'static, DebugTarget<C>, Wire<P>>;
 
-pub struct Session<C: GuestCpu, P: Port> {
+pub struct Session<C: Threads, P: Port> {
     sm: Option<Machine<C, P>>,
     pub target: DebugTarget<C>,
     framer: Framer,
@@ -77,7 +79,7 @@ pub struct Session<C: GuestCpu, P: Port> {
 const NO_ACK: &[u8] = b"$QStartNoAckMode#b0";
 const CONTINUE: &[u8] = b"$c#63";
 
-impl<C: GuestCpu, P: Port> Session<C, P> {
+impl<C: Threads, P: Port> Session<C, P> {
     pub fn new(cpu: C, layout: Layout, port: P) -> Self {
         let wire = Wire {
             port,
@@ -157,7 +159,7 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
             GdbStubStateMachine::Idle(m) => m.incoming_data(&mut self.target, byte),
             GdbStubStateMachine::Running(m) => m.incoming_data(&mut self.target, byte),
             GdbStubStateMachine::CtrlCInterrupt(m) => {
-                m.interrupt_handled(&mut self.target, None::<SingleThreadStopReason<u64>>)
+                m.interrupt_handled(&mut self.target, None::<MultiThreadStopReason<u64>>)
             }
             GdbStubStateMachine::Disconnected(m) => Ok(m.return_to_idle()),
         };
@@ -218,7 +220,9 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
             Some(GdbStubStateMachine::Disconnected(m)) => {
                 let reason = m.get_reason();
                 self.sm = Some(m.return_to_idle());
-                self.target.state.clear(&mut self.target.cpu);
+                self.target.state.clear(self.target.cpu.current());
+                let hw = self.target.state.hw;
+                self.target.cpu.hw_changed(&hw);
                 self.attached = false;
                 self.no_ack = false;
                 // The next client starts a new protocol session.
@@ -250,7 +254,10 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
         }
         match self.sm.take() {
             Some(GdbStubStateMachine::CtrlCInterrupt(m)) => {
-                let reason = SingleThreadStopReason::<u64>::Signal(Signal::SIGINT);
+                let reason = MultiThreadStopReason::<u64>::SignalWithThread {
+                    tid: tid(self.target.cpu.current_index()),
+                    signal: Signal::SIGINT,
+                };
                 match m.interrupt_handled(&mut self.target, Some(reason)) {
                     Ok(sm) => {
                         self.sm = Some(sm);
@@ -278,17 +285,16 @@ impl<C: GuestCpu, P: Port> Session<C, P> {
         let Some(GdbStubStateMachine::Running(m)) = self.sm.take() else {
             return self.sm.is_some();
         };
-        let reason: SingleThreadStopReason<u64> = match kind {
-            StopKind::Attach => SingleThreadStopReason::Signal(Signal::SIGTRAP),
-            StopKind::Interrupt => SingleThreadStopReason::Signal(Signal::SIGINT),
-            StopKind::SwBreak => SingleThreadStopReason::SwBreak(()),
-            StopKind::HwBreak => SingleThreadStopReason::HwBreak(()),
-            StopKind::Step => SingleThreadStopReason::DoneStep,
-            StopKind::Watch { kind, addr } => SingleThreadStopReason::Watch {
-                tid: (),
-                kind,
-                addr,
-            },
+        // Every stop names the vCPU it happened on (a step too: gdb then knows which thread
+        // stepped).
+        let t = tid(self.target.cpu.current_index());
+        let signal = |signal| MultiThreadStopReason::SignalWithThread { tid: t, signal };
+        let reason: MultiThreadStopReason<u64> = match kind {
+            StopKind::Attach | StopKind::Step => signal(Signal::SIGTRAP),
+            StopKind::Interrupt => signal(Signal::SIGINT),
+            StopKind::SwBreak => MultiThreadStopReason::SwBreak(t),
+            StopKind::HwBreak => MultiThreadStopReason::HwBreak(t),
+            StopKind::Watch { kind, addr } => MultiThreadStopReason::Watch { tid: t, kind, addr },
         };
         match m.report_stop(&mut self.target, reason) {
             Ok(sm) => {

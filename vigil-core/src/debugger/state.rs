@@ -109,6 +109,11 @@ impl DebugState {
         p
     }
 
+    /// How many pages have restricted permissions.
+    pub fn managed_pages(&self) -> usize {
+        self.pages.len()
+    }
+
     /// Whether a nested page fault at `gpa` is on a page the debugger manages.
     pub fn manages(&self, gpa: u64) -> bool {
         self.pages.contains(&page_of(gpa))

@@ -23,7 +23,11 @@ fn session(layout: Layout) -> (S, Collect) {
 }
 
 /// Sends one packet; returns the last event and the reply bodies (acks stripped).
-fn send(s: &mut S, port: &Collect, body: &str) -> (Event, Vec<String>) {
+fn send<C: super::threads::Threads>(
+    s: &mut Session<C, Collect>,
+    port: &Collect,
+    body: &str,
+) -> (Event, Vec<String>) {
     let mut bytes = Vec::new();
     packet(body.as_bytes(), &mut |b| bytes.push(b));
     let mut last = Event::None;
@@ -240,7 +244,7 @@ fn continue_step_and_stop_replies() {
     let r = replies(&port.take());
     assert!(r[0].starts_with("T05") && r[0].contains("swbreak"), "{r:?}");
     let (e, _) = send(&mut s, &port, "s");
-    assert_eq!(e, Event::Resume(ResumeKind::Step));
+    assert_eq!(e, Event::Resume(ResumeKind::Step(0)));
     s.report_stop(StopKind::Step);
     let r = replies(&port.take());
     assert!(r[0].starts_with("S05") || r[0].starts_with("T05"), "{r:?}");
@@ -501,4 +505,139 @@ mod fuzz {
             s.restarts
         );
     }
+}
+
+/// Two vCPUs: vCPU 1 stopped (the current one), vCPU 0 parked or waiting.
+struct Two {
+    cpus: [FakeCpu; 2],
+    current: usize,
+    waiting: [bool; 2],
+    hw_changes: u32,
+}
+
+impl super::threads::Threads for Two {
+    fn count(&self) -> usize {
+        2
+    }
+    fn current_index(&self) -> usize {
+        self.current
+    }
+    fn thread(&mut self, i: usize) -> Option<&mut dyn super::GuestCpu> {
+        self.cpus.get_mut(i).map(|c| c as &mut dyn super::GuestCpu)
+    }
+    fn writable(&self, i: usize) -> bool {
+        !self.waiting[i]
+    }
+    fn describe(&self, i: usize) -> &'static str {
+        if self.waiting[i] {
+            "waiting"
+        } else {
+            "vCPU"
+        }
+    }
+    fn hw_changed(&mut self, _slots: &[Option<u64>; 4]) {
+        self.hw_changes += 1;
+    }
+}
+
+fn two() -> (Session<Two, Collect>, Collect) {
+    let port = Collect::default();
+    let mut cpus = [FakeCpu::new(), FakeCpu::new()];
+    for (i, c) in cpus.iter_mut().enumerate() {
+        c.regs.gpr[0] = 0xA0 + i as u64;
+        c.regs.rip = 0x1000 + 0x100 * i as u64;
+    }
+    let machine = Two {
+        cpus,
+        current: 1,
+        waiting: [false; 2],
+        hw_changes: 0,
+    };
+    let mut s = Session::new(machine, Layout::X86_64, port.clone());
+    let (e, _) = send(&mut s, &port, "qSupported:swbreak+;hwbreak+");
+    assert_eq!(e, Event::Hold(StopKind::Attach));
+    (s, port)
+}
+
+#[test]
+fn one_thread_per_vcpu_each_with_its_registers() {
+    let (mut s, port) = two();
+    let (_, r) = send(&mut s, &port, "qfThreadInfo");
+    assert!(
+        r[0].starts_with('m') && r[0].contains('1') && r[0].contains('2'),
+        "{r:?}"
+    );
+    let (_, r) = send(&mut s, &port, "qsThreadInfo");
+    assert_eq!(r, ["l"]);
+    for (thread, rax) in [("1", "a000000000000000"), ("2", "a100000000000000")] {
+        let (_, r) = send(&mut s, &port, &alloc::format!("Hg{thread}"));
+        assert_eq!(r, ["OK"]);
+        let (_, r) = send(&mut s, &port, "g");
+        assert!(r[0].starts_with(rax), "thread {thread}: {}", &r[0][..16]);
+    }
+    // A register write goes to the thread gdb selected.
+    let (_, r) = send(&mut s, &port, "Hg1");
+    assert_eq!(r, ["OK"]);
+    let (_, g) = send(&mut s, &port, "g");
+    let mut regs = g[0].clone();
+    regs.replace_range(0..16, "0500000000000000");
+    let (_, r) = send(&mut s, &port, &alloc::format!("G{regs}"));
+    assert_eq!(r, ["OK"]);
+    assert_eq!(s.target.cpu.cpus[0].regs.gpr[0], 5);
+    assert_eq!(s.target.cpu.cpus[1].regs.gpr[0], 0xA1);
+    // Not while that vCPU waits for a start-up IPI.
+    s.target.cpu.waiting[0] = true;
+    let (_, r) = send(&mut s, &port, &alloc::format!("G{regs}"));
+    assert!(r[0].starts_with('E'), "{r:?}");
+    let (_, r) = send(&mut s, &port, "qThreadExtraInfo,1");
+    assert_eq!(r, [hex(b"waiting")]);
+}
+
+#[test]
+fn a_step_is_one_vcpus_and_stops_name_their_vcpu() {
+    let (mut s, port) = two();
+    // gdb's stepi on thread 2 while the others may continue: vCPU 1 steps alone.
+    let (e, _) = send(&mut s, &port, "vCont;s:2;c");
+    assert_eq!(e, Event::Resume(ResumeKind::Step(1)));
+    assert!(s.report_stop(StopKind::Step));
+    let r = replies(&port.take());
+    assert!(
+        r[0].starts_with("T05") && r[0].contains("thread:02;"),
+        "{r:?}"
+    );
+    // With scheduler locking (no default action).
+    let (e, _) = send(&mut s, &port, "vCont;s:1");
+    assert_eq!(e, Event::Resume(ResumeKind::Step(0)));
+    s.report_stop(StopKind::Step);
+    port.take();
+    let (e, r0) = send(&mut s, &port, "vCont;c");
+    assert_eq!(e, Event::Resume(ResumeKind::Continue), "{r0:?}");
+    s.report_stop(StopKind::SwBreak);
+    let r = replies(&port.take());
+    assert!(
+        r[0].contains("thread:02;") && r[0].contains("swbreak"),
+        "the current vCPU (1) is thread 2: {r:?}"
+    );
+}
+
+#[test]
+fn breakpoints_act_through_the_vcpu_that_stopped_and_reach_every_vcpu() {
+    let (mut s, port) = two();
+    let (_, r) = send(&mut s, &port, "Z0,1001,1");
+    assert_eq!(r, ["OK"]);
+    // Memory is the machine's: the fakes have a copy each, the current vCPU's took the INT3.
+    assert_eq!(s.target.cpu.cpus[1].mem[0x1001], 0xCC);
+    // Hardware breakpoints are announced for every vCPU.
+    let (_, r) = send(&mut s, &port, "Z1,2000,1");
+    assert_eq!(r, ["OK"]);
+    assert_eq!(s.target.cpu.hw_changes, 1);
+    assert!(s.target.cpu.cpus[1].slots[0].is_some());
+    let (_, r) = send(&mut s, &port, "z1,2000,1");
+    assert_eq!(r, ["OK"]);
+    assert_eq!(s.target.cpu.hw_changes, 2);
+    // Memory reads name their thread (here both translate the same way).
+    let (_, r) = send(&mut s, &port, "Hg1");
+    assert_eq!(r, ["OK"]);
+    let (_, r) = send(&mut s, &port, "m1000,1");
+    assert_eq!(r.len(), 1);
 }

@@ -71,8 +71,14 @@ impl<V: Vcpu> GuestCpu for Cpu<V> {
         self.vcpu.write_phys(gpa, data)
     }
 
+    /// The nested tables are shared: every other vCPU drops what it cached from them before
+    /// it next enters the guest (this one's backend already did).
     fn set_page_perms(&mut self, page: u64, perms: Perms) -> bool {
-        self.vcpu.set_page_perms(page, perms)
+        let changed = self.vcpu.set_page_perms(page, perms);
+        if changed {
+            self.nested_seen = self.vm.smp.nested_changed();
+        }
+        changed
     }
 
     fn exec_only(&self) -> bool {

@@ -1,8 +1,9 @@
 //! I/O instructions on ports that exit. Who serves a port is the ownership table's decision
 //! (`crate::owners`): Vigil's console (COM2) is no device at all to the guest; the emulator's
-//! shutdown port and the ACPI PM1a control register end the run when the guest powers off;
-//! ports the user traps are executed on the guest's behalf, so the device behaves as if the
-//! guest had touched it directly.
+//! shutdown port ends the run when the guest powers off; the platform devices Vigil owns (PCI
+//! configuration, resets, A20, ACPI sleep, the SMI command port, the IDE bus master) are served
+//! by `crate::platform`; ports the user traps are executed on the guest's behalf, so the device
+//! behaves as if the guest had touched it directly.
 //!
 //! An access is checked over its whole width: a word at 0x2F7 touches the guest's 0x2F7 and
 //! Vigil's 0x2F8 (the processor exits for it because of 0x2F8, SDM Vol. 3C 26.1.3). When the
@@ -18,8 +19,13 @@ use crate::owners::{PortHandler, PortRule};
 use crate::vcpu::{Host, Vcpu};
 
 const SHUTDOWN_MAGIC: &[u8] = b"Shutdown";
-/// SLP_EN is bit 13 of PM1 control: bit 5 of its second byte.
-const SLP_EN_HIGH_BYTE: u32 = 1 << 5;
+/// A byte no device answers.
+static ABSENT: PortRule = PortRule {
+    ports: 0..=0,
+    owner: crate::owners::Owner::Vigil,
+    handler: PortHandler::Absent,
+    why: "a byte of an access that starts below the shutdown port",
+};
 
 /// Bits of an access of `size` bytes.
 pub fn size_mask(size: u8) -> u32 {
@@ -62,7 +68,13 @@ pub fn port_access<V: Vcpu>(
     let mut value = 0u32;
     for i in 0..size {
         let p = port.wrapping_add(i as u16);
-        let rule = table.rule(p);
+        let mut rule = table.rule(p);
+        // The emulator's shutdown port decodes only accesses that start at it (Bochs
+        // dispatches an access by its first port): a byte of a wider access that starts below
+        // it reaches no device.
+        if i > 0 && rule.is_some_and(|r| r.handler == PortHandler::Shutdown) {
+            rule = Some(&ABSENT);
+        }
         let byte = write.map(|v| (v >> (8 * i)) & 0xFF);
         if let Some(read) = one_rule(cpu, rule, p, 1, byte)? {
             value |= (read & 0xFF) << (8 * i);
@@ -89,16 +101,9 @@ fn one_rule<V: Vcpu>(
         (PortHandler::Shutdown, Some(v)) if size == 1 => {
             return shutdown_byte(cpu, v as u8).map(|()| None)
         }
-        (PortHandler::SleepControl { base }, Some(v)) => {
-            // The byte of PM1a_CNT at base + 1, wherever it sits in this access.
-            let high = base.wrapping_add(1).wrapping_sub(port);
-            if (high as u8) < size && (v >> (8 * high)) & SLP_EN_HIGH_BYTE != 0 {
-                log::info!(
-                    "guest requested ACPI sleep (PM1a_CNT <- {:#x}): powering off",
-                    v & mask
-                );
-                return Err(Stop::PowerOff);
-            }
+        (PortHandler::Platform(device), _) => {
+            return crate::platform::port_access(cpu, device, port, size, write.map(|v| v & mask))
+                .map(|r| r.map(|v| v & mask));
         }
         _ => {}
     }

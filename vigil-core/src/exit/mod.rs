@@ -242,7 +242,7 @@ impl ExitKind {
             ExitKind::NestedFault => "nested page fault",
             ExitKind::NestedMisconfig => "nested-paging misconfiguration",
             ExitKind::Step => "debugger step",
-            ExitKind::Timer => "debugger poll",
+            ExitKind::Timer => "poll timer",
             ExitKind::Unhandled => "unhandled",
         }
     }
@@ -327,10 +327,16 @@ impl Exit {
 /// Why the guest stopped for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
-    /// The guest turned the machine off (ACPI S5 or the emulator's shutdown port).
+    /// The guest turned the machine off (ACPI S5 or the emulator's shutdown port), or asked
+    /// for a sleep state Vigil cannot resume it from.
     PowerOff,
+    /// The guest asked for a reset (the handler logged through what): the run ends; on real
+    /// hardware Vigil scrubs its memory and resets the machine.
+    Reset,
     /// The guest did something Vigil cannot continue from; the report has been printed.
     Failed(&'static str),
+    /// Another vCPU ended the run; this one only stops.
+    Elsewhere,
 }
 
 /// What a handler wants done with the guest.

@@ -21,6 +21,7 @@ use crate::power::Outcome;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
+use core::sync::atomic::{AtomicBool, Ordering};
 use svm::caps::{NoSvm, SvmCaps};
 use svm::exit::ExitCode;
 use svm::intercept::{msr as svm_msr, EFER_SVME};
@@ -28,6 +29,7 @@ use svm::vmcb::{Field, VmcbAccess};
 use vigil::memmap::MemoryMap;
 use vigil_core::config::Config;
 use vigil_core::cpu::{Cpu, Exited, Vm};
+use vigil_core::debugger::arch::Layout;
 use vigil_core::exit::Stop;
 use vigil_core::owners::Owners;
 use vigil_core::time::{HiddenTime, Time};
@@ -76,6 +78,19 @@ pub fn detect() -> Result<Option<SvmCaps>, String> {
     Ok(Some(caps))
 }
 
+/// SVM is on (`enable` ran): the run ends through `disable`, not VMXOFF.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// Turns SVM off on this CPU at the end of the run: EFER.SVME cleared (APM Vol. 2 15.4).
+pub fn disable() {
+    // SAFETY: the run is over; no SVM instruction runs again.
+    unsafe { regs::wrmsr(m::IA32_EFER, regs::rdmsr(m::IA32_EFER) & !EFER_SVME) };
+}
+
 /// Turns SVM on for this CPU (APM Vol. 2 15.4, 15.30.4): EFER.SVME, the host save area in
 /// VM_HSAVE_PA, Vigil's own FS/GS/TR/LDTR and system-call MSRs saved into a host-only VMCB for
 /// the world switch's VMLOAD, and GIF cleared. Returns that VMCB's address.
@@ -89,6 +104,7 @@ pub fn enable() -> Result<u64, String> {
     // SAFETY: a page of Vigil's pool, used only by the world switch's VMLOAD.
     unsafe { instr::vmsave(host_vmcb) };
     instr::clgi();
+    ACTIVE.store(true, Ordering::Relaxed);
     Ok(host_vmcb)
 }
 
@@ -132,8 +148,21 @@ impl SvmVcpu {
     }
 }
 
-/// Runs the guest under SVM: nested tables, SVM on, the VMCB, the checks and calibration the
-/// configuration asks for, then the exit loop. `loaded` is the guest as the loader left it.
+/// SVM runs one vCPU: several processors (the application processors' vCPUs, their start-up
+/// under SVM) are the VMX backend's alone so far.
+pub fn check_processors(count: usize) -> Result<(), String> {
+    if count > 1 {
+        return Err(format!(
+            "this machine has {count} processors, and Vigil's SVM backend runs the guest on one: \
+             boot with a single processor (several processors are supported under VMX)"
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the guest under SVM: nested tables, SVM on, the platform taken, the VMCB, the checks
+/// and calibration the configuration asks for, then the exit loop until the run ends. Returns
+/// only if the guest cannot be started. `loaded` is the guest as the loader left it.
 pub fn launch(
     caps: SvmCaps,
     config: Config,
@@ -146,11 +175,23 @@ pub fn launch(
         log::info!("SVM: {missing}");
     }
     let phys_bits = (regs::cpuid(0x8000_0008, 0)[0] & 0xFF) as u8;
-    let ncr3 = npt::build(map, &crate::guest::vigil_ranges(), phys_bits)?;
+    let ncr3 = npt::build(map, &loaded.absent, phys_bits)?;
     let host_vmcb = enable()?;
     let cpu = crate::percpu::current().ok_or("per-CPU state is not set up")?;
-    let owners = Owners::build(&config, loaded.pm1a_control, &setup::SVM_MSRS);
-    let vm: &'static Vm = Box::leak(Box::new(Vm { config, owners }));
+    // What the vCPU shares with the rest of the machine: the configuration, the platform Vigil
+    // owns, the one table of owned ports and MSRs (from which the permission maps are built).
+    let platform = crate::take_platform(map, loaded.acpi)?;
+    let owners = Owners::build(
+        &config,
+        &platform.port_rules(&mut crate::host::HostCpu),
+        &setup::SVM_MSRS,
+    );
+    let vm: &'static Vm = Box::leak(Box::new(Vm {
+        config,
+        owners,
+        platform,
+        smp: vigil_core::smp::Smp::new(1),
+    }));
     let config = &vm.config;
     let (mut vcpu, vtsc) =
         setup::create_vcpu(caps, vm, &loaded.entry, loaded.gdt, ncr3, cpu, host_vmcb)?;
@@ -173,14 +214,23 @@ pub fn launch(
     if time.v.hides_exits() {
         match vcpu.calibrate(crate::guest::calibration_scratch(), time.v.offset) {
             Ok(c) => time.v.calibration = c,
-            Err(stop) => {
-                return Ok(match stop {
-                    Stop::PowerOff => Outcome::Ok,
-                    Stop::Failed(why) => Outcome::Failed(why),
-                })
-            }
+            Err(Stop::Failed(why)) => return Ok(Outcome::Failed(why)),
+            Err(_) => return Ok(Outcome::Failed("calibration stopped")),
         }
     }
+    crate::log_pool_usage();
+    let debug: Option<&'static Debug> = config.gdb.then(|| {
+        let layout = config
+            .gdb_arch
+            .unwrap_or_else(|| Layout::from_elf_class(guest_elf_class.unwrap_or(2)));
+        &*Box::leak(Box::new(Debug::new(
+            layout,
+            crate::debugger::Com2,
+            1,
+            false,
+            config.tsc,
+        )))
+    });
     log::info!(
         "launching guest on vCPU {} at {:#x} (NPT, ASID {}, {})",
         cpu.id,
@@ -192,10 +242,18 @@ pub fn launch(
             "instruction lengths decoded"
         }
     );
-    crate::log_pool_usage();
     let cpu = Cpu::new(vcpu, vm, cpu.id, time);
-    Ok(crate::run_guest(cpu, guest_elf_class))
+    vm.smp.join(
+        0,
+        crate::arch::lapic::id(),
+        &*cpu.stats,
+        vigil_core::smp::Presence::Running,
+    );
+    crate::smp::run_vcpu(cpu, debug)
 }
+
+/// The machine's debugger under SVM.
+type Debug = vigil_core::debugger::exits::Shared<SvmVcpu, crate::debugger::Com2>;
 
 /// `test-vmcb=`: break the VMCB on purpose just before the first VMRUN, to exercise the VMRUN
 /// failure report.

@@ -5,6 +5,11 @@
 //! leaves select PAT entry 0 (write-back) and the host's MTRRs apply to the system-physical
 //! address, so RAM is write-back and device ranges stay uncacheable (APM Vol. 2 15.25.8).
 //!
+//! There are two, as under VMX: the guest's view with its A20 gate open, and the same with the
+//! gate closed, where the odd megabytes of the emulated range map onto the even ones. The
+//! platform layer switches between them when the guest moves its gate (`SvmVcpu::set_a20`);
+//! the real gate never closes.
+//!
 //! The debugger changes single pages while the guest runs ([`set_page_perms`]); the builder
 //! splits the large page that holds one, with tables from Vigil's pool. The guest's TLB entries
 //! are flushed by the vCPU (`Vcpu::set_page_perms`).
@@ -51,9 +56,24 @@ pub fn largest_page() -> PageSize {
     }
 }
 
-/// Builds the tables; returns N_CR3.
-pub fn build(guest: &MemoryMap, vigil: &[(u64, u64)], phys_bits: u8) -> Result<u64, String> {
+/// Builds the guest's two address spaces: the gate open (the identity map minus `vigil`) and
+/// closed (`a20_view`). Returns both N_CR3 values.
+pub fn build(guest: &MemoryMap, vigil: &[(u64, u64)], phys_bits: u8) -> Result<(u64, u64), String> {
     let first_frame = next_frame();
+    let mut open = build_one(guest, vigil, phys_bits)?;
+    let mut closed = build_one(guest, vigil, phys_bits)?;
+    a20_view(&mut open, &mut closed).map_err(|e| format!("building the A20 view: {e}"))?;
+    // The tables were allocated back to back; nothing may change them while the guest runs.
+    protect(first_frame, next_frame());
+    Ok((open.root(), closed.root()))
+}
+
+/// One address space: the identity map minus Vigil's memory.
+fn build_one(
+    guest: &MemoryMap,
+    vigil: &[(u64, u64)],
+    phys_bits: u8,
+) -> Result<NptBuilder<PoolFrames>, String> {
     let err = |e| format!("building the nested page tables: {e}");
     let largest = largest_page();
     let leaf = match largest {
@@ -68,9 +88,29 @@ pub fn build(guest: &MemoryMap, vigil: &[(u64, u64)], phys_bits: u8) -> Result<u
         let (s, e) = (start & !0xFFF, end.next_multiple_of(4096));
         npt.unmap(s, e - s).map_err(err)?;
     }
-    // The tables were allocated back to back; nothing may change them while the guest runs.
-    protect(first_frame, next_frame());
-    Ok(npt.root())
+    Ok(npt)
+}
+
+/// The view with the A20 gate closed: in the first `A20_EMULATED` bytes, each page of an odd
+/// megabyte maps where the page one megabyte lower maps (the 8086's wrap-around). Where the
+/// lower page is not the guest's (Vigil's memory) the odd page keeps its own mapping, so a
+/// closed gate never reaches Vigil. The same rule as the EPT's view (`intel/ept.rs`).
+fn a20_view(
+    open: &mut NptBuilder<PoolFrames>,
+    closed: &mut NptBuilder<PoolFrames>,
+) -> Result<(), svm::npt::NptError> {
+    const MIB: u64 = 1 << 20;
+    let mut page = MIB;
+    while page < vigil::placement::A20_EMULATED {
+        if let Some(t) = open.translate(page - MIB) {
+            closed.map(page, t.hpa & !0xFFF, 4096, t.perms)?;
+        }
+        page += 4096;
+        if page & MIB == 0 {
+            page += MIB;
+        }
+    }
+    Ok(())
 }
 
 /// Sets the permissions of the 4-KiB page at `gpa`; false if the page is not mapped (a hole for

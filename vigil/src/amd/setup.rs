@@ -65,7 +65,8 @@ fn msr_permission_map(owners: &Owners) -> Result<u64, String> {
     Ok(pages)
 }
 
-/// Fills the I/O permission map (15.10.1): three pages, a bit per port.
+/// Fills the I/O permission map (15.10.1): three pages, a bit per port. The platform layer
+/// moves a followed decoder's traps later (`SvmVcpu::refresh_io_traps`).
 fn io_permission_map(owners: &Owners) -> Result<u64, String> {
     let pages = alloc_frames(3).ok_or("out of memory for the I/O permission map")?;
     // SAFETY: three fresh zeroed frames from Vigil's pool.
@@ -148,7 +149,7 @@ pub fn create_vcpu(
     vm: &'static Vm,
     entry: &EntryState,
     gdt: u64,
-    ncr3: u64,
+    ncr3: (u64, u64),
     cpu: &crate::percpu::PerCpu,
     host_vmcb: u64,
 ) -> Result<(SvmVcpu, VirtualTsc), String> {
@@ -198,7 +199,7 @@ pub fn create_vcpu(
     v.write(Field::GuestAsid, asid as u64);
     v.write(Field::TlbControl, tlb::ALL);
     v.write(Field::NestedControl, nested_control::NP_ENABLE);
-    v.write(Field::NestedCr3, ncr3);
+    v.write(Field::NestedCr3, ncr3.0);
 
     // Time.
     let tsc_adjust_supported = regs::cpuid(0, 0)[0] >= 7 && regs::cpuid(7, 0)[1] & (1 << 1) != 0;
@@ -255,7 +256,9 @@ pub fn create_vcpu(
         vmcb: v,
         caps,
         asid,
-        ncr3,
+        ncr3: ncr3.0,
+        ncr3_a20: ncr3.1,
+        a20_open: true,
         npt_largest: super::npt::largest_page(),
         host: crate::host::HostCpu,
         exit: ExitState::default(),

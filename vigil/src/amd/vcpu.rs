@@ -31,7 +31,8 @@ use vigil_core::exit::Stop;
 use vigil_core::nested::Perms;
 use vigil_core::time::EntryTime;
 use vigil_core::vcpu::{
-    msr as m, Activity, Flush, Interruptibility, Mode, Seg, SegAttrs, Segment, Vcpu, Window,
+    msr as m, Activity, DescriptorTable, Flush, Interruptibility, Mode, Seg, SegAttrs, Segment,
+    Vcpu, Window,
 };
 use x86_arch::event::Event;
 use x86_arch::regs::*;
@@ -41,8 +42,12 @@ pub struct SvmVcpu {
     pub vmcb: VmcbPtr,
     pub caps: SvmCaps,
     pub asid: u32,
-    /// The nested page tables' root (N_CR3).
+    /// The nested page tables' root (N_CR3) with the guest's A20 gate open.
     pub ncr3: u64,
+    /// The root of the guest's view with its A20 gate closed (`npt::build`).
+    pub ncr3_a20: u64,
+    /// Whether the guest's A20 gate is open (N_CR3 is `ncr3`).
+    pub a20_open: bool,
     pub npt_largest: PageSize,
     pub host: HostCpu,
     /// The exit being handled and what it said, for reports and lengths.
@@ -95,6 +100,14 @@ pub(super) const CHECKED: [Field; 8] = [
     Field::CsAttrib,
     Field::GPat,
 ];
+
+/// The VMCB fields of GDTR and IDTR: base, limit.
+fn dtable_fields(table: DescriptorTable) -> (Field, Field) {
+    match table {
+        DescriptorTable::Gdtr => (Field::GdtrBase, Field::GdtrLimit),
+        DescriptorTable::Idtr => (Field::IdtrBase, Field::IdtrLimit),
+    }
+}
 
 /// The exit layer's segment numbers as the VMCB orders them.
 fn seg_number(seg: Seg) -> u8 {
@@ -433,6 +446,17 @@ impl Vcpu for SvmVcpu {
         }
     }
 
+    fn dtable(&self, table: DescriptorTable) -> (u64, u32) {
+        let (base, limit) = dtable_fields(table);
+        (self.vmcb.read(base), self.vmcb.read(limit) as u32)
+    }
+
+    fn set_dtable(&mut self, table: DescriptorTable, base: u64, limit: u32) {
+        let (b, l) = dtable_fields(table);
+        self.vmcb.write(b, base);
+        self.vmcb.write(l, u64::from(limit));
+    }
+
     /// DR6 and DR7 are switched through the VMCB; DR0-DR3 are not switched, so the host's
     /// registers are the guest's (15.5.1, 15.6).
     fn dr(&self, n: u8) -> u64 {
@@ -582,6 +606,44 @@ impl Vcpu for SvmVcpu {
         }
     }
 
+    /// Another vCPU changed the nested tables: this ASID's TLB entries, which combine guest and
+    /// nested translations (15.25.5), go at the next VMRUN.
+    fn invalidate_nested(&mut self) {
+        self.flush(Flush::All);
+    }
+
+    /// Switches N_CR3 between the guest's two views (`npt::build`); the translations of the old
+    /// one go with this ASID's TLB entries.
+    fn set_a20(&mut self, open: bool) -> bool {
+        if self.a20_open != open {
+            self.a20_open = open;
+            let root = if open { self.ncr3 } else { self.ncr3_a20 };
+            self.vmcb.write(Field::NestedCr3, root);
+            self.flush(Flush::All);
+        }
+        true
+    }
+
+    /// Sets the I/O permission map's bits of `ports` as the ownership table says now (15.10.1:
+    /// one bit per port).
+    fn refresh_io_traps(
+        &mut self,
+        table: &vigil_core::owners::PortTable,
+        ports: core::ops::RangeInclusive<u16>,
+    ) {
+        let iopm = self.vmcb.read(Field::IopmBase);
+        for port in ports {
+            let byte = (iopm + u64::from(port / 8)) as *mut u8;
+            let bit = 1u8 << (port % 8);
+            // SAFETY: the map's pages are Vigil's, identity-mapped, and the processor reads
+            // them only while the guest runs; `port / 8` stays within the first 8 KiB.
+            unsafe {
+                let v = byte.read_volatile();
+                byte.write_volatile(if table.exits(port) { v | bit } else { v & !bit });
+            }
+        }
+    }
+
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool {
         crate::guest_mem::read(gpa, buf)
     }
@@ -597,6 +659,8 @@ impl Vcpu for SvmVcpu {
     /// The page's nested entry; the guest's TLB entries (which combine guest and nested
     /// translations, 15.25.5) go with it.
     fn set_page_perms(&mut self, page: u64, perms: Perms) -> bool {
+        // Both views of the guest's memory keep the debugger's page permissions.
+        let _ = super::npt::set_page_perms(self.ncr3_a20, self.npt_largest, page, perms);
         let changed = super::npt::set_page_perms(self.ncr3, self.npt_largest, page, perms);
         if changed {
             self.flush(Flush::All);

@@ -133,10 +133,13 @@ halt_forever:
     jmp halt_forever
 
     .balign 8
+    /* The accessed bits are set already (type 0xB and 0x3): the processor sets them when it
+     * loads a segment register from a descriptor without it (SDM Vol. 3A 3.4.5.1), which would
+     * write into Vigil's image. */
 boot_gdt:
     .quad 0
-    .quad 0x00AF9A000000FFFF              /* 64-bit code */
-    .quad 0x00CF92000000FFFF              /* data */
+    .quad 0x00AF9B000000FFFF              /* 64-bit code, accessed */
+    .quad 0x00CF93000000FFFF              /* data, accessed */
 boot_gdt_end:
 boot_gdt_ptr:
     .word boot_gdt_end - boot_gdt - 1

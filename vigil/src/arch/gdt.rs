@@ -66,8 +66,10 @@ impl CpuTables {
             self.fault_stack.as_ptr() as u64 + FAULT_STACK_SIZE as u64;
         let tss = self.tss_base();
         let limit = (size_of::<Tss>() - 1) as u64;
-        self.gdt[1] = 0x00AF_9A00_0000_FFFF; // 64-bit code, DPL 0
-        self.gdt[2] = 0x00CF_9200_0000_FFFF; // data
+        // Accessed bits preset: the processor would set them on every load (SDM Vol. 3A
+        // 3.4.5.1), so the descriptors never change after this.
+        self.gdt[1] = 0x00AF_9B00_0000_FFFF; // 64-bit code, DPL 0
+        self.gdt[2] = 0x00CF_9300_0000_FFFF; // data
                                              // 16-byte system descriptor, type 9 (available 64-bit TSS), SDM Vol. 3A 8.2.3.
         self.gdt[3] = (limit & 0xFFFF)
             | ((tss & 0xFF_FFFF) << 16)

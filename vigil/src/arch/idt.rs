@@ -215,6 +215,11 @@ pub const EXCEPTION_NAMES: [&str; 32] = [
 ];
 
 extern "C" fn exception_entry(frame: &mut TrapFrame) {
+    // An NMI in VMX root is the guest's: recorded for delivery, never fatal (intel/nmi.rs).
+    if frame.vector == 2 {
+        crate::intel::nmi::taken();
+        return;
+    }
     if let Some(fixup) = super::safe::fixup_for(frame.vector, frame.rip) {
         frame.rip = fixup;
         return;

@@ -3,11 +3,13 @@
 //! Everything above it sees the `vigil_core::vcpu::Vcpu` trait, which [`VmxVcpu`] implements.
 //! An SVM backend (`amd/`) will sit beside it with the same shape.
 
+pub mod ap;
 pub mod calibrate;
 pub mod checks;
 mod decode;
 pub mod ept;
 pub mod instr;
+pub mod nmi;
 pub mod report;
 pub mod setup;
 pub mod switch;

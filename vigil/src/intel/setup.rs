@@ -21,6 +21,7 @@ use vmx::regs::*;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};
 
 /// Where the guest starts and what it owns.
+#[derive(Clone, Copy, Debug)]
 pub struct GuestSetup {
     pub entry: EntryState,
     /// Guest-physical address of a GDT with flat 32-bit code (0x10) and data (0x18) segments,
@@ -28,7 +29,10 @@ pub struct GuestSetup {
     pub gdt: u64,
     /// The EPT pointer (SDM Vol. 3C 25.6.11).
     pub eptp: u64,
-    pub pm1a_control: Option<u16>,
+    /// The EPT pointer of the guest's view with its A20 gate closed (`ept::build`).
+    pub eptp_a20: u64,
+    /// What the FADT says of the fixed hardware Vigil owns.
+    pub acpi: vigil_core::platform::Acpi,
 }
 
 const IA32_PAT: u32 = 0x277;
@@ -191,9 +195,17 @@ fn msr_bitmap(owners: &Owners) -> Result<u64, String> {
     Ok(page)
 }
 
+/// The VM's I/O bitmaps, shared by every vCPU: a decoder Vigil follows moves its trap for all
+/// of them at once (`VmxVcpu::refresh_io_traps`).
+static IO_BITMAPS: spin::Once<Result<u64, String>> = spin::Once::new();
+
 /// Fills I/O bitmaps A (ports 0-7FFFH) and B (8000H-FFFFH), two consecutive pages, from the
-/// ownership table (SDM Vol. 3C 25.6.4).
+/// ownership table (SDM Vol. 3C 25.6.4), once per VM.
 fn io_bitmaps(owners: &Owners) -> Result<u64, String> {
+    IO_BITMAPS.call_once(|| new_io_bitmaps(owners)).clone()
+}
+
+fn new_io_bitmaps(owners: &Owners) -> Result<u64, String> {
     let pages = alloc_frames(2).ok_or("out of memory for the I/O bitmaps")?;
     // SAFETY: two fresh zeroed frames from Vigil's pool.
     let bits = unsafe { &mut *(pages as *mut [u8; 8192]) };
@@ -204,13 +216,33 @@ fn io_bitmaps(owners: &Owners) -> Result<u64, String> {
     Ok(pages)
 }
 
-/// Creates the vCPU's VMCS, makes it current and fills it in. Returns the vCPU and the guest's
-/// virtual TSC as it starts.
+/// The MSR and I/O bitmaps, built once from the ownership table and shared by every vCPU's
+/// VMCS (they only decide what exits).
+#[derive(Clone, Copy, Debug)]
+pub struct Bitmaps {
+    pub msr: u64,
+    /// I/O bitmap A; B is the next page.
+    pub io: u64,
+}
+
+pub fn bitmaps(owners: &Owners) -> Result<Bitmaps, String> {
+    Ok(Bitmaps {
+        msr: msr_bitmap(owners)?,
+        io: io_bitmaps(owners)?,
+    })
+}
+
+/// Creates the vCPU's VMCS on this processor, makes it current and fills it in. Returns the
+/// vCPU and the guest's virtual TSC as it starts: a new one for the boot vCPU (`tsc` None), or
+/// the boot vCPU's for another, so that every vCPU's TSC is the same function of the host's
+/// (the processors' TSCs are synchronized) and values read on different vCPUs never go back.
 pub fn create_vcpu(
     caps: VmxCaps,
     vm: &'static Vm,
     guest: &GuestSetup,
+    bitmaps: &Bitmaps,
     cpu: &crate::percpu::PerCpu,
+    tsc: Option<&VirtualTsc>,
 ) -> Result<(VmxVcpu, VirtualTsc), String> {
     let config = &vm.config;
     let [pin, primary, secondary, exit, entry] = controls(&caps, config)?;
@@ -240,10 +272,9 @@ pub fn create_vcpu(
         Field::ExceptionBitmap,
         config.trap.exceptions as u64,
     )?;
-    w(&mut v, Field::MsrBitmap, msr_bitmap(&vm.owners)?)?;
-    let io = io_bitmaps(&vm.owners)?;
-    w(&mut v, Field::IoBitmapA, io)?;
-    w(&mut v, Field::IoBitmapB, io + 4096)?;
+    w(&mut v, Field::MsrBitmap, bitmaps.msr)?;
+    w(&mut v, Field::IoBitmapA, bitmaps.io)?;
+    w(&mut v, Field::IoBitmapB, bitmaps.io + 4096)?;
     w(&mut v, Field::EptPointer, guest.eptp)?;
     let vpid = if secondary & SecondaryProcBased::ENABLE_VPID.bits() != 0 {
         1 + cpu.id as u16
@@ -259,7 +290,15 @@ pub fn create_vcpu(
     } else {
         0
     };
-    let vtsc = VirtualTsc::new(config.tsc, regs::rdtsc(), adjust);
+    // IA32_TSC_ADJUST is per processor: each vCPU starts with its own processor's.
+    let vtsc = match tsc {
+        None => VirtualTsc::new(config.tsc, regs::rdtsc(), adjust),
+        Some(t) => VirtualTsc {
+            adjust,
+            deadline: 0,
+            ..t.clone()
+        },
+    };
     w(&mut v, Field::TscOffset, vtsc.offset)?;
     if secondary & SecondaryProcBased::USE_TSC_SCALING.bits() != 0 {
         w(&mut v, Field::TscMultiplier, vtsc.multiplier)?;
@@ -394,6 +433,9 @@ pub fn create_vcpu(
         caps,
         vpid,
         eptp: guest.eptp,
+        eptp_a20: guest.eptp_a20,
+        a20_open: true,
+        io_bitmap: bitmaps.io,
         host: crate::host::HostCpu,
         exit_reason: 0,
         cr0_mask,

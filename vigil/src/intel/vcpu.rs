@@ -13,7 +13,8 @@ use vigil_core::exit::Stop;
 use vigil_core::nested::Perms;
 use vigil_core::time::EntryTime;
 use vigil_core::vcpu::{
-    msr as m, Activity, Flush, Interruptibility, Mode, Seg, SegAttrs, Segment, Vcpu, Window,
+    msr as m, Activity, DescriptorTable, Flush, Interruptibility, Mode, Seg, SegAttrs, Segment,
+    Vcpu, Window,
 };
 use vmx::caps::{EntryControls, PinBased, PrimaryProcBased, SecondaryProcBased, VmxCaps};
 use vmx::exit::InterruptionInfo;
@@ -37,6 +38,12 @@ pub struct VmxVcpu {
     pub caps: VmxCaps,
     pub vpid: u16,
     pub eptp: u64,
+    /// The guest's view with its A20 gate closed (`ept::build`).
+    pub eptp_a20: u64,
+    /// Whether the guest's A20 gate is open (the EPT pointer in use is `eptp`).
+    pub a20_open: bool,
+    /// I/O bitmap A; bitmap B is the page after it (SDM Vol. 3C 25.6.4).
+    pub io_bitmap: u64,
     pub host: HostCpu,
     /// Basic reason of the exit being handled, for reports.
     pub exit_reason: u16,
@@ -103,6 +110,14 @@ fn seg_fields(seg: Seg) -> [Field; 4] {
             GuestTrLimit,
             GuestTrAccessRights,
         ],
+    }
+}
+
+/// The VMCS fields of GDTR and IDTR: base, limit.
+fn dtable_fields(table: DescriptorTable) -> (Field, Field) {
+    match table {
+        DescriptorTable::Gdtr => (Field::GuestGdtrBase, Field::GuestGdtrLimit),
+        DescriptorTable::Idtr => (Field::GuestIdtrBase, Field::GuestIdtrLimit),
     }
 }
 
@@ -226,7 +241,10 @@ impl Vcpu for VmxVcpu {
         self.regs.deadline = if time.hide { time.deadline } else { 0 };
         self.regs.credit = time.credit;
         self.regs.tsc_offset = time.offset;
-        match self.enter() {
+        self.nmi_before_entry();
+        let entered = self.enter();
+        self.nmi_after_exit();
+        match entered {
             Ok(exited) => Ok(exited),
             Err(failure) => {
                 super::report::entry_failure(self, failure);
@@ -413,6 +431,17 @@ impl Vcpu for VmxVcpu {
         self.vmcs.write(ar, ar_encode(&value.attrs));
     }
 
+    fn dtable(&self, table: DescriptorTable) -> (u64, u32) {
+        let (base, limit) = dtable_fields(table);
+        (self.vmcs.read(base), self.vmcs.read(limit) as u32)
+    }
+
+    fn set_dtable(&mut self, table: DescriptorTable, base: u64, limit: u32) {
+        let (b, l) = dtable_fields(table);
+        self.vmcs.write(b, base);
+        self.vmcs.write(l, limit as u64);
+    }
+
     /// DR0-DR3 and DR6 are not switched by VMX, so the host registers are the guest's; DR7
     /// lives in the VMCS (SDM Vol. 3C 28.3.1 with "save debug controls").
     fn dr(&self, n: u8) -> u64 {
@@ -548,6 +577,10 @@ impl Vcpu for VmxVcpu {
         self.invvpid(what);
     }
 
+    fn invalidate_nested(&mut self) {
+        super::ept::invalidate(&self.caps, self.eptp);
+    }
+
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool {
         crate::guest_mem::read(gpa, buf)
     }
@@ -560,7 +593,40 @@ impl Vcpu for VmxVcpu {
         self.phys_bits
     }
 
+    /// Switches the EPT pointer between the guest's two views (`ept::build`) and drops what
+    /// the processor cached of the old one (SDM Vol. 3C 29.4.3.4).
+    fn set_a20(&mut self, open: bool) -> bool {
+        if self.a20_open != open {
+            self.a20_open = open;
+            let eptp = if open { self.eptp } else { self.eptp_a20 };
+            self.vmcs.write(Field::EptPointer, eptp);
+            let _ = vmx::ept::invept(vmx::ept::InveptType::AllContext, eptp);
+        }
+        true
+    }
+
+    /// Sets the I/O-bitmap bits of `ports` as the ownership table says now (SDM Vol. 3C
+    /// 25.6.4): bitmap A holds ports 0-7FFFH, B the rest, one bit per port.
+    fn refresh_io_traps(
+        &mut self,
+        table: &vigil_core::owners::PortTable,
+        ports: core::ops::RangeInclusive<u16>,
+    ) {
+        for port in ports {
+            let byte = (self.io_bitmap + u64::from(port / 8)) as *mut u8;
+            let bit = 1u8 << (port % 8);
+            // SAFETY: the two bitmap pages are Vigil's, identity-mapped, and the processor reads
+            // them only while the guest runs; `port / 8` stays within the 8 KiB.
+            unsafe {
+                let v = byte.read_volatile();
+                byte.write_volatile(if table.exits(port) { v | bit } else { v & !bit });
+            }
+        }
+    }
+
     fn set_page_perms(&mut self, page: u64, perms: Perms) -> bool {
+        // Both views of the guest's memory keep the debugger's page permissions.
+        let _ = super::ept::set_page_perms(&self.caps, self.eptp_a20, page, perms);
         super::ept::set_page_perms(&self.caps, self.eptp, page, perms)
     }
 

@@ -10,7 +10,9 @@
 //!
 //! The write attack puts the value back within the same few instructions (no VM exit in
 //! between, so Vigil never runs on the altered byte); what it proves is that a store reached
-//! Vigil's memory.
+//! Vigil's memory. Every window then executes CPUID with the gate still closed: a VM exit while
+//! the guest's A20 is masked, which a hypervisor that lets the real gate close does not
+//! survive (its own code at an odd megabyte reads the even one).
 
 use super::io::*;
 use guest_kit::{fail, pass, Outcome};
@@ -97,6 +99,13 @@ core::arch::global_asm!(
     "    mov rcx, [rdi + 40]",
     "    mov rax, [rcx]",
     "    mov [rdi + 64], rax",
+    // An exit with the gate closed: the hypervisor runs while the guest's A20 is masked, and
+    // must not be masked itself.
+    "    push rdi",
+    "    xor eax, eax",
+    "    xor ecx, ecx",
+    "    cpuid",
+    "    pop rdi",
     // Open it again.
     "    mov rbx, [rdi + 16]",
     "    call hostile_a20_gate",

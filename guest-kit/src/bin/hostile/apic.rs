@@ -35,15 +35,23 @@ fn control() -> Option<Outcome> {
 
 /// Move the APIC over the first page of each of Vigil's ranges (`pages` pages from the start of
 /// each), with an exit (CPUID) while it is there, then put it back. `x2apic`: in x2APIC mode
-/// (the MSR's base still moves; the MMIO page is off but the base field is kept).
+/// (the MSR's base still moves; the MMIO page is off but the base field is kept). Leaving
+/// x2APIC mode takes the APIC through disabled (SDM Vol. 3A 12.12.5), and Bochs cannot enable
+/// an APIC again once disabled: the x2APIC case stays in x2APIC mode, so it runs after every
+/// case that needs the xAPIC page.
 pub fn relocate(pages: u64, x2apic: bool) -> Outcome {
     let t = find_targets();
     if let Some(o) = control() {
         return o;
     }
-    let old = unsafe { cpu::rdmsr(0x1B) };
     let has_x2 = cpu::cpuid(1, 0).ecx & (1 << 21) != 0;
-    let mode = if x2apic && has_x2 { EXTD } else { 0 };
+    if x2apic && has_x2 {
+        let now = unsafe { cpu::rdmsr(0x1B) };
+        if let Err(c) = unsafe { fault::try_wrmsr(0x1B, now | EXTD) } {
+            return fail!("x2apic-enable-faulted vector={}", c.vector);
+        }
+    }
+    let old = unsafe { cpu::rdmsr(0x1B) };
     let mut tried = 0;
     for &(start, end) in t.ranges() {
         for i in 0..pages {
@@ -52,14 +60,9 @@ pub fn relocate(pages: u64, x2apic: bool) -> Outcome {
                 break;
             }
             tried += 1;
-            let r = unsafe { fault::try_wrmsr(0x1B, (old & !BASE_MASK) | mode | page) };
+            let r = unsafe { fault::try_wrmsr(0x1B, (old & !BASE_MASK) | page) };
             let _ = cpu::cpuid(0, 0);
             let now = fault::try_rdmsr(0x1B).unwrap_or(0);
-            if mode != 0 {
-                // Leaving x2APIC mode needs the APIC disabled first (SDM Vol. 3A, "x2APIC
-                // State Transitions").
-                let _ = unsafe { fault::try_wrmsr(0x1B, now & !(EXTD | (1 << 11))) };
-            }
             let _ = unsafe { fault::try_wrmsr(0x1B, old) };
             match r {
                 Err(Caught { vector: 13, .. }) => {}
@@ -69,12 +72,12 @@ pub fn relocate(pages: u64, x2apic: bool) -> Outcome {
                         "apic-moved-over-vigil page={:#x} msr={:#x} x2apic={}",
                         page,
                         now,
-                        mode != 0
+                        old & EXTD != 0
                     )
                 }
                 Ok(()) => {}
             }
         }
     }
-    pass!("control=moved targets={} x2apic={}", tried, mode != 0)
+    pass!("control=moved targets={} x2apic={}", tried, old & EXTD != 0)
 }

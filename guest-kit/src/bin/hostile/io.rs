@@ -172,10 +172,14 @@ impl Targets {
     }
 }
 
-/// Vigil's ranges as the guest can find them: every gap between two usable regions of the
-/// memory map above 1 MiB (a machine's RAM is contiguous there apart from what firmware or a
-/// hypervisor keeps), kept only if a read of its first page faults — memory that is merely
-/// unlisted would read.
+/// The most pages probed per reserved region: firmware reserves large windows (the BIOS ROM at
+/// the top of 4 GiB) that read fine anyway.
+const MAX_PROBED_PAGES: u64 = 16 * 1024;
+
+/// Vigil's ranges as the guest can find them: memory its map does not offer as usable (a gap
+/// between two usable regions, or a reserved region) above 1 MiB and below 4 GiB, where a read
+/// faults — firmware-reserved memory reads, so only memory taken away from the guest faults.
+/// Each maximal run of faulting pages is one range.
 pub fn find_targets() -> Targets {
     let mut t = Targets {
         ranges: [(0, 0); 8],
@@ -186,24 +190,51 @@ pub fn find_targets() -> Targets {
     let Some(map) = guest_kit::boot_info().and_then(|b| b.memory_map()) else {
         return t;
     };
+    let mut candidates = [(0u64, 0u64); 16];
+    let mut n = 0;
     for r in map {
-        if r.available() && r.end() > MIB && t.ram_count < t.ram.len() {
-            t.ram[t.ram_count] = (r.base.max(MIB), r.end());
-            t.ram_count += 1;
+        if r.available() {
+            if r.end() > MIB && t.ram_count < t.ram.len() {
+                t.ram[t.ram_count] = (r.base.max(MIB), r.end());
+                t.ram_count += 1;
+            }
+        } else if r.end() > MIB && r.base < 1 << 32 && n < candidates.len() {
+            candidates[n] = (r.base.max(MIB), r.end().min(1 << 32));
+            n += 1;
         }
     }
     let ram = &mut t.ram[..t.ram_count];
     ram.sort_unstable();
+    // Gaps between usable regions count as unlisted memory.
     for i in 1..t.ram_count {
         let (gap_start, gap_end) = (t.ram[i - 1].1, t.ram[i].0);
-        if gap_end > gap_start && t.count < t.ranges.len() {
-            let first = (gap_start + PAGE - 1) & !(PAGE - 1);
-            if fault::try_read_u64(first).is_err() {
-                t.ranges[t.count] = (first, gap_end & !(PAGE - 1));
-                t.count += 1;
-            }
+        if gap_end > gap_start && n < candidates.len() {
+            candidates[n] = (gap_start, gap_end);
+            n += 1;
         }
     }
+    for &(start, end) in &candidates[..n] {
+        let first = (start + PAGE - 1) & !(PAGE - 1);
+        let last = (end & !(PAGE - 1)).min(first + MAX_PROBED_PAGES * PAGE);
+        let mut run: Option<u64> = None;
+        let mut page = first;
+        while page <= last {
+            let faults = page < last && fault::try_read_u64(page).is_err();
+            match (faults, run) {
+                (true, None) => run = Some(page),
+                (false, Some(s)) => {
+                    if t.count < t.ranges.len() && !t.ranges().iter().any(|r| r.0 == s) {
+                        t.ranges[t.count] = (s, page);
+                        t.count += 1;
+                    }
+                    run = None;
+                }
+                _ => {}
+            }
+            page += PAGE;
+        }
+    }
+    t.ranges[..t.count].sort_unstable();
     t
 }
 

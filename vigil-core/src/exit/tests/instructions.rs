@@ -2,7 +2,7 @@
 //! INVPCID, the undefined instructions, and the exits that end or start a vCPU.
 
 use crate::exit::{Action, Exit, Stop, TaskSwitchSource};
-use crate::testing::{cpu, cpu_with, exit, FakeVcpu};
+use crate::testing::{cpu, exit, FakeVcpu};
 use crate::vcpu::{msr, Activity, Flush, Seg};
 use x86_arch::event::Event;
 use x86_arch::regs::*;
@@ -244,22 +244,6 @@ fn triple_fault_init_and_task_switch_stop_with_a_report() {
         Action::Stop(Stop::Failed(_))
     ));
     assert!(c.vcpu.reports[3].contains("RSM"));
-}
-
-#[test]
-fn a_start_up_ipi_starts_a_waiting_vcpu_in_real_mode() {
-    let mut v = FakeVcpu::protected32();
-    v.activity = Activity::WaitForSipi;
-    let mut c = cpu_with("", v);
-    assert_eq!(exit(&mut c, Exit::Sipi { vector: 0x9A }), Action::Resume);
-    let cs = c.vcpu.segs[Seg::Cs as usize];
-    assert_eq!((cs.selector, cs.base, cs.limit), (0x9A00, 0x9_A000, 0xFFFF));
-    assert_eq!(c.vcpu.rip, 0);
-    assert_eq!(c.vcpu.activity, Activity::Active);
-    // A vCPU that is not waiting ignores it.
-    let mut c = cpu("");
-    exit(&mut c, Exit::Sipi { vector: 0x10 });
-    assert_eq!(c.vcpu.rip, 0x1000);
 }
 
 #[test]

@@ -94,6 +94,26 @@ fn the_shutdown_sequence_powers_off() {
 }
 
 #[test]
+fn the_shutdown_port_decodes_only_accesses_that_start_at_it() {
+    // Words at 0x88FF whose high bytes spell the sequence: Bochs dispatches them to 0x88FF
+    // alone, and so does Vigil's shutdown port.
+    let mut c = cpu("");
+    for &b in b"Shutdown" {
+        c.vcpu.gprs[0] = u64::from(b) << 8 | u64::from(b);
+        assert_eq!(
+            exit(&mut c, io(SHUTDOWN_PORT - 1, 2, false)),
+            Action::Advance
+        );
+    }
+    assert!(c
+        .vcpu
+        .host
+        .port_log
+        .iter()
+        .all(|&(p, ..)| p == SHUTDOWN_PORT - 1));
+}
+
+#[test]
 fn acpi_sleep_powers_off_in_any_width() {
     let mut c = cpu("");
     c.vcpu.gprs[0] = 0x2001;

@@ -40,6 +40,9 @@ impl Link for Wire {
     fn read(&mut self) -> Option<u8> {
         self.to_stub.borrow_mut().pop_front()
     }
+    fn ready(&self) -> bool {
+        !self.to_stub.borrow().is_empty()
+    }
     fn set_route(&mut self, route: Route) {
         self.routes.borrow_mut().push(route);
     }

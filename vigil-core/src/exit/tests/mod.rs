@@ -12,3 +12,4 @@ mod io_string;
 mod loop_and_debugger;
 mod mov_dr;
 mod msr;
+mod startup;
