@@ -39,6 +39,12 @@ pub fn is_amd_model(model: &str) -> bool {
     )
 }
 
+/// An AMD scenario runs on one processor whatever `--cpus` says, unless its name gives a count:
+/// Vigil's SVM backend runs the guest on one (`smp-2cpu-refused-ryzen` checks the refusal).
+pub fn one_processor(name: &str) -> bool {
+    name.ends_with(SUFFIX) || name.ends_with("-qemu")
+}
+
 /// The scenario a `ryzen` scenario mirrors (its name without [`SUFFIX`]), or the name itself:
 /// what name-keyed set-up (gdb scripts, machine sizes, modules) looks up.
 pub fn intel_name(name: &str) -> &str {
@@ -246,6 +252,18 @@ pub fn all(intel: &[Scenario]) -> Vec<Scenario> {
                 qemu_demo,
             )
         },
+        // Two processors: SVM runs the guest on one, and says so before the guest runs.
+        Scenario {
+            timeout_secs: 120,
+            ..amd(
+                "smp-2cpu-refused-ryzen",
+                "demo",
+                Mode::Vigil,
+                "",
+                None,
+                smp_refused,
+            )
+        },
         // EFER without SVME: a guest-state rule (15.5.1).
         Scenario {
             timeout_secs: 90,
@@ -349,6 +367,34 @@ fn qemu_exit_port(o: &Outcome) -> Result<(), String> {
         _ => Err(format!(
             "QEMU did not end through the exit port ({})",
             o.end_phrase()
+        )),
+    }
+}
+
+/// Two processors under SVM: refused before the guest runs, with the reason.
+fn smp_refused(c: &Check) -> Result<(), String> {
+    let o = c.outcome;
+    if !o.exited_by_itself() {
+        return Err(format!(
+            "{}: Bochs should have exited by itself",
+            o.end_phrase()
+        ));
+    }
+    let com2 = o.capture.com2();
+    let why = com2
+        .iter()
+        .find(|l| l.starts_with("error: this machine has 2 processors"))
+        .ok_or("Vigil printed no `error: this machine has 2 processors …` line")?;
+    if !why.contains("SVM backend runs the guest on one") {
+        return Err(format!("the refusal does not say why: {why}"));
+    }
+    if !o.capture.com1().is_empty() {
+        return Err("the guest ran".into());
+    }
+    match o.capture.last_line(Port::Vigil) {
+        Some(l) if l.starts_with("run ended: failed:") => Ok(()),
+        other => Err(format!(
+            "expected `run ended: failed: …` last, got {other:?}"
         )),
     }
 }
