@@ -209,20 +209,23 @@ log=error|warn|info|debug|trace   Vigil's log level (default info)
 trap=ITEM[,ITEM...]               extra VM exits: cpuid (log them), rdtsc (RDTSC and RDTSCP),
                                   hlt, invlpg, rdpmc, cr3 (loads and stores), cr3-load,
                                   cr3-store, cr0:MASK, cr4:MASK (writes changing those bits),
-                                  movdr, exc:VECTOR, msr:N (reads and writes),
+                                  movdr, exc:VECTOR (an exception's vector: not 2, the
+                                  NMI, nor a reserved one), msr:N (reads and writes),
                                   msr-r:N, msr-w:N, io:PORT or io:FIRST-LAST
 tsc=native|offset:N|hide|frozen|scale:P/Q
                                   the guest's TSC: the host's; + N (two's complement, N may be
                                   negative); with every exit's host time hidden (RDTSC traps);
                                   standing still while Vigil holds the guest; at P/Q the rate
+                                  (P, Q from 1 to 65536, P/Q below 65536)
 hypercall=on|off                  answer Vigil's VMCALL interface (default off: every VMCALL
                                   gets #UD, as on bare metal, and the guest cannot find Vigil)
 check-entry=on|off                run the VM-entry checks before the first VM entry
 log-exits=on|off                  print each trapped event
 gdb=com2|off                      a GDB remote-protocol stub on COM2 (docs/debugging.md)
-gdb-wait=on|off                   with gdb=com2: hold the guest before its first instruction
-                                  until gdb attaches and continues
-gdb-arch=auto|x86-64|i386         registers shown to gdb (auto: the guest ELF's class)
+gdb-wait=on|off                   with gdb=com2 only: hold the guest before its first
+                                  instruction until gdb attaches and continues
+gdb-arch=auto|x86-64|i386         with gdb=com2 only: registers shown to gdb (auto: the guest
+                                  ELF's class)
 cpuid-hv=on|off                   show a hypervisor: CPUID.1:ECX[31] and leaves 0x40000000-1
 cpuid-clear=LEAF[.SUB]:REG:BIT,.. hide CPUID feature bits, e.g. 7.0:edx:4 (REG: eax..edx)
 cpuid-set=LEAF[.SUB]:REG:BIT,...  show CPUID feature bits
@@ -271,6 +274,11 @@ impl Config {
                                 .and_then(|(p, q)| Some((p.parse::<u32>().ok()?, q.parse::<u32>().ok()?)))
                                 .filter(|&(p, q)| p > 0 && q > 0 && p <= 1 << 16 && q <= 1 << 16)
                                 .ok_or_else(|| bad("expected scale:P/Q with P and Q from 1 to 65536"))?;
+                            // The ratio becomes a 16.48 fixed-point TSC multiplier (SDM Vol. 3C
+                            // 26.3): 65536 itself would not fit, and would read as 0.
+                            if p as u64 >= (q as u64) << 16 {
+                                return Err(bad("P/Q must be below 65536 (the TSC multiplier has 16 integer bits)"));
+                            }
                             TscMode::Scale(p, q)
                         }
                         _ => return Err(bad("expected native, offset:N, hide, frozen or scale:P/Q")),
@@ -327,6 +335,10 @@ impl Config {
                 _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits, cpuid-hv, cpuid-clear, cpuid-set, gdb, gdb-wait, gdb-arch, test-vmwrite, test-vmcb, test-nrips)")),
             }
         }
+        // Options that only mean something with the stub.
+        if !config.gdb && (config.gdb_wait || config.gdb_arch.is_some()) {
+            return Err("gdb-wait and gdb-arch need gdb=com2".into());
+        }
         Ok(config)
     }
 }
@@ -355,7 +367,22 @@ fn parse_trap(trap: &mut TrapPolicy, item: &str) -> Result<(), String> {
         ("movdr", None) => trap.mov_dr = true,
         ("cr0", Some(_)) => trap.cr0_mask |= number(u32::MAX as u64)?,
         ("cr4", Some(_)) => trap.cr4_mask |= number(u32::MAX as u64)?,
-        ("exc", Some(_)) => trap.exceptions |= 1 << number(31)?,
+        ("exc", Some(_)) => {
+            let vector = number(31)?;
+            // VMX's exception bitmap has no say over NMIs (their exits are a separate pin-based
+            // control, SDM Vol. 3C 26.2): `exc:2` would do nothing. NMIs belong to the guest.
+            if vector == 2 {
+                return Err(
+                    "vector 2 is the NMI, which is not an exception: NMIs go to the guest and cannot be trapped".into(),
+                );
+            }
+            // Vectors no exception uses (SDM Vol. 3A, "Exception and Interrupt Vectors"; 28-30
+            // are AMD's #HV, #VC and #SX): an exit for them would never come.
+            if matches!(vector, 9 | 15 | 22..=27 | 31) {
+                return Err(format!("vector {vector} is reserved: no exception uses it"));
+            }
+            trap.exceptions |= 1 << vector
+        }
         ("msr", Some(_)) => {
             let msr = number(u32::MAX as u64)? as u32;
             trap.msr_read.push(msr);
@@ -508,6 +535,31 @@ mod tests {
             let err = Config::parse(line).unwrap_err();
             assert!(err.contains(needle), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn options_that_would_do_nothing_are_refused() {
+        for (line, needle) in [
+            ("tsc=scale:65536/1", "below 65536"),
+            ("trap=exc:2", "NMI"),
+            ("trap=exc:15", "reserved"),
+            ("trap=exc:31", "reserved"),
+            ("gdb-wait=on", "need gdb=com2"),
+            ("gdb-arch=i386", "need gdb=com2"),
+        ] {
+            let err = Config::parse(line).unwrap_err();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+        assert_eq!(
+            Config::parse("tsc=scale:65535/1").unwrap().tsc,
+            TscMode::Scale(65535, 1)
+        );
+        assert_eq!(
+            Config::parse("tsc=scale:65536/2").unwrap().tsc,
+            TscMode::Scale(65536, 2)
+        );
+        let c = Config::parse("trap=exc:0,exc:8,exc:14,exc:21,exc:29").unwrap();
+        assert_eq!(c.trap.exceptions, 1 | 1 << 8 | 1 << 14 | 1 << 21 | 1 << 29);
     }
 
     #[test]

@@ -20,12 +20,15 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use x86_arch::cpuid::Features;
 use x86_arch::event::Event;
 use x86_arch::regs::*;
 
 /// Guest RAM of the fake: 2 MiB from address 0.
 pub const RAM: usize = 2 << 20;
 pub const PM1A: u16 = 0xB004;
+/// Device memory of the fake from here up is ROM: writes are ignored.
+pub const ROM: u64 = 0x30_0000;
 
 #[derive(Default)]
 pub struct FakeHost {
@@ -284,6 +287,7 @@ pub struct FakeVcpu {
     pub cr3: u64,
     pub cr4: u64,
     pub cr4_allowed: u64,
+    pub hidden: Features,
     pub efer: u64,
     pub pdptes: Option<[u64; 4]>,
     pub segs: [Segment; 8],
@@ -302,6 +306,11 @@ pub struct FakeVcpu {
     /// Times the nested translations were dropped (another vCPU changed the tables).
     pub nested_flushes: u32,
     pub mem: Vec<u8>,
+    /// Device memory beyond RAM: (address, byte); an absent byte reads 0xFF. Addresses from
+    /// `ROM` up ignore writes, as a ROM does.
+    pub mmio: BTreeMap<u64, u8>,
+    /// Every device access: (address, length, written).
+    pub mmio_log: Vec<(u64, usize, bool)>,
     pub perms: BTreeMap<u64, Perms>,
     pub tsc_offset: u64,
     pub rdtsc_exit: bool,
@@ -352,6 +361,7 @@ impl FakeVcpu {
             cr3: 0x10_0000,
             cr4: CR4_PAE,
             cr4_allowed: 0x3F_FFFF & !(CR4_VMXE | CR4_SMXE),
+            hidden: Features::NONE,
             efer: EFER_LME | EFER_LMA | EFER_SCE | EFER_NXE,
             pdptes: None,
             segs: [flat(false); 8],
@@ -367,6 +377,8 @@ impl FakeVcpu {
             flushes: Vec::new(),
             nested_flushes: 0,
             mem: alloc::vec![0; RAM],
+            mmio: BTreeMap::new(),
+            mmio_log: Vec::new(),
             perms: BTreeMap::new(),
             tsc_offset: 0,
             rdtsc_exit: false,
@@ -502,6 +514,9 @@ impl Vcpu for FakeVcpu {
     fn cr4_allowed(&self) -> u64 {
         self.cr4_allowed
     }
+    fn hidden_features(&self) -> Features {
+        self.hidden
+    }
     fn set_pdptes(&mut self, pdptes: [u64; 4]) {
         self.pdptes = Some(pdptes);
     }
@@ -614,6 +629,38 @@ impl Vcpu for FakeVcpu {
             }
             _ => false,
         }
+    }
+    fn read_mmio(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
+        if gpa < RAM as u64
+            || self
+                .host
+                .vigil_range(0)
+                .is_some_and(|(s, e)| gpa < e && gpa + buf.len() as u64 > s)
+        {
+            return false;
+        }
+        self.mmio_log.push((gpa, buf.len(), false));
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = self.mmio.get(&(gpa + i as u64)).copied().unwrap_or(0xFF);
+        }
+        true
+    }
+    fn write_mmio(&mut self, gpa: u64, bytes: &[u8]) -> bool {
+        if gpa < RAM as u64
+            || self
+                .host
+                .vigil_range(0)
+                .is_some_and(|(s, e)| gpa < e && gpa + bytes.len() as u64 > s)
+        {
+            return false;
+        }
+        self.mmio_log.push((gpa, bytes.len(), true));
+        if gpa < ROM {
+            for (i, b) in bytes.iter().enumerate() {
+                self.mmio.insert(gpa + i as u64, *b);
+            }
+        }
+        true
     }
     fn phys_addr_bits(&self) -> u8 {
         40

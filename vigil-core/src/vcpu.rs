@@ -17,6 +17,7 @@ use crate::exit::Stop;
 use crate::nested::Perms;
 use crate::time::EntryTime;
 use core::fmt;
+use x86_arch::cpuid::Features;
 use x86_arch::event::Event;
 use x86_arch::paging::{self, Access, GuestTranslation, PageFault, PagingRegs};
 
@@ -88,6 +89,14 @@ pub struct SegAttrs {
     pub db: bool,
     pub granularity: bool,
     pub unusable: bool,
+}
+
+/// A descriptor-table register: GDTR or IDTR (SDM Vol. 3A 2.4.1, 2.4.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableReg {
+    pub base: u64,
+    /// The limit in bytes: the last valid byte offset.
+    pub limit: u16,
 }
 
 /// The processor mode the guest executes in (SDM Vol. 3A 2.2, 10.8.5).
@@ -243,6 +252,12 @@ pub trait Vcpu {
     fn set_cr4(&mut self, value: u64);
     /// The CR4 bits this guest may set: the processor's, less features hidden from the guest.
     fn cr4_allowed(&self) -> u64;
+    /// Features whose instructions this backend cannot let the guest use (VMX: a control that
+    /// enables them is missing or refused): CPUID hides them, so the guest never meets a #UD
+    /// its CPUID does not explain.
+    fn hidden_features(&self) -> Features {
+        Features::NONE
+    }
     /// The four PAE page-directory-pointer entries, just loaded from the guest's memory and
     /// checked (SDM Vol. 3A 4.4.1): a backend that keeps copies (VMX with EPT, SDM Vol. 3C
     /// 27.3.2.4) takes them; others read them from memory themselves.
@@ -263,6 +278,15 @@ pub trait Vcpu {
     /// GDTR or IDTR: base and limit.
     fn dtable(&self, table: DescriptorTable) -> (u64, u32);
     fn set_dtable(&mut self, table: DescriptorTable, base: u64, limit: u32);
+
+    /// The guest's GDTR (hardware task switches read and write descriptors through it).
+    fn gdtr(&self) -> TableReg {
+        let (base, limit) = self.dtable(DescriptorTable::Gdtr);
+        TableReg {
+            base,
+            limit: limit as u16,
+        }
+    }
 
     /// Debug register 0-3, 6 or 7 as the guest sees it.
     fn dr(&self, n: u8) -> u64;
@@ -303,6 +327,18 @@ pub trait Vcpu {
     fn read_phys(&self, gpa: u64, buf: &mut [u8]) -> bool;
     /// Copies `bytes` into guest RAM; false (nothing written) if any byte is not guest RAM.
     fn write_phys(&mut self, gpa: u64, bytes: &[u8]) -> bool;
+    /// A data access the guest makes to memory that is not RAM — device memory such as the
+    /// VGA window, a ROM, a device's registers — done on its behalf as one access of
+    /// `buf.len()` bytes (1, 2, 4 or 8) at the same physical address, so the device sees
+    /// what the guest's own access would have given it. False where the guest's access would
+    /// fault: Vigil's memory, or addresses the backend cannot reach. The default reaches none.
+    fn read_mmio(&mut self, _gpa: u64, _buf: &mut [u8]) -> bool {
+        false
+    }
+    /// The same for a write (a ROM ignores it, as it would the guest's own).
+    fn write_mmio(&mut self, _gpa: u64, _bytes: &[u8]) -> bool {
+        false
+    }
     /// Physical-address width of the guest (MAXPHYADDR).
     fn phys_addr_bits(&self) -> u8;
 

@@ -137,6 +137,11 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         return amd::launch(svm, config, loaded, &map, guest_elf_class);
     }
     let caps = intel::capabilities()?;
+    // Without unrestricted guest: a page of the guest's RAM for the identity page tables it
+    // runs on while its paging is off, reserved before the guest's image and data are placed.
+    let mut keep_clear: alloc::vec::Vec<(u64, u64)> = modules.ranges().collect();
+    keep_clear.push((info, info + mbi.total_size() as u64));
+    let identity_table = intel::flat::reserve(&mut map, &caps, &keep_clear)?;
     let loaded = guest::load(&modules, &map, rsdt, xsdt)?;
     let (eptp, eptp_a20) = intel::ept::build(&map, &loaded.absent, &caps)?;
     let setup = intel::setup::GuestSetup {
@@ -145,6 +150,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
         eptp,
         eptp_a20,
         acpi: loaded.acpi,
+        identity_table,
     };
     intel::vmxon(&caps)?;
     let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
@@ -154,7 +160,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     let owners = Owners::build(
         &config,
         &platform.port_rules(&mut host::HostCpu),
-        &intel::setup::VMX_MSRS,
+        &intel::setup::vmx_msrs(&caps),
     );
     let vm: &'static Vm = Box::leak(Box::new(Vm {
         config,

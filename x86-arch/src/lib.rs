@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`regs`]: CR0/CR4/EFER/RFLAGS/DR6/DR7 bit names.
+//! - [`cpuid`]: the CPUID feature bits a hypervisor decides about (gated instructions, features
+//!   a guest must not see), and hiding them.
 //! - [`event`]: events as the processor delivers them ([`event::Event`]: vector, kind, error
 //!   code), the exception names and which exceptions push an error code, and the double-fault
 //!   rules ([`event::nest`]) for an exception that arises while another event is delivered.
@@ -17,6 +19,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod cpuid;
 pub mod event;
 pub mod paging;
 pub mod regs;

@@ -48,6 +48,9 @@ pub const RFLAGS_FIXED1: u64 = 1 << 1;
 pub const RFLAGS_TF: u64 = 1 << 8;
 pub const RFLAGS_IF: u64 = 1 << 9;
 pub const RFLAGS_DF: u64 = 1 << 10;
+/// Nested task: the current task was entered by CALL or an event through a task gate, and IRET
+/// returns to the task in the TSS's back link (SDM Vol. 3A 9.4).
+pub const RFLAGS_NT: u64 = 1 << 14;
 pub const RFLAGS_RF: u64 = 1 << 16;
 pub const RFLAGS_VM: u64 = 1 << 17;
 /// Bits 63:22 and 15, 5, 3 of RFLAGS are reserved and must be 0.

@@ -168,10 +168,10 @@ pub fn run(spec: &RunSpec) -> Result<Outcome, String> {
     if let Some(h) = &hookup {
         let bochs_port = crate::gdb::free_port()?;
         rc_text = crate::gdb::socket_com2(&rc_text, bochs_port);
-        let r = crate::gdb::Relay::start(bochs_port, h.listen, &com2)?;
+        let r = crate::gdb::Relay::start(bochs_port, h.listen, &com2, h.load)?;
         if matches!(spec.echo, Echo::Live) {
             crate::step(&format!(
-                "gdb stub: connect with `target remote localhost:{}`",
+                "gdb stub: connect with `set remotetimeout 30` and `target remote localhost:{}`",
                 r.gdb_port
             ));
         }

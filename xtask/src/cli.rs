@@ -53,8 +53,8 @@ EMULATOR (run, build, test, bench):
     Every command prints which Bochs it uses (version and path).
 
 OPTIONS (run, build):
-    --guest NAME|PATH    Guest to boot: demo (default), cases, hostile, linux, or the path
-                         of any multiboot1 ELF
+    --guest NAME|PATH    Guest to boot: demo (default), cases, hostile, debuggee, debuggee32
+                         (made for gdb), linux, or the path of any multiboot1 ELF
     --guest-args \"ARGS\"  The guest's command line (e.g. \"case=triple-fault\")
     --bare               Boot the guest directly, without Vigil
     --cpu-model MODEL    Bochs CPU model (default corei7_skylake_x; see `bochs --help cpu`;
@@ -76,8 +76,7 @@ OPTIONS (run, build):
     --debug-vigil        Bochs' own debugger on Vigil: interactive, Vigil's symbols loaded,
                          stopped at Vigil's entry point (then e.g. `vmexitbp`, `c`)
     -- VIGIL OPTIONS     Everything after `--` is Vigil's command line (key=value words).
-                         For the demo guest the default is
-                         `trap=rdtsc,rdtscp,hlt,io:0x80,msr:0x10 tsc=offset:0x100000000000`;
+                         For the demo guest the default is `{DEMO}`;
                          a bare `--` gives Vigil an empty command line.
 
 LINUX OPTIONS (run, build, bench; --kernel, --initrd and --append imply --guest linux):
@@ -109,6 +108,11 @@ FILES:
     The Linux guest's packages, unpacked kernel and busybox, and initramfs are cached in
     target/linux-cache/ (delete it to fetch them again).
 ";
+
+/// The help text, with the demo's default Vigil options as the run uses them.
+pub fn help() -> String {
+    HELP.replace("{DEMO}", DEMO_VIGIL_OPTIONS)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Guest {

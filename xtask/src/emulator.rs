@@ -79,6 +79,9 @@ pub enum Feature {
     /// the INIT of an INIT exit pending and saves "blocking by SMI" after wait-for-SIPI, so the
     /// next VM entry fails; fixed in 2.8.
     SmpUnderVmx,
+    /// The CPU models of Bochs 3.0 (`sapphire_rapids`, `arrow_lake` and the models table of
+    /// `scenarios_transparent.rs`).
+    CpuModels3,
 }
 
 impl Feature {
@@ -86,6 +89,7 @@ impl Feature {
     pub fn since(self) -> Version {
         match self {
             Feature::MonitorTrapFlag | Feature::SmpUnderVmx => Version(2, 8),
+            Feature::CpuModels3 => Version(3, 0),
         }
     }
 
@@ -97,6 +101,7 @@ impl Feature {
             Feature::SmpUnderVmx => {
                 "processors waiting for a start-up IPI under VMX (broken before Bochs 2.8)"
             }
+            Feature::CpuModels3 => "Bochs 3.0's CPU models",
         }
     }
 }

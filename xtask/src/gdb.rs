@@ -56,6 +56,20 @@ pub struct GdbHookup {
     /// A gdb command file to run in batch mode against the stub (`{PORT}` is replaced), with
     /// its output in `gdb.out` of the run directory.
     pub script: Option<String>,
+    /// A deliberately loaded machine for the run (a test of the stub under load).
+    pub load: Option<Load>,
+}
+
+/// What a loaded machine does to a gdb session: every CPU busy, and the stub's first answers
+/// reaching gdb late, as on a machine too busy to run Bochs promptly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Load {
+    /// Threads that spin for the whole run (one per CPU: the machine is saturated).
+    pub busy_threads: usize,
+    /// How many of the stub's first answers (acknowledgement and reply) the relay holds back.
+    pub late_answers: u32,
+    /// How long each is held: longer than gdb's remote timeout, so gdb retransmits.
+    pub late_by: Duration,
 }
 
 /// Runs that connect gdb, by run directory: `run` and `test` register a hookup before
@@ -176,8 +190,15 @@ pub struct Relay {
 
 impl Relay {
     /// Starts relaying Bochs' COM2 socket at `bochs_port` (connecting as soon as Bochs listens)
-    /// and listening for gdb on `listen` (0: any free port); the log goes to `com2_path`.
-    pub fn start(bochs_port: u16, listen: u16, com2_path: &Path) -> Result<Relay, String> {
+    /// and listening for gdb on `listen` (0: any free port); the log goes to `com2_path`. With
+    /// a `load`, the machine is kept busy and the stub's first answers come late, until the
+    /// relay stops.
+    pub fn start(
+        bochs_port: u16,
+        listen: u16,
+        com2_path: &Path,
+        load: Option<Load>,
+    ) -> Result<Relay, String> {
         let listener = TcpListener::bind(("127.0.0.1", listen))
             .map_err(|e| format!("cannot listen for gdb on port {listen}: {e}"))?;
         let gdb_port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -192,7 +213,21 @@ impl Relay {
             .map_err(|e| format!("cannot open {}: {e}", com2_path.display()))?;
 
         let (stop1, bochs1, client1) = (stop.clone(), bochs.clone(), client.clone());
-        thread::spawn(move || from_bochs(bochs_port, log, stop1, bochs1, client1));
+        let late = load.map_or((0, Duration::ZERO), |l| (l.late_answers, l.late_by));
+        thread::spawn(move || from_bochs(bochs_port, log, stop1, bochs1, client1, late));
+        for _ in 0..load.map_or(0, |l| l.busy_threads) {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1_000_000 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                }
+            });
+        }
         let stop2 = stop.clone();
         thread::spawn(move || accept_gdb(listener, stop2, bochs, client));
         Ok(Relay { gdb_port, stop })
@@ -215,6 +250,7 @@ fn from_bochs(
     stop: Arc<AtomicBool>,
     bochs: Arc<Mutex<Option<TcpStream>>>,
     client: Arc<Mutex<Option<TcpStream>>>,
+    (mut late_answers, late_by): (u32, Duration),
 ) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut stream = loop {
@@ -252,6 +288,12 @@ fn from_bochs(
             let _ = log.flush();
         }
         if !split.to_gdb.is_empty() {
+            // A loaded machine: this answer reaches gdb late (everything behind it waits too).
+            if late_answers > 0 && split.to_gdb.contains(&b'+') && client.lock().unwrap().is_some()
+            {
+                late_answers -= 1;
+                thread::sleep(late_by);
+            }
             if let Some(c) = client.lock().unwrap().as_mut() {
                 let _ = c.write_all(&split.to_gdb);
             }

@@ -111,6 +111,30 @@ fn stopped_after(gdb: &str, name: &str, label: &str) -> Result<(), String> {
     }
 }
 
+/// The full session on a loaded machine, with gdb's default remote timeout: everything the
+/// session checks, and the stub saw gdb retransmit (the late answers did make it time out) and
+/// answered each such packet once (`monitor status`).
+pub(crate) fn session_loaded(c: &Check) -> Result<(), String> {
+    session(c)?;
+    let gdb = std::fs::read_to_string(c.outcome.dir.join("gdb.out"))
+        .map_err(|e| format!("gdb.out: {e}"))?;
+    let count = section(&gdb, "monitor")
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("retransmitted packets answered once: ")
+        })
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .ok_or("`monitor status` did not report the retransmitted packets")?;
+    if count == 0 {
+        return Err(
+            "gdb retransmitted nothing although the stub's first answers came late: the load did not reach gdb's timeout"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn session(c: &Check) -> Result<(), String> {
     let path = c.outcome.dir.join("gdb.out");
     let gdb = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -64,7 +64,7 @@ fn relay_carries_bytes_both_ways() {
     std::fs::create_dir_all(&dir).unwrap();
     let com2 = dir.join("com2.txt");
     let _ = std::fs::remove_file(&com2);
-    let relay = Relay::start(port, 0, &com2).unwrap();
+    let relay = Relay::start(port, 0, &com2, None).unwrap();
     let (mut vigil, _) = bochs.accept().unwrap();
     vigil.write_all(b"booting\n").unwrap();
     let mut gdb = TcpStream::connect(("127.0.0.1", relay.gdb_port)).unwrap();

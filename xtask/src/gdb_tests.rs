@@ -19,6 +19,8 @@ const OPTIONS: &str = "gdb=com2 gdb-wait=on tsc=frozen";
 pub const STEP_SCENARIO: &str = "gdb-step-mtf";
 /// The same `step` case without gdb or Vigil: what the guest must observe.
 pub const STEP_BARE: &str = "gdb-step-bare";
+/// The full session with gdb's default remote timeout on a deliberately loaded machine.
+pub const LOADED_SCENARIO: &str = "gdb-session-loaded";
 
 pub fn all() -> Vec<Scenario> {
     vec![
@@ -100,6 +102,17 @@ pub fn all() -> Vec<Scenario> {
             baseline: Some(STEP_BARE),
             check: step_mtf,
         },
+        Scenario {
+            name: LOADED_SCENARIO,
+            guest: "debuggee",
+            guest_args: "",
+            mode: Mode::Vigil,
+            vigil_options: OPTIONS,
+            cpu_model: crate::bochs::DEFAULT_CPU_MODEL,
+            timeout_secs: 300,
+            baseline: None,
+            check: crate::gdb_checks::session_loaded,
+        },
         panic_scenario(),
         Scenario {
             name: "gdb-attach-running",
@@ -145,6 +158,7 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             crate::gdb::GdbHookup {
                 listen: 0,
                 script: Some(crate::gdb_smp::script(debuggee)),
+                load: None,
             },
         );
     }
@@ -156,6 +170,7 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             crate::gdb::GdbHookup {
                 listen: 0,
                 script: Some(PANIC_SCRIPT.into()),
+                load: None,
             },
         );
     }
@@ -165,6 +180,7 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             crate::gdb::GdbHookup {
                 listen: 0,
                 script: Some(attach_script(debuggee)),
+                load: None,
             },
         );
     }
@@ -174,6 +190,7 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             crate::gdb::GdbHookup {
                 listen: 0,
                 script: Some(step_script(debuggee)),
+                load: None,
             },
         );
     }
@@ -183,6 +200,24 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             crate::gdb::GdbHookup {
                 listen: 0,
                 script: Some(script_i386(debuggee)),
+                load: None,
+            },
+        );
+    } else if scenario == LOADED_SCENARIO {
+        // gdb's own default remote timeout, on a saturated machine whose first answers from
+        // the stub come later than that: gdb retransmits, and the session must not notice.
+        crate::gdb::register(
+            dir,
+            crate::gdb::GdbHookup {
+                listen: 0,
+                script: Some(
+                    script(debuggee).replace("set remotetimeout 30", "set remotetimeout 2"),
+                ),
+                load: Some(crate::gdb::Load {
+                    busy_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                    late_answers: 3,
+                    late_by: std::time::Duration::from_millis(2500),
+                }),
             },
         );
     } else if scenario.starts_with("gdb-session") {
@@ -191,6 +226,7 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             crate::gdb::GdbHookup {
                 listen: 0,
                 script: Some(script(debuggee)),
+                load: None,
             },
         );
     }

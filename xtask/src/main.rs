@@ -33,6 +33,7 @@ mod scenarios_guests;
 mod scenarios_hostile;
 mod scenarios_smp;
 mod scenarios_time;
+mod scenarios_transparent;
 mod scenarios_traps;
 mod stream;
 mod suite;
@@ -58,7 +59,7 @@ fn main() -> ExitCode {
     let layout = Layout::discover();
     match &command {
         Command::Help => {
-            print!("{}", cli::HELP);
+            print!("{}", cli::help());
             print!("\nVIGIL OPTIONS (after `--`; Vigil's own list):\n");
             for line in vigil_core::config::HELP.lines() {
                 println!("    {line}");

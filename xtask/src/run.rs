@@ -107,6 +107,7 @@ pub fn run(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
             crate::gdb::GdbHookup {
                 listen,
                 script: None,
+                load: None,
             },
         );
         // A person at gdb needs more than the default two minutes.

@@ -42,6 +42,9 @@ const NEEDS: &[(&str, &[Feature])] =
     &[(crate::gdb_tests::STEP_SCENARIO, &[Feature::MonitorTrapFlag])];
 
 pub fn needs(scenario: &str) -> &'static [Feature] {
+    if scenario.starts_with("models-") || scenario.starts_with("features-sapphire-rapids") {
+        return &[Feature::CpuModels3];
+    }
     NEEDS
         .iter()
         .find(|(name, _)| *name == scenario)
@@ -176,6 +179,7 @@ pub fn all() -> Vec<Scenario> {
     .chain(crate::gdb_tests::all())
     .chain(crate::scenarios_guests::all())
     .chain(crate::scenarios_smp::all())
+    .chain(crate::scenarios_transparent::all())
     .collect();
     // The AMD-V scenarios, many of which mirror the ones above on `ryzen`.
     let amd = crate::scenarios_amd::all(&all);

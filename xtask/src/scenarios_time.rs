@@ -144,6 +144,7 @@ const UNAVOIDABLE: &[(&str, &str)] = &[
     ("XSETBV", "always exits"),
     ("hypercall", "VMCALL always exits (the guest's hypercalls)"),
     ("INVD", "always exits"),
+    ("task switch", "always exits (the task-switch case)"),
     ("triple fault", "always exits"),
     (
         "I/O instruction",

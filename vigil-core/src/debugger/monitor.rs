@@ -16,7 +16,8 @@ monitor commands:
   translate ADDR         ADDR guest-virtual -> guest-physical -> host-physical, with both walks
   phys ADDR [LEN]        hex dump of guest-physical memory (LEN up to 256, default 64)
   phys-write ADDR HEX    write bytes (hex digits) to guest-physical memory
-  status                 breakpoints, watchpoints, single-step mechanism, time mode
+  status                 breakpoints, watchpoints, single-step mechanism, time mode,
+                         gdb's retransmitted packets
   vigil-panic            make Vigil panic (checks its symbolized panic report; ends the run)
   help                   this list
 ";
@@ -113,6 +114,11 @@ pub fn run<C: Threads>(t: &mut DebugTarget<C>, cmd: &[u8], out: &mut dyn Write) 
             )?;
             writeln!(out, "single-step: {}", t.step_mechanism)?;
             writeln!(out, "time while stopped: {}", t.time_mode)?;
+            writeln!(
+                out,
+                "retransmitted packets answered once: {}",
+                t.retransmissions
+            )?;
             for bp in &t.state.sw {
                 writeln!(
                     out,

@@ -1,6 +1,15 @@
 //! One debugging connection: checked packets ([`Framer`]) into the `gdbstub` state machine,
 //! its requests out as [`Event`]s for the exit loop.
 //!
+//! gdb retransmits a packet whose acknowledgement does not come within its remote timeout
+//! (GDB manual, "Packet Acknowledgment"); on a slow or loaded machine Vigil's `+` can come late,
+//! and the copy arrives after the original was already answered. Answering it again would put
+//! every later reply one packet out of step with gdb. gdb sends nothing new before it has read
+//! the reply to its packet and acknowledged it with `+`, so in acknowledgement mode a packet
+//! identical to the last one, with no `+` from gdb since the last reply, is the retransmission:
+//! it is acknowledged and not answered again. A packet repeated on purpose (a second `stepi`)
+//! follows gdb's `+` and is answered as usual.
+//!
 //! `gdbstub` consumes its state machine on any error. The session then answers the packet with
 //! an error reply and builds a new state machine in the same protocol state: no-ack mode is
 //! replayed, and a target gdb believes running is put back into the running state, both with the
@@ -74,6 +83,9 @@ pub struct Session<C: Threads, P: Port> {
     pub attached: bool,
     /// Times the state machine was rebuilt after an error.
     pub restarts: u64,
+    /// The last packet answered, and whether gdb has not acknowledged anything since.
+    last: Vec<u8>,
+    unacked: bool,
 }
 
 const NO_ACK: &[u8] = b"$QStartNoAckMode#b0";
@@ -93,6 +105,8 @@ impl<C: Threads, P: Port> Session<C, P> {
             no_ack: false,
             attached: false,
             restarts: 0,
+            last: Vec::new(),
+            unacked: false,
         };
         s.sm = s.fresh();
         s
@@ -182,7 +196,11 @@ impl<C: Threads, P: Port> Session<C, P> {
             self.rebuild(false);
         }
         let packet: Vec<u8> = match self.framer.push(byte) {
-            Frame::None | Frame::Ack => return Event::None,
+            Frame::None => return Event::None,
+            Frame::Ack => {
+                self.unacked = false;
+                return Event::None;
+            }
             Frame::Interrupt => return self.interrupt(),
             Frame::Rejected(why) => {
                 if !self.no_ack {
@@ -199,6 +217,15 @@ impl<C: Threads, P: Port> Session<C, P> {
             }
             Frame::Packet(p) => p.to_vec(),
         };
+        if !self.no_ack && self.unacked && packet == self.last {
+            self.put_all(b"+");
+            self.target.retransmissions += 1;
+            return Event::None;
+        }
+        if !self.no_ack {
+            self.last.clone_from(&packet);
+            self.unacked = true;
+        }
         let newly = !self.attached;
         self.attached = true;
         let was_running = self.running();
@@ -225,6 +252,7 @@ impl<C: Threads, P: Port> Session<C, P> {
                 self.target.cpu.hw_changed(&hw);
                 self.attached = false;
                 self.no_ack = false;
+                self.unacked = false;
                 // The next client starts a new protocol session.
                 self.sm = self.fresh();
                 match reason {

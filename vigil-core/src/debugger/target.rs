@@ -53,6 +53,9 @@ pub struct DebugTarget<C: Threads> {
     pub step_mechanism: &'static str,
     /// The guest's time mode, for `monitor status`.
     pub time_mode: &'static str,
+    /// Packets gdb sent again because our acknowledgement came late, answered only once
+    /// (`session::Session::feed`); for `monitor status`.
+    pub retransmissions: u64,
 }
 
 /// gdb's thread ID of vCPU `i`.
@@ -70,6 +73,7 @@ impl<C: Threads> DebugTarget<C> {
             request: None,
             step_mechanism: "monitor trap flag",
             time_mode: "frozen",
+            retransmissions: 0,
         }
     }
 }

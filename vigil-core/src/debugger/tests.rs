@@ -22,13 +22,14 @@ fn session(layout: Layout) -> (S, Collect) {
     (Session::new(cpu, layout, port.clone()), port)
 }
 
-/// Sends one packet; returns the last event and the reply bodies (acks stripped).
+/// Sends one packet as gdb does, after acknowledging what came before it; returns the last
+/// event and the reply bodies (acks stripped).
 fn send<C: super::threads::Threads>(
     s: &mut Session<C, Collect>,
     port: &Collect,
     body: &str,
 ) -> (Event, Vec<String>) {
-    let mut bytes = Vec::new();
+    let mut bytes = alloc::vec![b'+'];
     packet(body.as_bytes(), &mut |b| bytes.push(b));
     let mut last = Event::None;
     for b in bytes {
@@ -282,6 +283,71 @@ fn detach_removes_breakpoints_and_a_new_client_can_attach() {
     assert!(!s.attached);
     let (e, _) = send(&mut s, &port, "qSupported");
     assert_eq!(e, Event::Hold(StopKind::Attach));
+}
+
+/// Sends one packet without acknowledging anything first: a retransmission, when gdb's
+/// remote timeout expired before the stub's `+` reached it.
+fn resend(s: &mut S, port: &Collect, body: &str) -> Vec<String> {
+    let mut bytes = Vec::new();
+    packet(body.as_bytes(), &mut |b| bytes.push(b));
+    for b in bytes {
+        s.feed(b);
+    }
+    replies(&port.take())
+}
+
+#[test]
+fn a_retransmitted_packet_is_acknowledged_but_answered_once() {
+    // gdb sent qSupported, timed out waiting for the `+`, and sent it again before it read
+    // anything: one reply, so gdb's next packet gets its own answer.
+    let (mut s, port) = session(Layout::X86_64);
+    let (_, r) = send(&mut s, &port, "qSupported:swbreak+");
+    assert_eq!(r.len(), 1);
+    let mut out = Vec::new();
+    packet(b"qSupported:swbreak+", &mut |b| out.push(b));
+    for b in out {
+        s.feed(b);
+    }
+    assert_eq!(port.take(), b"+", "acknowledged, not answered");
+    assert_eq!(s.target.retransmissions, 1);
+    let (_, r) = send(&mut s, &port, "vMustReplyEmpty");
+    assert_eq!(r, [""], "the empty reply vMustReplyEmpty asks for");
+    // The same for a register read, twice in a row.
+    let (_, first) = send(&mut s, &port, "g");
+    assert!(resend(&mut s, &port, "g").is_empty());
+    let (_, second) = send(&mut s, &port, "m1000,4");
+    assert_eq!((first.len(), second), (1, alloc::vec!["554889e5".into()]));
+    assert_eq!(s.target.retransmissions, 2);
+}
+
+#[test]
+fn a_packet_repeated_after_gdbs_ack_is_answered_again() {
+    let (mut s, port) = attached();
+    let (_, a) = send(&mut s, &port, "m1000,2");
+    let (_, b) = send(&mut s, &port, "m1000,2");
+    assert_eq!(
+        (a, b),
+        (alloc::vec!["5548".into()], alloc::vec!["5548".into()])
+    );
+    // Stepping twice: the second `s` follows gdb's ack of the first stop reply.
+    let (e, _) = send(&mut s, &port, "s");
+    assert_eq!(e, Event::Resume(ResumeKind::Step(0)));
+    s.report_stop(StopKind::Step);
+    port.take();
+    let (e, _) = send(&mut s, &port, "s");
+    assert_eq!(e, Event::Resume(ResumeKind::Step(0)));
+    assert_eq!(s.target.retransmissions, 0);
+}
+
+#[test]
+fn without_acknowledgements_every_packet_is_answered() {
+    // In no-ack mode gdb does not retransmit, and sends no `+` to tell the two apart.
+    let (mut s, port) = attached();
+    let (_, r) = send(&mut s, &port, "QStartNoAckMode");
+    assert_eq!(r, ["OK"]);
+    assert_eq!(resend(&mut s, &port, "m1000,2"), ["5548"]);
+    assert_eq!(resend(&mut s, &port, "m1000,2"), ["5548"]);
+    assert_eq!(s.target.retransmissions, 0);
 }
 
 #[test]

@@ -1,17 +1,39 @@
 //! CPUID (it always exits under VMX, SDM Vol. 3C 26.1.2; Vigil intercepts it under SVM).
 //!
 //! The guest sees the host's values with the changes Vigil needs to stay invisible and correct:
-//! VMX and SVM are hidden (the guest cannot use them: their instructions get #UD), and the bits
+//! no feature whose instructions would raise #UD or misbehave in the guest (below), and the bits
 //! that mirror control-register state (OSXSAVE, OSPKE) follow the *guest's* CR4, not the host's.
 //! On top of that comes the user's policy (`cpuid-hv`, `cpuid-clear`, `cpuid-set`).
+//!
+//! Hidden always ([`NEVER_SHOWN`]), with the reason; hidden when the backend says so
+//! ([`Vcpu::hidden_features`]): features whose enabling control the processor lacks (VMX's
+//! RDTSCP/RDPID, INVPCID, XSAVES, user wait) or that Vigil's time modes refuse (UMWAIT and TPAUSE
+//! exit with RDTSC exiting on).
 
 use super::Action;
 use crate::cpu::Cpu;
 use crate::vcpu::{Host, Vcpu};
+use x86_arch::cpuid::{Feature, Features};
 use x86_arch::regs::{CR4_OSXSAVE, CR4_PKE};
 
-const LEAF1_ECX_VMX: u32 = 1 << 5;
-const EXT1_ECX_SVM: u32 = 1 << 2;
+/// Features no guest of Vigil's is shown:
+/// - VMX and SVM: virtualization is Vigil's; their instructions get #UD.
+/// - SMX: GETSEC always exits and gets #UD, and CR4.SMXE cannot be set.
+/// - SGX and its launch control: enclave instructions are neither enabled nor emulated.
+/// - PCONFIG: programming memory-encryption keys would reach memory the guest cannot name.
+/// - Intel Processor Trace: its output addresses are host-physical and bypass the EPT.
+/// - MSRLIST: RDMSRLIST/WRMSRLIST need a tertiary control Vigil does not set.
+pub const NEVER_SHOWN: Features = Features::of(&[
+    Feature::Vmx,
+    Feature::Svm,
+    Feature::Smx,
+    Feature::Sgx,
+    Feature::SgxLc,
+    Feature::Pconfig,
+    Feature::ProcessorTrace,
+    Feature::Msrlist,
+]);
+
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 const LEAF7_ECX_OSPKE: u32 = 1 << 4;
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
@@ -25,10 +47,12 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
     let leaf = vcpu.gpr(0) as u32;
     let subleaf = vcpu.gpr(1) as u32;
     let mut r = vcpu.host().cpuid(leaf, subleaf);
+    NEVER_SHOWN
+        .union(vcpu.hidden_features())
+        .hide(leaf, subleaf, &mut r);
     match leaf {
         1 => {
             let cr4 = vcpu.cr4();
-            r[2] &= !LEAF1_ECX_VMX;
             r[2] = (r[2] & !LEAF1_ECX_OSXSAVE)
                 | if cr4 & CR4_OSXSAVE != 0 {
                     LEAF1_ECX_OSXSAVE
@@ -48,7 +72,6 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>) -> Action {
                 _ => [0; 4],
             };
         }
-        0x8000_0001 => r[2] &= !EXT1_ECX_SVM,
         // SVM's own leaf (revision, ASIDs, features) describes what the guest does not have
         // (APM Vol. 2 15.4): reserved, as on a processor without SVM.
         0x8000_000A => r = [0; 4],

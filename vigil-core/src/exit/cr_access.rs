@@ -58,14 +58,14 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>, access: CrAccess) -> Action {
 }
 
 /// Whether CR0, CR4 and EFER select PAE paging (SDM Vol. 3A 4.1.1).
-fn pae_paging(cr0: u64, cr4: u64, efer: u64) -> bool {
+pub(crate) fn pae_paging(cr0: u64, cr4: u64, efer: u64) -> bool {
     cr0 & CR0_PG != 0 && cr4 & CR4_PAE != 0 && efer & EFER_LMA == 0
 }
 
 /// The four PDPTEs of the table CR3 points to, as a MOV that loads them reads them: #GP if a
 /// present entry sets a reserved bit (bits 2:1, 8:5 and those at and above MAXPHYADDR, SDM
 /// Vol. 3A 4.4.1). An entry outside guest RAM reads as not present.
-fn load_pdptes<V: Vcpu>(vcpu: &V, cr3: u64) -> Result<[u64; 4], Event> {
+pub(crate) fn load_pdptes<V: Vcpu>(vcpu: &V, cr3: u64) -> Result<[u64; 4], Event> {
     let base = cr3 & 0xFFFF_FFE0;
     let reserved = 0x1E6 | !((1u64 << vcpu.phys_addr_bits()) - 1);
     let mut entries = [0u64; 4];

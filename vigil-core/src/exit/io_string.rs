@@ -4,7 +4,11 @@
 //! for ES/CS/SS/DS in 64-bit mode) plus RSI or RDI, both at the instruction's address size
 //! (SDM Vol. 2B INS/OUTS; Vol. 1 3.3.7), so a 16-bit index wraps at 64 KiB and a 32-bit one at
 //! 4 GiB. Each element is translated through the guest's page tables, checked against its RAM,
-//! and moved through the same port logic as IN/OUT. RSI/RDI and RCX advance as the processor
+//! and moved through the same port logic as IN/OUT; an element that crosses a page boundary is
+//! translated page by page. Memory that is not RAM — the VGA window, a ROM, a device's
+//! registers — is accessed as the guest's own access would be (`Vcpu::read_mmio`), so the
+//! device sees the same access; only memory the guest cannot reach itself (Vigil's) is #GP.
+//! RSI/RDI and RCX advance as the processor
 //! advances them; a page fault part-way stops with the registers describing the elements done,
 //! exactly as a REP string instruction is restartable (SDM Vol. 2B REP). Long REPs are done in
 //! slices: after `SLICE` elements the instruction is re-entered rather than skipped, so one exit
@@ -70,22 +74,20 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>, io: &IoAccess) -> Action {
     let mut outcome = Action::Advance;
     while done < count.min(SLICE) {
         let linear = base.wrapping_add(index & mask) & linear_mask;
-        let gpa = match super::page_walk(&mut cpu.vcpu, linear, access) {
-            Ok(gpa) => gpa,
+        let n = io.size as usize;
+        let parts = match element(&mut cpu.vcpu, linear, n, linear_mask, access) {
+            Ok(parts) => parts,
             Err(fault) => {
                 outcome = Action::Inject(fault);
                 break;
             }
         };
-        let n = io.size as usize;
         let mut bytes = [0u8; 4];
         let result = if io.input {
             match port_access(cpu, io.port, io.size, None) {
                 Ok(v) => {
                     bytes = v.unwrap_or(0).to_le_bytes();
-                    // Memory outside the guest's RAM is Vigil's or no one's: #GP, as for any
-                    // access there (nested_fault.rs).
-                    if !cpu.vcpu.write_phys(gpa, &bytes[..n]) {
+                    if !store(&mut cpu.vcpu, &parts, &bytes[..n]) {
                         outcome = Action::Inject(Event::GP0);
                         break;
                     }
@@ -94,7 +96,7 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>, io: &IoAccess) -> Action {
                 Err(stop) => Err(stop),
             }
         } else {
-            if !cpu.vcpu.read_phys(gpa, &mut bytes[..n]) {
+            if !load(&mut cpu.vcpu, &parts, &mut bytes[..n]) {
                 outcome = Action::Inject(Event::GP0);
                 break;
             }
@@ -124,4 +126,51 @@ pub fn handle<V: Vcpu>(cpu: &mut Cpu<V>, io: &IoAccess) -> Action {
         }
     }
     outcome
+}
+
+/// One element's memory: its guest-physical pieces (two when it crosses a page boundary, each
+/// translated as the processor translates it), as (address, length).
+type Parts = [(u64, usize); 2];
+
+fn element<V: Vcpu>(
+    vcpu: &mut V,
+    linear: u64,
+    n: usize,
+    linear_mask: u64,
+    access: Access,
+) -> Result<Parts, Event> {
+    let first = n.min(4096 - (linear & 0xFFF) as usize);
+    let mut parts = [(super::page_walk(vcpu, linear, access)?, first), (0, 0)];
+    if first < n {
+        let next = linear.wrapping_add(first as u64) & linear_mask;
+        parts[1] = (super::page_walk(vcpu, next, access)?, n - first);
+    }
+    Ok(parts)
+}
+
+/// Reads an element: RAM, or else device memory as one access per piece. False where the
+/// guest itself could not reach the memory (Vigil's): #GP, as for any access there
+/// (nested_fault.rs).
+fn load<V: Vcpu>(vcpu: &mut V, parts: &Parts, buf: &mut [u8]) -> bool {
+    let mut at = 0;
+    for &(gpa, len) in parts.iter().filter(|p| p.1 != 0) {
+        let piece = &mut buf[at..at + len];
+        if !vcpu.read_phys(gpa, piece) && !vcpu.read_mmio(gpa, piece) {
+            return false;
+        }
+        at += len;
+    }
+    true
+}
+
+fn store<V: Vcpu>(vcpu: &mut V, parts: &Parts, bytes: &[u8]) -> bool {
+    let mut at = 0;
+    for &(gpa, len) in parts.iter().filter(|p| p.1 != 0) {
+        let piece = &bytes[at..at + len];
+        if !vcpu.write_phys(gpa, piece) && !vcpu.write_mmio(gpa, piece) {
+            return false;
+        }
+        at += len;
+    }
+    true
 }

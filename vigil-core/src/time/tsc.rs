@@ -95,8 +95,14 @@ impl VirtualTsc {
     }
 
     /// The earliest host time at which the guest's TSC reaches `guest` (for the deadline).
+    /// A deadline the guest's TSC had already passed at host time 0 — below the offset — is
+    /// due at once: 0, not the wrapped difference, which would never come (on bare metal a
+    /// deadline in the past fires immediately, SDM Vol. 3A, "TSC-Deadline Mode").
     pub fn host_for(&self, guest: u64) -> u64 {
         let scaled = guest.wrapping_sub(self.offset);
+        if (scaled as i64) < 0 {
+            return 0;
+        }
         if self.multiplier == UNITY {
             scaled
         } else {
@@ -171,6 +177,16 @@ mod tests {
         let g = t.guest_at(1_000_000) + 301;
         let h = t.host_for(g);
         assert!(t.guest_at(h) >= g && t.guest_at(h - 1) < g);
+    }
+
+    #[test]
+    fn a_deadline_below_the_offset_is_due_at_once() {
+        let t = VirtualTsc::new(TscMode::Offset(0x1000_0000_0000), 5000, 0);
+        assert_eq!(t.host_for(1), 0);
+        assert_eq!(t.host_for(0x1000_0000_0000 + 6000), 6000);
+        // Scaled: guest 0 came at host 333,334 (1.5 h - 500,000); a deadline before it is due.
+        let s = VirtualTsc::new(TscMode::Scale(3, 2), 1_000_000, 0);
+        assert_eq!(s.host_for(0), 333_334);
     }
 
     #[test]

@@ -652,6 +652,14 @@ impl Vcpu for SvmVcpu {
         crate::guest_mem::write(gpa, bytes)
     }
 
+    fn read_mmio(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
+        gpa >> self.phys_bits == 0 && crate::guest_mem::read_device(gpa, buf)
+    }
+
+    fn write_mmio(&mut self, gpa: u64, bytes: &[u8]) -> bool {
+        gpa >> self.phys_bits == 0 && crate::guest_mem::write_device(gpa, bytes)
+    }
+
     fn phys_addr_bits(&self) -> u8 {
         self.phys_bits
     }

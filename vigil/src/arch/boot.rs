@@ -40,6 +40,82 @@ _start:
     movl %eax, %ebp                       /* keep magic and info for vigil_main */
     movl %ebx, %esi
 
+    /* --- The processor check (begin): long mode, and NX for EFER.NXE below, or the steps
+     * below fault with nothing said. CPUID.80000001H:EDX: LM = bit 29, NX = bit 20 (SDM
+     * Vol. 2A, CPUID). On COM2, Vigil's port, in the format of its closing line. */
+    movl $0x80000000, %eax
+    cpuid
+    movl $boot_no_long_mode, %edi
+    cmpl $0x80000001, %eax
+    jb boot_refuse
+    movl $0x80000001, %eax
+    cpuid
+    testl $(1 << 29), %edx
+    jz boot_refuse
+    movl $boot_no_nx, %edi
+    testl $(1 << 20), %edx
+    jz boot_refuse
+    jmp boot_cpu_ok
+boot_refuse:
+    movw $0x2F9, %dx                      /* COM2 at 115200 8N1, as serial.rs sets it up */
+    movb $0x00, %al
+    outb %al, %dx
+    movw $0x2FB, %dx
+    movb $0x80, %al
+    outb %al, %dx
+    movw $0x2F8, %dx
+    movb $0x01, %al
+    outb %al, %dx
+    movw $0x2F9, %dx
+    movb $0x00, %al
+    outb %al, %dx
+    movw $0x2FB, %dx
+    movb $0x03, %al
+    outb %al, %dx
+    movw $0x2FA, %dx
+    movb $0xC7, %al
+    outb %al, %dx
+boot_refuse_char:
+    movw $0x2FD, %dx
+boot_refuse_wait:
+    inb %dx, %al
+    testb $0x20, %al
+    jz boot_refuse_wait
+    movb (%edi), %al
+    testb %al, %al
+    jz boot_refuse_drain
+    movw $0x2F8, %dx
+    outb %al, %dx
+    incl %edi
+    jmp boot_refuse_char
+boot_refuse_drain:
+    inb %dx, %al                          /* LSR bit 6: everything sent */
+    testb $0x40, %al
+    jz boot_refuse_drain
+    movl $boot_shutdown, %edi             /* the emulator's shutdown port, as power.rs */
+    movw $0x8900, %dx
+boot_refuse_shutdown:
+    movb (%edi), %al
+    testb %al, %al
+    jz boot_refuse_halt
+    outb %al, %dx
+    incl %edi
+    jmp boot_refuse_shutdown
+boot_refuse_halt:
+    cli
+    hlt
+    jmp boot_refuse_halt
+boot_no_long_mode:
+    .ascii "error: this processor has no long mode (CPUID.80000001H:EDX.LM = 0): Vigil runs in 64-bit mode\r\n"
+    .asciz "run ended: failed: the processor has no long mode\r\n"
+boot_no_nx:
+    .ascii "error: this processor has no execute-disable bit (CPUID.80000001H:EDX.NX = 0), which Vigil needs\r\n"
+    .asciz "run ended: failed: the processor has no execute-disable bit\r\n"
+boot_shutdown:
+    .asciz "Shutdown"
+boot_cpu_ok:
+    /* --- The processor check (end). */
+
     movl $tmp_tables, %edi                /* the loader may not zero NOBITS: do it here */
     movl $((tmp_tables_end - tmp_tables) >> 2), %ecx
     xorl %eax, %eax

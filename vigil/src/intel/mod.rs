@@ -8,6 +8,7 @@ pub mod calibrate;
 pub mod checks;
 mod decode;
 pub mod ept;
+pub mod flat;
 pub mod instr;
 pub mod nmi;
 pub mod report;

@@ -11,19 +11,28 @@
 //! an NMI, it waits for the next exit.
 
 use super::vcpu::VmxVcpu;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use vmx::exit::InterruptionInfo;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};
 use x86_arch::event::Event;
 
-/// An NMI taken in VMX root, not yet delivered (one per machine until vCPUs other than the boot
-/// CPU run; an NMI is a latch, so one flag holds any number of them).
-static PENDING: AtomicBool = AtomicBool::new(false);
-/// Set while the vCPU prepares its entry and enters: the handler may then inject itself.
-static ENTERING: AtomicBool = AtomicBool::new(false);
+/// NMIs taken in VMX root and not yet delivered: one bit per CPU (`percpu::MAX_CPUS` <= 64),
+/// since an NMI belongs to the guest of the processor that took it. An NMI is a latch, so one
+/// bit holds any number of them.
+static PENDING: AtomicU64 = AtomicU64::new(0);
+/// One bit per CPU, set while that vCPU prepares its entry and enters: the handler may then
+/// inject by itself.
+static ENTERING: AtomicU64 = AtomicU64::new(0);
 /// NMIs taken in VMX root, and how many of them the handler injected itself.
 static TAKEN: AtomicU64 = AtomicU64::new(0);
 static INJECTED_BY_HANDLER: AtomicU64 = AtomicU64::new(0);
+/// How soon to try again to inject an NMI the guest could not take at an entry, in host ticks:
+/// the preemption timer brings the guest back, so a held NMI is late but never lost.
+const RETRY_TICKS: u64 = 1 << 12;
+
+fn bit() -> u64 {
+    1 << (crate::percpu::current().map_or(0, |c| c.id) & 63)
+}
 
 /// How many NMIs arrived while Vigil ran, and how many of those the handler injected itself
 /// (the rest waited for the next entry), for the closing statistics.
@@ -65,7 +74,8 @@ fn try_inject(vmcs: &mut RealVmcs) -> bool {
 /// Vigil's NMI handler (from the IDT, on the fault stack).
 pub fn taken() {
     TAKEN.fetch_add(1, Ordering::Relaxed);
-    if ENTERING.load(Ordering::SeqCst)
+    let me = bit();
+    if ENTERING.load(Ordering::SeqCst) & me != 0
         && crate::percpu::current().is_some_and(|c| c.vmcs_loaded.load(Ordering::Relaxed))
     {
         let mut vmcs = RealVmcs;
@@ -74,16 +84,23 @@ pub fn taken() {
             return;
         }
     }
-    PENDING.store(true, Ordering::SeqCst);
+    PENDING.fetch_or(me, Ordering::SeqCst);
 }
 
 impl VmxVcpu {
     /// Before an entry: from now on the NMI handler injects by itself; an NMI it recorded
-    /// earlier is injected now if this entry can take it.
+    /// earlier is injected now if this entry can take it, else the preemption timer brings the
+    /// guest back soon to try again. With nothing held anywhere this is one load.
     pub(super) fn nmi_before_entry(&mut self) {
-        ENTERING.store(true, Ordering::SeqCst);
-        if PENDING.swap(false, Ordering::SeqCst) && !try_inject(&mut self.vmcs) {
-            PENDING.store(true, Ordering::SeqCst);
+        let me = bit();
+        ENTERING.fetch_or(me, Ordering::SeqCst);
+        let held = PENDING.load(Ordering::Relaxed) & me != 0
+            && PENDING.fetch_and(!me, Ordering::SeqCst) & me != 0;
+        if held && !try_inject(&mut self.vmcs) {
+            PENDING.fetch_or(me, Ordering::SeqCst);
+            self.retry_nmi(true);
+        } else if self.nmi_retry {
+            self.retry_nmi(false);
         }
     }
 
@@ -92,10 +109,23 @@ impl VmxVcpu {
     /// an injection found there now is the handler's, made between the exit and this call: it
     /// goes back to waiting, as the exit's own handling may inject another event.
     pub(super) fn nmi_after_exit(&mut self) {
-        ENTERING.store(false, Ordering::SeqCst);
+        let me = bit();
+        ENTERING.fetch_and(!me, Ordering::SeqCst);
         if self.vmcs.read(Field::VmEntryInterruptionInfo) & VALID != 0 {
             self.vmcs.write(Field::VmEntryInterruptionInfo, 0);
-            PENDING.store(true, Ordering::SeqCst);
+            PENDING.fetch_or(me, Ordering::SeqCst);
+        }
+    }
+
+    /// Shortens the preemption timer while an NMI is held (`on`), or gives it back to its
+    /// regular use.
+    fn retry_nmi(&mut self, on: bool) {
+        if on {
+            let retry = self.poll.map_or(RETRY_TICKS, |p| p.min(RETRY_TICKS));
+            self.nmi_retry = self.arm_preemption_timer(Some(retry));
+        } else {
+            self.nmi_retry = false;
+            self.arm_preemption_timer(self.poll);
         }
     }
 }

@@ -19,6 +19,7 @@ use vigil_core::vcpu::Vcpu;
 use vmx::caps::*;
 use vmx::regs::*;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};
+use x86_arch::cpuid::{Feature, Features};
 
 /// Where the guest starts and what it owns.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +34,9 @@ pub struct GuestSetup {
     pub eptp_a20: u64,
     /// What the FADT says of the fixed hardware Vigil owns.
     pub acpi: vigil_core::platform::Acpi,
+    /// Without unrestricted guest: the identity page tables the guest runs on while its paging
+    /// is off (`flat.rs`).
+    pub identity_table: Option<u64>,
 }
 
 const IA32_PAT: u32 = 0x277;
@@ -57,8 +61,19 @@ pub static VMX_MSRS: [MsrRule; 2] = [
     },
 ];
 
-/// Every control word, fitted to the processor, with a line for each feature it lacks.
-fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
+/// The backend's MSR rules for the ownership table: VMX's MSRs, and EFER where the processor
+/// lacks unrestricted guest (`flat.rs`).
+pub fn vmx_msrs(caps: &VmxCaps) -> alloc::vec::Vec<MsrRule> {
+    let mut rules = VMX_MSRS.to_vec();
+    if !caps.has_unrestricted_guest() {
+        rules.push(super::flat::EFER_RULE);
+    }
+    rules
+}
+
+/// Every control word, fitted to the processor, with a line for each feature it lacks; and the
+/// CPUID features the guest must not be shown because their instructions are not enabled.
+fn controls(caps: &VmxCaps, config: &Config) -> Result<([u32; 5], Features), String> {
     let mut primary = PrimaryProcBased::USE_MSR_BITMAPS
         | PrimaryProcBased::USE_IO_BITMAPS
         | PrimaryProcBased::ACTIVATE_SECONDARY_CONTROLS;
@@ -86,21 +101,24 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
             primary |= bit;
         }
     }
-    // Secondary controls the guest needs whenever its CPUID advertises the feature, or it gets
-    // #UD for RDTSCP, INVPCID and XSAVES (SDM Vol. 3C 26.3).
     let mut secondary = SecondaryProcBased::ENABLE_EPT
         | SecondaryProcBased::ENABLE_VPID
         | SecondaryProcBased::UNRESTRICTED_GUEST;
-    let ext = regs::cpuid(0x8000_0001, 0);
-    if ext[3] & (1 << 27) != 0 {
-        secondary |= SecondaryProcBased::ENABLE_RDTSCP;
-    }
-    if regs::cpuid(0, 0)[0] >= 7 && regs::cpuid(7, 0)[1] & (1 << 10) != 0 {
-        secondary |= SecondaryProcBased::ENABLE_INVPCID;
-    }
-    if regs::cpuid(0, 0)[0] >= 0xD && regs::cpuid(0xD, 1)[0] & (1 << 3) != 0 {
-        secondary |= SecondaryProcBased::ENABLE_XSAVES_XRSTORS;
-    }
+    // --- Instructions the guest may use (begin): every gated feature the host shows gets its
+    // enable control (SDM Vol. 3C 26.3), or CPUID hides it. UMWAIT and TPAUSE exit while RDTSC
+    // exits (SDM Vol. 3C 26.1.3), and Vigil does not emulate a wait in virtual time: with RDTSC
+    // exiting, WAITPKG is hidden.
+    let rdtsc_exits = adjust(caps.procbased, primary)
+        .value
+        .contains(PrimaryProcBased::RDTSC_EXITING);
+    let refused = if rdtsc_exits {
+        Features::of(&[Feature::Waitpkg])
+    } else {
+        Features::NONE
+    };
+    let (gated, hidden) = instruction_controls(caps.procbased2, host_features(), refused);
+    secondary |= gated;
+    // --- Instructions the guest may use (end).
     if matches!(config.tsc, TscMode::Scale(..)) && caps.has_tsc_scaling() {
         secondary |= SecondaryProcBased::USE_TSC_SCALING;
     }
@@ -123,6 +141,8 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
     // Features Vigil cannot do without are reported once, as the error below; the others get
     // a line saying what happens instead.
     let essential_primary = PrimaryProcBased::USE_MSR_BITMAPS | PrimaryProcBased::USE_IO_BITMAPS;
+    // Without unrestricted guest the guest runs on identity page tables while its paging is
+    // off (`flat.rs`): a limit (no real mode), said once at launch, not a missing feature.
     let essential_secondary =
         SecondaryProcBased::ENABLE_EPT | SecondaryProcBased::UNRESTRICTED_GUEST;
     let essential_exit = ExitControls::LOAD_IA32_EFER | ExitControls::SAVE_IA32_EFER;
@@ -148,12 +168,6 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
             "EPT",
         ),
         (
-            secondary
-                .dropped
-                .contains(SecondaryProcBased::UNRESTRICTED_GUEST),
-            "unrestricted guest (needed to start a guest with paging off)",
-        ),
-        (
             exit.dropped
                 .intersects(ExitControls::LOAD_IA32_EFER | ExitControls::SAVE_IA32_EFER),
             "EFER switching",
@@ -166,13 +180,31 @@ fn controls(caps: &VmxCaps, config: &Config) -> Result<[u32; 5], String> {
     if let Some((_, what)) = required.iter().find(|(missing, _)| *missing) {
         return Err(format!("this processor lacks {what}, which Vigil requires"));
     }
-    Ok([
-        pin.value.bits(),
-        primary.value.bits(),
-        secondary.value.bits(),
-        exit.value.bits(),
-        entry.value.bits(),
-    ])
+    Ok((
+        [
+            pin.value.bits(),
+            primary.value.bits(),
+            secondary.value.bits(),
+            exit.value.bits(),
+            entry.value.bits(),
+        ],
+        hidden,
+    ))
+}
+
+/// The gated features the host's CPUID reports.
+fn host_features() -> Features {
+    let mut shows = Features::NONE;
+    let max = regs::cpuid(0, 0)[0];
+    let max_ext = regs::cpuid(0x8000_0000, 0)[0];
+    for (_, feature) in INSTRUCTION_CONTROLS {
+        let at = feature.location();
+        let present = if at.leaf >= 0x8000_0000 { max_ext } else { max };
+        if at.leaf <= present && at.is_set(&regs::cpuid(at.leaf, at.subleaf.unwrap_or(0))) {
+            shows.insert(feature);
+        }
+    }
+    shows
 }
 
 /// Fills an MSR bitmap page from the ownership table (SDM Vol. 3C 25.6.9): read bitmaps for
@@ -245,7 +277,13 @@ pub fn create_vcpu(
     tsc: Option<&VirtualTsc>,
 ) -> Result<(VmxVcpu, VirtualTsc), String> {
     let config = &vm.config;
-    let [pin, primary, secondary, exit, entry] = controls(&caps, config)?;
+    let ([pin, primary, secondary, exit, entry], hidden) = controls(&caps, config)?;
+    for f in hidden.iter() {
+        log::info!(
+            "CPUID hides {} from the guest: its instructions are not enabled in VMX non-root operation",
+            f.name()
+        );
+    }
     let vmcs_phys = alloc_frames(1).ok_or("out of memory for the VMCS")?;
     // SAFETY: the region is a fresh frame; its first dword must hold the VMCS revision
     // identifier before VMPTRLD (SDM Vol. 3C 25.2).
@@ -303,7 +341,44 @@ pub fn create_vcpu(
     if secondary & SecondaryProcBased::USE_TSC_SCALING.bits() != 0 {
         w(&mut v, Field::TscMultiplier, vtsc.multiplier)?;
     }
+    // --- Fields software must initialize (begin). VMCLEAR leaves a VMCS's contents undefined
+    // (SDM Vol. 3C 25.11.3), so every field the processor consults with Vigil's controls gets a
+    // value on purpose:
+    // - #PF exits exactly as exception-bitmap bit 14 says: mask and match 0 (25.6.3).
+    w(&mut v, Field::PageFaultErrorCodeMask, 0)?;
+    w(&mut v, Field::PageFaultErrorCodeMatch, 0)?;
+    // - No CR3-target values: with CR3-load exiting, every MOV to CR3 exits (25.6.7).
+    w(&mut v, Field::Cr3TargetCount, 0)?;
+    for f in [
+        Field::Cr3TargetValue0,
+        Field::Cr3TargetValue1,
+        Field::Cr3TargetValue2,
+        Field::Cr3TargetValue3,
+    ]
+    .into_iter()
+    .take(caps.misc_cr3_targets() as usize)
+    {
+        w(&mut v, f, 0)?;
+    }
+    // - No MSR lists: VMX switches the MSRs Vigil needs through its controls (25.7.2, 25.8.2).
+    w(&mut v, Field::VmExitMsrStoreCount, 0)?;
+    w(&mut v, Field::VmExitMsrLoadCount, 0)?;
+    w(&mut v, Field::VmEntryMsrLoadCount, 0)?;
+    // - Nothing to inject at the first entry (25.8.3): the valid bit is 0.
+    w(&mut v, Field::VmEntryInterruptionInfo, 0)?;
+    w(&mut v, Field::VmEntryExceptionErrorCode, 0)?;
+    w(&mut v, Field::VmEntryInstructionLength, 0)?;
+    // - XSAVES and XRSTORS never exit for a component of IA32_XSS (25.6, "XSS-Exiting Bitmap").
+    if secondary & SecondaryProcBased::ENABLE_XSAVES_XRSTORS.bits() != 0 {
+        w(&mut v, Field::XssExitingBitmap, 0)?;
+    }
+    // - Not a shadow VMCS, and no VMCS behind it (25.4.2).
     w(&mut v, Field::VmcsLinkPointer, u64::MAX)?;
+    // Fields of controls Vigil leaves 0 (TPR shadow, APIC virtualization, PAUSE-loop exiting,
+    // VM functions, VMCS shadowing, ENCLS/ENCLV/PCONFIG exiting, PML, #VE, the secondary exit
+    // controls) are not consulted; the SMM executive-VMCS pointer serves only the dual-monitor
+    // treatment, which Vigil does not use. The preemption timer's value is written whenever
+    // the timer is armed (`VmxVcpu::arm_preemption_timer`). Fields software must initialize (end).
     // The guest/host masks give Vigil the CR bits VMX pins, so the guest reads back what it
     // wrote (its read shadow) and any attempt to change them exits for emulation.
     let unrestricted = secondary & SecondaryProcBased::UNRESTRICTED_GUEST.bits() != 0;
@@ -313,7 +388,11 @@ pub fn create_vcpu(
     }
     // The user's own bits come on top: their writes exit and are emulated (and logged).
     let cr0_mask = (cr0_pinned | config.trap.cr0_mask) & 0xFFFF_FFFF;
-    let cr4_mask = (caps.cr4_fixed0 | !caps.cr4_fixed1 | config.trap.cr4_mask) & 0xFFFF_FFFF;
+    let mut cr4_mask = (caps.cr4_fixed0 | !caps.cr4_fixed1 | config.trap.cr4_mask) & 0xFFFF_FFFF;
+    if !unrestricted {
+        // The paging bits are the guest's own while the processor runs it on identity tables.
+        cr4_mask |= super::flat::CR4_PAGING;
+    }
     w(&mut v, Field::Cr0GuestHostMask, cr0_mask)?;
     w(&mut v, Field::Cr4GuestHostMask, cr4_mask)?;
 
@@ -442,10 +521,23 @@ pub fn create_vcpu(
         cr4_mask,
         user_exceptions: config.trap.exceptions,
         mtf_works: false,
+        hidden,
+        flat: guest.identity_table.map(|table| super::flat::Flat {
+            table,
+            cr3: 0,
+            efer: 0,
+            cr3_exits: primary
+                & (PrimaryProcBased::CR3_LOAD_EXITING | PrimaryProcBased::CR3_STORE_EXITING).bits(),
+        }),
+        unsupported: None,
+        poll: None,
+        nmi_retry: false,
         phys_bits: (regs::cpuid(0x8000_0008, 0)[0] & 0xFF) as u8,
     };
     vcpu.set_cr0(CR0_PE | CR0_ET);
     vcpu.set_cr4(0);
+    // Paging starts off: on the identity tables where the processor needs paging.
+    vcpu.paging_changed();
     vcpu.regs.rax = e.rax;
     vcpu.regs.rbx = e.rbx;
     vcpu.regs.rsi = e.rsi;

@@ -184,9 +184,10 @@ vmx_run:
     test rax, rax
     jz vmx_run_time_done
     sub rax, rdx                    /* in host time: deadline - offset */
-    jnz vmx_run_deadline_nonzero
-    inc rax                         /* 0 would disarm: fire now instead */
-vmx_run_deadline_nonzero:
+    test rax, rax
+    jg vmx_run_deadline_ahead
+    mov eax, 1                      /* already due (below the offset), or 0, which would disarm: fire now */
+vmx_run_deadline_ahead:
     mov rdx, rax
     shr rdx, 32
     mov ecx, {tsc_deadline}

@@ -19,6 +19,7 @@ use vigil_core::vcpu::{
 use vmx::caps::{EntryControls, PinBased, PrimaryProcBased, SecondaryProcBased, VmxCaps};
 use vmx::exit::InterruptionInfo;
 use vmx::vmcs::{Field, RealVmcs, VmcsAccess};
+use x86_arch::cpuid::Features;
 use x86_arch::event::Event;
 use x86_arch::regs::*;
 
@@ -55,6 +56,17 @@ pub struct VmxVcpu {
     pub user_exceptions: u32,
     /// The monitor trap flag was seen to trap (`calibrate::probe_monitor_trap`).
     pub mtf_works: bool,
+    /// CPUID features whose instructions the controls leave disabled (`setup::controls`).
+    pub hidden: Features,
+    /// Without unrestricted guest: the guest's paging state while its paging is off
+    /// (`flat.rs`).
+    pub flat: Option<super::flat::Flat>,
+    /// Why the guest cannot go on (a state this processor cannot run), for the next entry.
+    pub unsupported: Option<&'static str>,
+    /// The debugger's poll interval for the preemption timer (`set_poll_timer`).
+    pub poll: Option<u64>,
+    /// The preemption timer is armed to retry injecting an NMI Vigil holds for the guest.
+    pub nmi_retry: bool,
     pub phys_bits: u8,
 }
 
@@ -227,6 +239,24 @@ impl VmxVcpu {
     }
 }
 
+impl VmxVcpu {
+    /// The VMX-preemption timer, reloaded from its field at every entry; it counts down at the
+    /// TSC rate divided by 2^rate (SDM Vol. 3C 26.5.1). False without one.
+    pub(super) fn arm_preemption_timer(&mut self, ticks: Option<u64>) -> bool {
+        if !self.caps.has_preemption_timer() {
+            return false;
+        }
+        let bit = PinBased::VMX_PREEMPTION_TIMER.bits() as u64;
+        self.set_bits(Field::PinBasedControls, bit, ticks.is_some());
+        if let Some(t) = ticks {
+            let value = t >> self.caps.misc_preemption_timer_rate();
+            self.vmcs
+                .write(Field::VmxPreemptionTimerValue, value.max(1));
+        }
+        true
+    }
+}
+
 impl Vcpu for VmxVcpu {
     type Host = HostCpu;
 
@@ -237,6 +267,10 @@ impl Vcpu for VmxVcpu {
 
     #[inline(always)]
     fn run(&mut self, time: &EntryTime) -> Result<Exited, Stop> {
+        if let Some(why) = self.unsupported {
+            self.report(why);
+            return Err(Stop::Failed(why));
+        }
         self.regs.hide = time.hide as u64;
         self.regs.deadline = if time.hide { time.deadline } else { 0 };
         self.regs.credit = time.credit;
@@ -306,12 +340,25 @@ impl Vcpu for VmxVcpu {
     }
 
     /// The guest's value goes to the read shadow, the real register gets the bits VMX requires.
+    /// Without unrestricted guest, a change of PG moves the guest on or off the identity page
+    /// tables (`flat.rs`).
     fn set_cr0(&mut self, value: u64) {
+        let old = self.vmcs.read(Field::Cr0ReadShadow);
         self.vmcs.write(Field::Cr0ReadShadow, value);
         self.vmcs.write(
             Field::GuestCr0,
             (value | self.cr0_forced()) & self.caps.cr0_fixed1,
         );
+        if self.flat.is_some() {
+            if value & CR0_PE == 0 {
+                self.unsupported = Some(
+                    "the guest left protected mode: real mode needs unrestricted guest, which this processor lacks",
+                );
+            }
+            if (old ^ value) & CR0_PG != 0 {
+                self.paging_changed();
+            }
+        }
     }
 
     /// VMX does not switch CR2: the host register is the guest's.
@@ -327,12 +374,22 @@ impl Vcpu for VmxVcpu {
         unsafe { asm!("mov cr2, {}", in(reg) value, options(nostack, nomem)) };
     }
 
+    /// The guest's CR3, which Vigil keeps while the guest's paging is off on identity tables.
     fn cr3(&self) -> u64 {
-        self.vmcs.read(Field::GuestCr3)
+        match self.flat {
+            Some(f) if self.paging_shadowed() => f.cr3,
+            _ => self.vmcs.read(Field::GuestCr3),
+        }
     }
 
     fn set_cr3(&mut self, value: u64) {
-        self.vmcs.write(Field::GuestCr3, value);
+        if self.paging_shadowed() {
+            if let Some(f) = self.flat.as_mut() {
+                f.cr3 = value;
+            }
+        } else {
+            self.vmcs.write(Field::GuestCr3, value);
+        }
     }
 
     fn cr4(&self) -> u64 {
@@ -342,16 +399,17 @@ impl Vcpu for VmxVcpu {
 
     fn set_cr4(&mut self, value: u64) {
         self.vmcs.write(Field::Cr4ReadShadow, value);
-        self.vmcs.write(
-            Field::GuestCr4,
-            (value | self.caps.cr4_fixed0) & self.caps.cr4_fixed1,
-        );
+        self.vmcs.write(Field::GuestCr4, self.real_cr4(value));
     }
 
     /// What the processor supports, less VMXE and SMXE, which belong to features hidden from
     /// the guest.
     fn cr4_allowed(&self) -> u64 {
         self.caps.cr4_fixed1 & !(CR4_VMXE | CR4_SMXE)
+    }
+
+    fn hidden_features(&self) -> Features {
+        self.hidden
     }
 
     /// With PAE paging outside IA-32e mode and EPT on, VM entry takes the four PDPTEs from the
@@ -369,17 +427,15 @@ impl Vcpu for VmxVcpu {
     }
 
     fn efer(&self) -> u64 {
-        self.vmcs.read(Field::GuestIa32Efer)
+        match self.flat {
+            Some(f) if self.paging_shadowed() => f.efer,
+            _ => self.vmcs.read(Field::GuestIa32Efer),
+        }
     }
 
     /// EFER.LMA and the "IA-32e mode guest" entry control must agree (SDM Vol. 3C 27.3.1.1).
     fn set_efer(&mut self, value: u64) {
-        self.vmcs.write(Field::GuestIa32Efer, value);
-        self.set_bits(
-            Field::EntryControls,
-            EntryControls::IA32E_MODE_GUEST.bits() as u64,
-            value & EFER_LMA != 0,
-        );
+        self.store_efer(value);
     }
 
     /// SS.DPL (SDM Vol. 3A 5.5; VM entry keeps it in SS access rights, 27.3.1.2).
@@ -476,6 +532,9 @@ impl Vcpu for VmxVcpu {
     }
 
     fn msr(&self, msr: u32) -> Option<u64> {
+        if msr == m::IA32_EFER {
+            return Some(self.efer());
+        }
         msr_field(msr).map(|f| self.vmcs.read(f))
     }
 
@@ -589,6 +648,14 @@ impl Vcpu for VmxVcpu {
         crate::guest_mem::write(gpa, bytes)
     }
 
+    fn read_mmio(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
+        gpa >> self.phys_bits == 0 && crate::guest_mem::read_device(gpa, buf)
+    }
+
+    fn write_mmio(&mut self, gpa: u64, bytes: &[u8]) -> bool {
+        gpa >> self.phys_bits == 0 && crate::guest_mem::write_device(gpa, bytes)
+    }
+
     fn phys_addr_bits(&self) -> u8 {
         self.phys_bits
     }
@@ -663,20 +730,13 @@ impl Vcpu for VmxVcpu {
         self.set_bits(Field::ExceptionBitmap, bit, on || keep);
     }
 
-    /// The VMX-preemption timer, reloaded from its field at every entry; it counts down at the
-    /// TSC rate divided by 2^rate (SDM Vol. 3C 26.5.1).
+    /// The VMX-preemption timer (a held NMI may shorten it for a while).
     fn set_poll_timer(&mut self, ticks: Option<u64>) -> bool {
-        if !self.caps.has_preemption_timer() {
-            return false;
+        self.poll = ticks;
+        if self.nmi_retry {
+            return self.caps.has_preemption_timer();
         }
-        let bit = PinBased::VMX_PREEMPTION_TIMER.bits() as u64;
-        self.set_bits(Field::PinBasedControls, bit, ticks.is_some());
-        if let Some(t) = ticks {
-            let value = t >> self.caps.misc_preemption_timer_rate();
-            self.vmcs
-                .write(Field::VmxPreemptionTimerValue, value.max(1));
-        }
-        true
+        self.arm_preemption_timer(ticks)
     }
 
     fn report(&mut self, what: &str) {

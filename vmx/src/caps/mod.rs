@@ -2,7 +2,10 @@
 //! processor allows.
 
 mod controls;
+mod instructions;
 pub mod msr;
+
+pub use instructions::{instruction_controls, INSTRUCTION_CONTROLS};
 
 pub use controls::{
     ControlSet, EntryControls, ExitControls, PinBased, PrimaryProcBased, SecondaryProcBased,

@@ -16,22 +16,31 @@ use guest_kit::{fail, harness, multiboot, pass, skip, timer, BootInfo, Case, Out
 guest_kit::entry!(main);
 
 mod debug;
+mod features;
 mod memory;
+mod realmode;
+mod tasks;
 mod time;
 
 use debug::*;
+use features::*;
 use memory::*;
+use realmode::*;
+use tasks::*;
 use time::*;
 
 static CASES: &[Case] = &[
     Case::new("cpuid-basic", cpuid_basic),
+    Case::new("cpuid-features", cpuid_features),
     Case::new("tsc-monotonic", tsc_monotonic),
     Case::new("rdtscp-aux", rdtscp_aux),
     Case::new("msr-tsc", msr_tsc),
     Case::new("hlt-wakes", hlt_wakes),
     Case::new("io-scratch", io_scratch),
     Case::new("io-string", io_string),
+    Case::new("io-string-devices", io_string_devices),
     Case::new("single-step", single_step),
+    Case::new("task-switch", task_switches),
     Case::new("multiboot-mmap", multiboot_mmap),
     Case::new("vmcall-ud", vmcall_ud),
     Case::new("tsc-offset", tsc_offset),
@@ -41,10 +50,12 @@ static CASES: &[Case] = &[
     Case::new("tsc-hold", tsc_hold),
     Case::new("tsc-offset-exact", tsc_offset_exact),
     Case::new("tsc-deadline", tsc_deadline),
+    Case::new("tsc-deadline-past", tsc_deadline_past),
     Case::new("tsc-adjust", tsc_adjust),
     Case::new("isolation", isolation),
     Case::new("modules", modules),
     Case::new("high-mmio", high_mmio),
+    Case::explicit("real-mode", real_mode),
 ];
 
 fn main(boot: &'static BootInfo) -> ! {
@@ -204,6 +215,77 @@ fn io_string() -> Outcome {
         return fail!("string-io-backwards back={:02x?}", back2);
     }
     pass!("port={:#x} out=5 in=8 backwards=3", port)
+}
+
+/// REP INSB and REP OUTSB whose buffers are device memory, not RAM: the VGA window and the
+/// VGA BIOS ROM. The processor moves the bytes to and from the device as for any memory (SDM
+/// Vol. 2B INS/OUTS), so a hypervisor that emulates the instruction (a trapped port) must too.
+/// INSB of COM1's scratch register into VGA memory must land there; OUTSB of the ROM's first
+/// two bytes must send its 0x55, 0xAA signature (the last byte stays in the register); INSB
+/// into the ROM must not fault, and the ROM keeps or takes the byte as a direct write would.
+fn io_string_devices() -> Outcome {
+    const PORT: u16 = COM1 + SCRATCH;
+    // Off-screen text memory in the VGA window, and the VGA BIOS ROM.
+    const VGA: u64 = 0xB_9000;
+    const ROM: u64 = 0xC_0000;
+    let rom_signature = unsafe { core::ptr::read_volatile(ROM as *const [u8; 2]) };
+    if rom_signature != [0x55, 0xAA] {
+        return skip!("no-vga-rom signature={:02x?}", rom_signature);
+    }
+    let original = unsafe { cpu::inb(PORT) };
+    let vga_before = unsafe { core::ptr::read_volatile(VGA as *const [u8; 4]) };
+    // SAFETY: the port is COM1's scratch register; the buffers are device memory the kit's
+    // page tables map; everything is put back below.
+    unsafe {
+        cpu::outb(PORT, 0xC3);
+        asm!("cld", "rep insb", inout("rdi") VGA => _, inout("rcx") 4u64 => _, in("dx") PORT, options(nostack));
+    }
+    let vga = unsafe { core::ptr::read_volatile(VGA as *const [u8; 4]) };
+    unsafe { core::ptr::write_volatile(VGA as *mut [u8; 4], vga_before) };
+    unsafe {
+        asm!("cld", "rep outsb", inout("rsi") ROM => _, inout("rcx") 2u64 => _, in("dx") PORT, options(nostack));
+    }
+    let sent = unsafe { cpu::inb(PORT) };
+    // INSB into the ROM's last byte (a checksum byte no one reads now), then a direct write of
+    // the same value to the next-to-last: the two must fare alike.
+    let rom_end = ROM + 0x7FFF;
+    let (before, twin_before) = unsafe {
+        (
+            core::ptr::read_volatile(rom_end as *const u8),
+            core::ptr::read_volatile((rom_end - 1) as *const u8),
+        )
+    };
+    unsafe {
+        cpu::outb(PORT, !before);
+        asm!("insb", inout("rdi") rom_end => _, in("dx") PORT, options(nostack));
+        core::ptr::write_volatile((rom_end - 1) as *mut u8, !twin_before);
+    }
+    let (after, twin_after) = unsafe {
+        (
+            core::ptr::read_volatile(rom_end as *const u8),
+            core::ptr::read_volatile((rom_end - 1) as *const u8),
+        )
+    };
+    unsafe {
+        core::ptr::write_volatile(rom_end as *mut u8, before);
+        core::ptr::write_volatile((rom_end - 1) as *mut u8, twin_before);
+        cpu::outb(PORT, original);
+    }
+    if vga != [0xC3; 4] {
+        return fail!("vga-insb read={:02x?}", vga);
+    }
+    if sent != 0xAA {
+        return fail!("rom-outsb register={:#x}", sent);
+    }
+    let ins_kept = after != before;
+    let direct_kept = twin_after != twin_before;
+    if ins_kept != direct_kept {
+        return fail!("rom-insb ins_kept={} direct_kept={}", ins_kept, direct_kept);
+    }
+    pass!(
+        "vga=insb rom=outsb rom_write={}",
+        if ins_kept { "kept" } else { "ignored" }
+    )
 }
 
 unsafe extern "C" {

@@ -446,6 +446,33 @@ pub(super) fn tsc_deadline() -> Outcome {
     )
 }
 
+/// A deadline the TSC has already passed fires at once, whatever the TSC's value (SDM Vol. 3A,
+/// "TSC-Deadline Mode"): 1 is in the past on any running machine — also under a hypervisor
+/// whose guest TSC runs far ahead of the host's, where "deadline − offset" wraps.
+pub(super) fn tsc_deadline_past() -> Outcome {
+    use guest_kit::lapic;
+    if !lapic::has_tsc_deadline() {
+        return skip!("no-tsc-deadline");
+    }
+    const PROMPT: u64 = 200_000;
+    lapic::arm_deadline_mode();
+    let written = cpu::rdtsc();
+    // SAFETY: the deadline MSR exists (CPUID above); the timer vector has a handler.
+    unsafe { cpu::wrmsr(lapic::IA32_TSC_DEADLINE, 1) };
+    let fired = lapic::wait(PROMPT * 50);
+    lapic::disarm();
+    match fired {
+        None => fail!("never-fired deadline=0x1 now={:#x}", cpu::rdtsc()),
+        Some(at) if at.wrapping_sub(written) > PROMPT => fail!(
+            "late written={:#x} fired={:#x} after={}",
+            written,
+            at,
+            at.wrapping_sub(written)
+        ),
+        Some(at) => pass!("written={:#x} after={}", written, at.wrapping_sub(written)),
+    }
+}
+
 /// Writing IA32_TSC_ADJUST moves the TSC by the difference, and writing it back moves it back
 /// (SDM Vol. 3B, "Time-Stamp Counter Adjustment").
 pub(super) fn tsc_adjust() -> Outcome {

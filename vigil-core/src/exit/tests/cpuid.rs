@@ -84,3 +84,67 @@ fn user_policy_clears_and_sets_bits() {
     exit(&mut c, Exit::Cpuid);
     assert_eq!(c.vcpu.gpr(1) & 1, 1);
 }
+
+fn cpuid_of(
+    c: &mut crate::cpu::Cpu<crate::testing::FakeVcpu>,
+    leaf: u32,
+    subleaf: u32,
+) -> [u64; 4] {
+    c.vcpu.gprs[0] = leaf as u64;
+    c.vcpu.gprs[1] = subleaf as u64;
+    exit(c, Exit::Cpuid);
+    [c.vcpu.gpr(0), c.vcpu.gpr(3), c.vcpu.gpr(1), c.vcpu.gpr(2)]
+}
+
+#[test]
+fn smx_sgx_pt_pconfig_and_msrlist_are_never_shown() {
+    let mut c = cpu("");
+    c.vcpu.host.cpuid.insert((1, 0), [0, 0, u32::MAX, 0]);
+    c.vcpu
+        .host
+        .cpuid
+        .insert((7, 0), [2, u32::MAX, u32::MAX, u32::MAX]);
+    c.vcpu.host.cpuid.insert((7, 1), [u32::MAX, 0, 0, 0]);
+    c.vcpu.host.cpuid.insert((0x12, 0), [1, 2, 3, 4]);
+    c.vcpu.host.cpuid.insert((0x14, 0), [1, 2, 3, 4]);
+    let leaf1 = cpuid_of(&mut c, 1, 0);
+    assert_eq!(leaf1[2] & (1 << 6), 0, "SMX: GETSEC would get #UD");
+    let leaf7 = cpuid_of(&mut c, 7, 0);
+    assert_eq!(leaf7[1] & (1 << 2 | 1 << 25), 0, "SGX and Processor Trace");
+    assert_eq!(leaf7[2] & (1 << 30), 0, "SGX launch control");
+    assert_eq!(leaf7[3] & (1 << 18), 0, "PCONFIG");
+    assert_ne!(
+        leaf7[1] & (1 << 10),
+        0,
+        "INVPCID stays: the fake backend enables it"
+    );
+    assert_eq!(cpuid_of(&mut c, 7, 1)[0] & (1 << 27), 0, "MSRLIST");
+    assert_eq!(cpuid_of(&mut c, 0x12, 0), [0; 4], "SGX's own leaf");
+    assert_eq!(
+        cpuid_of(&mut c, 0x14, 0),
+        [0; 4],
+        "Processor Trace's own leaf"
+    );
+}
+
+#[test]
+fn features_the_backend_cannot_enable_are_hidden() {
+    use x86_arch::cpuid::{Feature, Features};
+    let mut c = cpu("");
+    c.vcpu.hidden = Features::of(&[Feature::Waitpkg, Feature::Xsaves, Feature::Rdtscp]);
+    c.vcpu.host.cpuid.insert((7, 0), [2, u32::MAX, u32::MAX, 0]);
+    c.vcpu.host.cpuid.insert((0xD, 1), [0xF, 0, 0, 0]);
+    c.vcpu
+        .host
+        .cpuid
+        .insert((0x8000_0001, 0), [0, 0, 0, u32::MAX]);
+    let leaf7 = cpuid_of(&mut c, 7, 0);
+    assert_eq!(leaf7[2] & (1 << 5), 0, "WAITPKG");
+    assert_ne!(leaf7[2] & (1 << 22), 0, "RDPID was not named");
+    assert_eq!(cpuid_of(&mut c, 0xD, 1)[0], 0x7, "XSAVES");
+    assert_eq!(
+        cpuid_of(&mut c, 0x8000_0001, 0)[3],
+        !(1u32 << 27) as u64,
+        "RDTSCP"
+    );
+}

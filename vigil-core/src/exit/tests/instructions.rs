@@ -219,7 +219,7 @@ fn virtualization_instructions_are_undefined() {
 }
 
 #[test]
-fn triple_fault_init_and_task_switch_stop_with_a_report() {
+fn triple_fault_init_and_impossible_task_switches_stop_with_a_report() {
     let mut c = cpu("");
     assert_eq!(
         exit(&mut c, Exit::TripleFault),
@@ -229,6 +229,8 @@ fn triple_fault_init_and_task_switch_stop_with_a_report() {
         exit(&mut c, Exit::Init),
         Action::Stop(Stop::Failed(_))
     ));
+    // A task gate with no event being delivered, and a task switch in IA-32e mode (where the
+    // processor raises #GP instead): neither can come from a guest.
     let a = exit(
         &mut c,
         Exit::TaskSwitch {
@@ -239,11 +241,20 @@ fn triple_fault_init_and_task_switch_stop_with_a_report() {
     assert!(matches!(a, Action::Stop(Stop::Failed(_))));
     assert_eq!(c.vcpu.reports.len(), 3);
     assert!(c.vcpu.reports[2].contains("0x28"));
+    let a = exit(
+        &mut c,
+        Exit::TaskSwitch {
+            selector: 0x28,
+            source: TaskSwitchSource::Jmp,
+        },
+    );
+    assert!(matches!(a, Action::Stop(Stop::Failed(_))));
+    assert!(c.vcpu.reports[3].contains("IA-32e"));
     assert!(matches!(
         exit(&mut c, Exit::Unhandled { reason: "RSM" }),
         Action::Stop(Stop::Failed(_))
     ));
-    assert!(c.vcpu.reports[3].contains("RSM"));
+    assert!(c.vcpu.reports[4].contains("RSM"));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use crate::exit::{Action, Exit, IoAccess};
 use crate::testing::{cpu, cpu_with, exit, FakeVcpu, RAM};
+use crate::vcpu::Host;
 use crate::vcpu::{gpr, Seg};
 use x86_arch::event::Event;
 use x86_arch::regs::RFLAGS_DF;
@@ -116,14 +117,66 @@ fn a_page_fault_part_way_leaves_the_registers_at_the_faulting_element() {
 }
 
 #[test]
-fn a_buffer_outside_guest_ram_gets_gp() {
+fn a_buffer_in_vigils_memory_gets_gp() {
     let mut c = cpu_with("trap=io:0x80", FakeVcpu::protected32());
-    c.vcpu.gprs[gpr::RDI as usize] = RAM as u64;
+    let vigil = c.vcpu.host.vigil_range(0).unwrap().0;
+    c.vcpu.gprs[gpr::RDI as usize] = vigil;
     assert_eq!(
         exit(&mut c, string(0x80, 1, true, false, 4)),
         Action::Inject(Event::GP0)
     );
-    assert_eq!(c.vcpu.gprs[gpr::RDI as usize], RAM as u64);
+    assert_eq!(c.vcpu.gprs[gpr::RDI as usize], vigil);
+    assert!(c.vcpu.mmio_log.is_empty(), "no access reached anything");
+}
+
+#[test]
+fn device_memory_gets_the_access_the_guest_would_make() {
+    // INSW into device memory (a VGA-like window above RAM): one 2-byte access per element.
+    let mut c = cpu_with("trap=io:0x80", FakeVcpu::protected32());
+    c.vcpu.host.ports.insert(0x80, 0x34);
+    c.vcpu.host.ports.insert(0x81, 0x12);
+    c.vcpu.gprs[gpr::RDI as usize] = RAM as u64;
+    c.vcpu.gprs[gpr::RCX as usize] = 2;
+    assert_eq!(
+        exit(&mut c, string(0x80, 2, true, true, 4)),
+        Action::Advance
+    );
+    let at = RAM as u64;
+    assert_eq!(c.vcpu.mmio_log, [(at, 2, true), (at + 2, 2, true)]);
+    assert_eq!(c.vcpu.mmio.get(&(at + 3)), Some(&0x12));
+    // OUTSB from ROM reads it; INSB into ROM leaves it as it was, without a fault.
+    let rom = crate::testing::ROM;
+    c.vcpu.mmio.insert(rom, 0xAA);
+    c.vcpu.gprs[gpr::RSI as usize] = rom;
+    assert_eq!(
+        exit(&mut c, string(0x80, 1, false, false, 4)),
+        Action::Advance
+    );
+    assert_eq!(c.vcpu.host.ports.get(&0x80), Some(&0xAA));
+    c.vcpu.gprs[gpr::RDI as usize] = rom;
+    assert_eq!(
+        exit(&mut c, string(0x80, 1, true, false, 4)),
+        Action::Advance
+    );
+    assert_eq!(c.vcpu.mmio.get(&rom), Some(&0xAA), "a ROM ignores writes");
+}
+
+#[test]
+fn an_element_across_a_page_boundary_is_translated_page_by_page() {
+    // A dword OUTSD whose first two bytes are the last of RAM and whose last two are device
+    // memory: each piece from its own place.
+    let mut c = cpu_with("trap=io:0x80-0x83", FakeVcpu::protected32());
+    let end = RAM as u64;
+    c.vcpu.mem[RAM - 2..].copy_from_slice(&[0x11, 0x22]);
+    c.vcpu.mmio.insert(end, 0x33);
+    c.vcpu.mmio.insert(end + 1, 0x44);
+    c.vcpu.gprs[gpr::RSI as usize] = end - 2;
+    assert_eq!(
+        exit(&mut c, string(0x80, 4, false, false, 4)),
+        Action::Advance
+    );
+    assert_eq!(c.vcpu.host.port_log, [(0x80, 4, Some(0x4433_2211))]);
+    assert_eq!(c.vcpu.mmio_log, [(end, 2, false)]);
 }
 
 #[test]

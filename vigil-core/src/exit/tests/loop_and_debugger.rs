@@ -24,8 +24,10 @@ struct Wire {
 }
 
 impl Wire {
+    /// A packet as gdb sends it: after acknowledging what the stub sent before.
     fn send(&self, body: &str) {
         let mut q = self.to_stub.borrow_mut();
+        q.push_back(b'+');
         packet(body.as_bytes(), &mut |b| q.push_back(b));
     }
 }

@@ -13,3 +13,4 @@ mod loop_and_debugger;
 mod mov_dr;
 mod msr;
 mod startup;
+mod task_switch;

@@ -193,6 +193,16 @@ fn the_deadline_is_programmed_in_host_time() {
 }
 
 #[test]
+fn a_deadline_already_passed_fires_at_once_even_below_the_offset() {
+    // The guest's TSC runs 2^44 ahead of the host's: a deadline of 1 is long past, and must be
+    // armed as "now" (1), not as the wrapped difference, which never comes.
+    let mut c = cpu("tsc=offset:0x100000000000");
+    c.vcpu.host.msrs.insert(IA32_TSC_DEADLINE, 0);
+    assert_eq!(wrmsr(&mut c, IA32_TSC_DEADLINE, 1), Action::Advance);
+    assert_eq!(c.vcpu.host.msr_writes, [(IA32_TSC_DEADLINE, 1)]);
+}
+
+#[test]
 fn under_native_time_a_trapped_tsc_is_the_hosts() {
     // tsc=native has no offset in use: a trapped IA32_TSC is executed on the host, so RDTSC
     // and RDMSR agree.
