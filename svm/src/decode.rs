@@ -7,7 +7,42 @@
 //! backend decodes the bytes at the guest's CS:RIP: this module turns them into what the exit
 //! layer needs, with iced-x86's decoder (the same one the debugger uses).
 
+use crate::exit::ExitCode;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+/// The bytes of an intercepted instruction that has one encoding with no operand in its bytes,
+/// written without prefixes (`msr_write`: an MSR intercept's EXITINFO1 bit 0, WRMSR rather
+/// than RDMSR). When the guest's bytes at RIP are exactly these, the instruction is that long
+/// — RIP points at an instruction's first byte, prefixes included — and nothing needs
+/// decoding; with a prefix in front the full decoder runs. The common exits without NRIP save
+/// then cost a fetch of two or three bytes instead of a decode (a guest timing CPUID notices
+/// the difference).
+pub fn plain_encoding(code: ExitCode, msr_write: bool) -> Option<&'static [u8]> {
+    Some(match code {
+        ExitCode::CPUID => &[0x0F, 0xA2],
+        ExitCode::RDTSC => &[0x0F, 0x31],
+        ExitCode::RDTSCP => &[0x0F, 0x01, 0xF9],
+        ExitCode::RDPMC => &[0x0F, 0x33],
+        ExitCode::MSR if msr_write => &[0x0F, 0x30],
+        ExitCode::MSR => &[0x0F, 0x32],
+        ExitCode::HLT => &[0xF4],
+        ExitCode::PAUSE => &[0xF3, 0x90],
+        ExitCode::INVD => &[0x0F, 0x08],
+        ExitCode::WBINVD => &[0x0F, 0x09],
+        ExitCode::XSETBV => &[0x0F, 0x01, 0xD1],
+        ExitCode::VMMCALL => &[0x0F, 0x01, 0xD9],
+        ExitCode::VMRUN => &[0x0F, 0x01, 0xD8],
+        ExitCode::VMLOAD => &[0x0F, 0x01, 0xDA],
+        ExitCode::VMSAVE => &[0x0F, 0x01, 0xDB],
+        ExitCode::STGI => &[0x0F, 0x01, 0xDC],
+        ExitCode::CLGI => &[0x0F, 0x01, 0xDD],
+        ExitCode::SKINIT => &[0x0F, 0x01, 0xDE],
+        ExitCode::INVLPGA => &[0x0F, 0x01, 0xDF],
+        ExitCode::MONITOR => &[0x0F, 0x01, 0xC8],
+        ExitCode::MWAIT => &[0x0F, 0x01, 0xC9],
+        _ => return None,
+    })
+}
 
 /// A memory operand: offset = base + index × scale + displacement, at the address size, in
 /// `segment` (or absolute for RIP-relative addressing, whose displacement iced resolves).
@@ -233,6 +268,66 @@ mod tests {
         assert_eq!(op(&[0x0F, 0x31], 64), Op::Other);
         assert_eq!(decode(&[0x0F], 32, 0), None, "truncated");
         assert_eq!(decode(&[0x0F, 0xFF], 32, 0), None, "invalid");
+    }
+
+    #[test]
+    fn plain_encodings_are_what_the_decoder_says() {
+        let codes = [
+            ExitCode::CPUID,
+            ExitCode::RDTSC,
+            ExitCode::RDTSCP,
+            ExitCode::RDPMC,
+            ExitCode::MSR,
+            ExitCode::HLT,
+            ExitCode::PAUSE,
+            ExitCode::INVD,
+            ExitCode::WBINVD,
+            ExitCode::XSETBV,
+            ExitCode::VMMCALL,
+            ExitCode::VMRUN,
+            ExitCode::VMLOAD,
+            ExitCode::VMSAVE,
+            ExitCode::STGI,
+            ExitCode::CLGI,
+            ExitCode::SKINIT,
+            ExitCode::INVLPGA,
+            ExitCode::MONITOR,
+            ExitCode::MWAIT,
+        ];
+        for code in codes {
+            for write in [false, true] {
+                let bytes = plain_encoding(code, write).unwrap();
+                for bits in [16, 32, 64] {
+                    let d = decode(bytes, bits, 0).unwrap_or_else(|| panic!("{code}"));
+                    assert_eq!(d.len as usize, bytes.len(), "{code} in {bits}-bit code");
+                }
+            }
+        }
+        let mnemonic = |b: &[u8]| {
+            Decoder::new(64, b, DecoderOptions::NONE)
+                .decode()
+                .mnemonic()
+        };
+        assert_eq!(
+            mnemonic(plain_encoding(ExitCode::MSR, true).unwrap()),
+            Mnemonic::Wrmsr
+        );
+        assert_eq!(
+            mnemonic(plain_encoding(ExitCode::MSR, false).unwrap()),
+            Mnemonic::Rdmsr
+        );
+        assert_eq!(
+            mnemonic(plain_encoding(ExitCode::CPUID, false).unwrap()),
+            Mnemonic::Cpuid
+        );
+        assert_eq!(
+            mnemonic(plain_encoding(ExitCode::PAUSE, false).unwrap()),
+            Mnemonic::Pause
+        );
+        // Instructions with operands in their bytes always go through the decoder.
+        assert_eq!(plain_encoding(ExitCode::IOIO, false), None);
+        assert_eq!(plain_encoding(ExitCode::INVLPG, false), None);
+        assert_eq!(plain_encoding(ExitCode(0x00), false), None, "CR reads");
     }
 
     #[test]

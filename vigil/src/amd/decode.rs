@@ -19,6 +19,103 @@ use x86_arch::event::{exception_has_error_code, Event, DB, PF};
 use x86_arch::paging::Access;
 use x86_arch::regs::{DR6_B0_B3, DR6_BD, DR6_BS, DR6_BT, RFLAGS_TF};
 
+/// The paging entries a walk may read: five levels at most.
+const WALK_READS: usize = 5;
+
+/// The translation of the page the last decoded instruction was fetched from, with the paging
+/// registers and every paging entry (address, value) the walk read. Without NRIP save every
+/// intercepted instruction is fetched, nearly always from the page of the one before; a walk
+/// through the guest's tables costs more than the rest of the exit. The translation is a
+/// function of the paging registers and of the entries read (each entry's address comes from
+/// the one before), so when all are unchanged it is the same and is reused; re-reading the
+/// entries costs a few loads. Nothing else can change it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FetchCache {
+    valid: bool,
+    /// CR0, CR3, CR4, EFER.
+    regs: [u64; 4],
+    user: bool,
+    /// Linear page number, and the guest-physical page it translated to.
+    page: u64,
+    gpa_page: u64,
+    /// The guest-physical page is guest RAM, all of it (checked once).
+    ram: bool,
+    reads: [(u64, u64); WALK_READS],
+    n: usize,
+}
+
+impl FetchCache {
+    /// The cached translation of `linear`, if it still holds, and whether its page is RAM.
+    fn lookup(&self, regs: &[u64; 4], user: bool, linear: u64) -> Option<(u64, bool)> {
+        if !self.valid || self.regs != *regs || self.user != user || self.page != linear >> 12 {
+            return None;
+        }
+        let same = self.reads[..self.n].iter().all(|&(at, value)| {
+            // SAFETY: `at` passed the guest-RAM check when the walk read it, and the guest's
+            // memory map never changes: still guest RAM, identity-mapped, only read here.
+            unsafe { core::ptr::read_volatile(at as *const u64) == value }
+        });
+        same.then_some((self.gpa_page | (linear & 0xFFF), self.ram))
+    }
+}
+
+/// A page-table reader that keeps what it read, for [`FetchCache`].
+struct Recording<'a> {
+    vcpu: &'a SvmVcpu,
+    reads: core::cell::Cell<([(u64, u64); WALK_READS], usize)>,
+}
+
+impl x86_arch::PhysRead for Recording<'_> {
+    fn read_u64(&self, phys: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        if !self.vcpu.read_phys(phys, &mut b) {
+            return None;
+        }
+        let value = u64::from_le_bytes(b);
+        let (mut reads, n) = self.reads.get();
+        if n < WALK_READS {
+            reads[n] = (phys, value);
+        }
+        self.reads.set((reads, n + 1));
+        Some(value)
+    }
+}
+
+/// Translates the address of an instruction fetch, through [`FetchCache`]: the guest-physical
+/// address, and whether its whole page is guest RAM.
+fn translate_fetch(vcpu: &SvmVcpu, linear: u64, access: Access) -> Option<(u64, bool)> {
+    let regs = [vcpu.cr0(), vcpu.cr3(), vcpu.cr4(), vcpu.efer()];
+    let cache = vcpu.fetch_cache.get();
+    if let Some(hit) = cache.lookup(&regs, access.user, linear) {
+        return Some(hit);
+    }
+    let p = vcpu.paging_regs();
+    let rec = Recording {
+        vcpu,
+        reads: core::cell::Cell::new(([(0, 0); WALK_READS], 0)),
+    };
+    let gpa = x86_arch::paging::translate(&rec, &p, linear, access)
+        .ok()?
+        .gpa;
+    let (reads, n) = rec.reads.get();
+    // The whole page in the guest's RAM, and its last byte within Vigil's identity map (which
+    // ends on a page boundary), so the page can be read directly while the cache holds.
+    let page = gpa & !0xFFF;
+    let ram = crate::guest_mem::map().is_ram(page, page + 4096)
+        && vcpu.read_phys(page | 0xFFF, &mut [0u8; 1]);
+    vcpu.fetch_cache.set(FetchCache {
+        valid: n <= WALK_READS,
+        regs,
+        user: access.user,
+        page: linear >> 12,
+        gpa_page: gpa & !0xFFF,
+        ram,
+        reads,
+        n: n.min(WALK_READS),
+    });
+    Some((gpa, ram))
+}
+
 /// Reads guest-linear memory for Vigil's own use (instruction bytes, LMSW's operand): through
 /// the guest's page tables, guest RAM only. `None` if any byte cannot be read.
 fn read_linear(vcpu: &SvmVcpu, linear: u64, buf: &mut [u8], fetch: bool) -> Option<()> {
@@ -31,7 +128,25 @@ fn read_linear(vcpu: &SvmVcpu, linear: u64, buf: &mut [u8], fetch: bool) -> Opti
     while done < buf.len() {
         let at = linear.wrapping_add(done as u64);
         let n = (4096 - (at & 0xFFF) as usize).min(buf.len() - done);
-        let gpa = vcpu.translate(at, access).ok()?.gpa;
+        let gpa = if fetch {
+            let (gpa, ram) = translate_fetch(vcpu, at, access)?;
+            if ram {
+                // SAFETY: the page is guest RAM (checked when it was cached; the guest's memory
+                // map never changes), identity-mapped, and `n` bytes stay within it.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        gpa as *const u8,
+                        buf[done..done + n].as_mut_ptr(),
+                        n,
+                    )
+                };
+                done += n;
+                continue;
+            }
+            gpa
+        } else {
+            vcpu.translate(at, access).ok()?.gpa
+        };
         if !vcpu.read_phys(gpa, &mut buf[done..done + n]) {
             return None;
         }
@@ -73,6 +188,22 @@ pub fn fetch_decode(vcpu: &SvmVcpu) -> Option<Decoded> {
     svm::decode::decode(&bytes[..len], vcpu.mode().code_bits(), rip)
 }
 
+/// Whether the guest's bytes at CS:RIP are exactly `bytes`.
+fn bytes_at_rip(vcpu: &SvmVcpu, bytes: &[u8]) -> bool {
+    let mut buf = [0u8; 3];
+    let buf = &mut buf[..bytes.len().min(3)];
+    let at = linear(vcpu, Seg::Cs, vcpu.rip());
+    read_linear(vcpu, at, buf, true).is_some() && buf == bytes
+}
+
+/// The length of the intercepted instruction when it is its exit's one encoding without
+/// prefixes (`svm::decode::plain_encoding`): two or three bytes fetched, nothing decoded.
+pub fn plain_len(vcpu: &SvmVcpu) -> Option<u8> {
+    let bytes =
+        svm::decode::plain_encoding(vcpu.exit.code, svm::exit::msr_is_write(vcpu.exit.info1))?;
+    bytes_at_rip(vcpu, bytes).then_some(bytes.len() as u8)
+}
+
 // The exit codes as integers, for one `match` the compiler turns into a jump table.
 const CPUID: u64 = ExitCode::CPUID.0;
 const RDTSC: u64 = ExitCode::RDTSC.0;
@@ -98,11 +229,23 @@ const INVLPGA: u64 = ExitCode::INVLPGA.0;
 
 /// RDTSC, or RDTSCP reported with RDTSC's exit code: QEMU's TCG checks the RDTSC intercept for
 /// both instructions (and never RDTSCP's own). Unprefixed RDTSC is two bytes (0F 31) and RDTSCP
-/// three (0F 01 F9), so with NRIP save a two-byte instruction needs no look at its bytes; any
-/// other is decoded (once: the length is kept for the RIP advance).
+/// three (0F 01 F9), so with NRIP save a two-byte instruction needs no look at its bytes, and
+/// without it the plain encodings are compared first; anything else is decoded (once: the
+/// length is kept for the RIP advance).
 fn rdtsc(vcpu: &SvmVcpu) -> Exit {
-    if vcpu.exit.next_rip.is_some() && vcpu.intercepted_len() == Some(2) {
-        return Exit::Rdtsc;
+    if vcpu.exit.next_rip.is_some() {
+        if vcpu.intercepted_len() == Some(2) {
+            return Exit::Rdtsc;
+        }
+    } else {
+        if bytes_at_rip(vcpu, &[0x0F, 0x31]) {
+            vcpu.len.set(Some(2));
+            return Exit::Rdtsc;
+        }
+        if bytes_at_rip(vcpu, &[0x0F, 0x01, 0xF9]) {
+            vcpu.len.set(Some(3));
+            return Exit::Rdtscp;
+        }
     }
     match fetch_decode(vcpu) {
         Some(d) => {

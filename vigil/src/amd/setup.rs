@@ -278,6 +278,7 @@ pub fn create_vcpu(
         // The first VMRUN runs a VMCB Vigil wrote entirely.
         checked_dirty: true,
         entered_with_tf: false,
+        fetch_cache: Cell::new(Default::default()),
     };
     debug_assert!(vcpu.efer() == 0);
     Ok((vcpu, vtsc))

@@ -87,6 +87,8 @@ pub struct SvmVcpu {
     pub(super) checked_dirty: bool,
     /// RFLAGS.TF as the last VMRUN entered the guest: the first instruction it ran traps.
     pub(super) entered_with_tf: bool,
+    /// The last instruction fetch's translation (`decode::FetchCache`).
+    pub(super) fetch_cache: Cell<super::decode::FetchCache>,
 }
 
 /// The state-save fields the VMRUN consistency checks read (APM Vol. 2 15.5.1).
@@ -164,7 +166,8 @@ impl SvmVcpu {
         self.mode().code_bits()
     }
 
-    /// The intercepted instruction's length, from nRIP or (without it) from its bytes.
+    /// The intercepted instruction's length, from nRIP or (without it) from its bytes: compared
+    /// with the exit's plain encoding, else decoded.
     pub(super) fn intercepted_len(&self) -> Option<u8> {
         if let Some(len) = self.len.get() {
             return Some(len);
@@ -180,7 +183,9 @@ impl SvmVcpu {
             }
             (1..=15).contains(&len).then_some(len as u8)
         });
-        let len = len.or_else(|| super::decode::fetch_decode(self).map(|d| d.len));
+        let len = len
+            .or_else(|| super::decode::plain_len(self))
+            .or_else(|| super::decode::fetch_decode(self).map(|d| d.len));
         self.len.set(len);
         len
     }
