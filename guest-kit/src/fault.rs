@@ -51,6 +51,8 @@ pub const PF: u8 = 14;
 
 /// VMCALL = 0F 01 C1 (SDM Vol. 2B / 3C, VMCALL).
 pub const VMCALL: &[u8] = &[0x0F, 0x01, 0xC1];
+/// VMMCALL = 0F 01 D9 (APM Vol. 3, VMMCALL): the hypercall instruction of AMD processors.
+pub const VMMCALL: &[u8] = &[0x0F, 0x01, 0xD9];
 /// RDMSR = 0F 32.
 pub const RDMSR: &[u8] = &[0x0F, 0x32];
 /// WRMSR = 0F 30.

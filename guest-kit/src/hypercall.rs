@@ -1,10 +1,11 @@
-//! Vigil's hypercall ABI (docs/architecture.md, "Hypercall ABI"): VMCALL with
-//! EAX = 0x5647_4C00 | function, arguments in EBX/ECX/EDX, status in EAX (0 ok, 1 unknown
+//! Vigil's hypercall ABI (docs/architecture.md, "Hypercall ABI"): VMCALL (VMMCALL on an AMD
+//! processor) with EAX = 0x5647_4C00 | function, arguments in EBX/ECX/EDX, status in EAX (0 ok, 1 unknown
 //! function, 2 mismatch) and results in EBX/ECX/EDX. Functions 3-6 return 64-bit values in the
 //! full registers (the kit always runs in 64-bit mode).
 //!
-//! Bare, or under Vigil with hypercalls off, VMCALL raises #UD; that is caught (see
-//! [`crate::fault`]) and reported as [`Error::NoHypervisor`].
+//! Bare, or under Vigil with hypercalls off, VMCALL raises #UD (VMMCALL too: without SVM
+//! enabled, APM Vol. 3 VMMCALL); that is caught (see [`crate::fault`]) and reported as
+//! [`Error::NoHypervisor`].
 
 use crate::fault::{self, Caught};
 use core::arch::asm;
@@ -69,23 +70,62 @@ impl core::fmt::Display for Error {
     }
 }
 
-/// Execute VMCALL with these registers. `Err` carries the #UD if it faulted. Any EAX may be
-/// used, including values outside Vigil's range (that is how transparency is checked).
+// 0 = not asked yet, 1 = Intel's VMCALL, 2 = AMD's VMMCALL.
+static FLAVOUR: AtomicU8 = AtomicU8::new(0);
+
+/// Whether this processor's hypercall instruction is VMMCALL: an AMD (or Hygon) processor, by
+/// CPUID's vendor string. Asked once.
+pub fn uses_vmmcall() -> bool {
+    match FLAVOUR.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let v = core::arch::x86_64::__cpuid(0);
+            let amd = (v.ebx, v.edx, v.ecx) == (0x6874_7541, 0x6974_6E65, 0x444D_4163)
+                || (v.ebx, v.edx, v.ecx) == (0x6F67_7948, 0x6E65_476E, 0x656E_6975);
+            FLAVOUR.store(if amd { 2 } else { 1 }, Ordering::Relaxed);
+            amd
+        }
+    }
+}
+
+/// Execute the hypercall instruction (VMCALL, or VMMCALL on AMD) with these registers. `Err`
+/// carries the #UD if it faulted. Any EAX may be used, including values outside Vigil's range
+/// (that is how transparency is checked).
 pub fn vmcall(regs: Regs) -> Result<Regs, Caught> {
-    let (out, caught) = fault::expect(fault::UD, fault::VMCALL, || {
+    let vmmcall = uses_vmmcall();
+    let insn = if vmmcall {
+        fault::VMMCALL
+    } else {
+        fault::VMCALL
+    };
+    let (out, caught) = fault::expect(fault::UD, insn, || {
         let mut r = regs;
         unsafe {
-            // RBX is reserved by LLVM: swap the argument in and the result out around VMCALL.
-            asm!(
-                "xchg {rbx}, rbx",
-                "vmcall",
-                "xchg {rbx}, rbx",
-                rbx = inout(reg) r.rbx,
-                inout("rax") r.rax,
-                inout("rcx") r.rcx,
-                inout("rdx") r.rdx,
-                options(nostack)
-            );
+            // RBX is reserved by LLVM: swap the argument in and the result out around the call.
+            if vmmcall {
+                asm!(
+                    "xchg {rbx}, rbx",
+                    "vmmcall",
+                    "xchg {rbx}, rbx",
+                    rbx = inout(reg) r.rbx,
+                    inout("rax") r.rax,
+                    inout("rcx") r.rcx,
+                    inout("rdx") r.rdx,
+                    options(nostack)
+                );
+            } else {
+                asm!(
+                    "xchg {rbx}, rbx",
+                    "vmcall",
+                    "xchg {rbx}, rbx",
+                    rbx = inout(reg) r.rbx,
+                    inout("rax") r.rax,
+                    inout("rcx") r.rcx,
+                    inout("rdx") r.rdx,
+                    options(nostack)
+                );
+            }
         }
         r
     });

@@ -124,6 +124,12 @@ pub struct Config {
     /// Testing aid: VMCS writes (encoding, value) applied just before the first VM entry, to
     /// provoke a VM-entry failure on purpose.
     pub test_vmwrites: Vec<(u32, u64)>,
+    /// Testing aid under SVM: VMCB writes (offset, value) applied just before the first VMRUN,
+    /// to provoke a failed VMRUN on purpose.
+    pub test_vmcb: Vec<(u32, u64)>,
+    /// Testing aid under SVM: ignore NRIP save and decode every intercepted instruction's length,
+    /// as on a processor without it.
+    pub test_no_nrips: bool,
     pub cpuid: CpuidPolicy,
     /// The GDB stub on COM2 (`gdb=com2`): COM2 then carries the GDB remote protocol.
     pub gdb: bool,
@@ -218,6 +224,8 @@ impl Default for Config {
             check_entry: cfg!(debug_assertions),
             log_exits: false,
             test_vmwrites: Vec::new(),
+            test_vmcb: Vec::new(),
+            test_no_nrips: false,
             cpuid: CpuidPolicy::default(),
             gdb: false,
             gdb_wait: false,
@@ -256,6 +264,10 @@ cpuid-hv=on|off                   show a hypervisor: CPUID.1:ECX[31] and leaves 
 cpuid-clear=LEAF[.SUB]:REG:BIT,.. hide CPUID feature bits, e.g. 7.0:edx:4 (REG: eax..edx)
 cpuid-set=LEAF[.SUB]:REG:BIT,...  show CPUID feature bits
 test-vmwrite=ENCODING:VALUE       testing aid: write a VMCS field just before the first entry
+test-vmcb=OFFSET:VALUE            testing aid (SVM): write a VMCB field just before the first
+                                  VMRUN
+test-nrips=on|off                 testing aid (SVM): off decodes instruction lengths as on a
+                                  processor without NRIP save
 ";
 
 impl Config {
@@ -347,7 +359,15 @@ impl Config {
                     });
                     config.test_vmwrites.push(parsed.ok_or_else(|| bad("expected ENCODING:VALUE"))?);
                 }
-                _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits, cpuid-hv, cpuid-clear, cpuid-set, gdb, gdb-wait, gdb-arch, test-vmwrite)")),
+                "test-vmcb" => {
+                    let parsed = value.split_once(':').and_then(|(o, v)| {
+                        let o = parse_i64(o).filter(|o| (0..0x1000).contains(o))?;
+                        Some((o as u32, parse_i64(v)? as u64))
+                    });
+                    config.test_vmcb.push(parsed.ok_or_else(|| bad("expected OFFSET:VALUE with OFFSET below 0x1000"))?);
+                }
+                "test-nrips" => config.test_no_nrips = !parse_bool(value).ok_or_else(|| bad("expected on or off"))?,
+                _ => return Err(format!("unknown option `{key}` (known: log, trap, tsc, hypercall, check-entry, log-exits, cpuid-hv, cpuid-clear, cpuid-set, gdb, gdb-wait, gdb-arch, test-vmwrite, test-vmcb, test-nrips)")),
             }
         }
         // Options that only mean something with the stub.

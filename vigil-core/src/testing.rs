@@ -316,6 +316,8 @@ pub struct FakeVcpu {
     pub tsc_offset: u64,
     pub rdtsc_exit: bool,
     pub step_trap_works: bool,
+    /// Nested paging can map execute-only pages (EPT with the capability; never NPT).
+    pub exec_only: bool,
     pub step_trap: bool,
     pub exceptions: u32,
     pub poll: Option<u64>,
@@ -382,6 +384,7 @@ impl FakeVcpu {
             tsc_offset: 0,
             rdtsc_exit: false,
             step_trap_works: true,
+            exec_only: true,
             step_trap: false,
             exceptions: 0,
             poll: None,
@@ -684,7 +687,7 @@ impl Vcpu for FakeVcpu {
         true
     }
     fn exec_only_pages(&self) -> bool {
-        true
+        self.exec_only
     }
     fn set_tsc_offset(&mut self, offset: u64) {
         self.tsc_offset = offset;

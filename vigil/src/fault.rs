@@ -1,12 +1,21 @@
 //! When Vigil itself fails: a CPU exception in Vigil's code, or a Rust panic. Both print what
 //! happened, a backtrace (frame-pointer walk; Vigil is built with frame pointers, and
 //! `cargo xtask` symbolizes the addresses), and — if a guest is loaded — the guest's state and
-//! the VMCS. Then the run ends as failed. Nothing here may take a lock another path could hold.
+//! the VMCS or VMCB. Then the run ends as failed. Nothing here may take a lock another path
+//! could hold.
 
 use crate::arch::idt::{TrapFrame, EXCEPTION_NAMES};
 use crate::serial::emergency_print;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The guest's VMCB under SVM (0: none), so a fault report can include it.
+static VMCB: AtomicU64 = AtomicU64::new(0);
+
+/// Names the VMCB a fault report shows.
+pub fn set_vmcb(address: u64) {
+    VMCB.store(address, Ordering::Relaxed);
+}
 
 static IN_FAULT: AtomicBool = AtomicBool::new(false);
 
@@ -43,11 +52,6 @@ fn backtrace(mut rbp: u64, rip: u64) {
 }
 
 fn guest_state() {
-    // Only a CPU with a current VMCS can read one (before VMXON, VMREAD is #UD).
-    if !crate::percpu::current().is_some_and(|c| c.vmcs_loaded.load(Ordering::Relaxed)) {
-        return;
-    }
-    eprintln!("guest state (current VMCS):");
     struct Out;
     impl Write for Out {
         fn write_str(&mut self, s: &str) -> core::fmt::Result {
@@ -55,6 +59,19 @@ fn guest_state() {
             Ok(())
         }
     }
+    let vmcb = VMCB.load(Ordering::Relaxed);
+    if vmcb != 0 {
+        eprintln!("guest state (VMCB):");
+        // SAFETY: the address is the guest's VMCB in Vigil's pool, only read here.
+        let v = unsafe { svm::vmcb::VmcbPtr::new(vmcb as *mut u8) };
+        let _ = svm::vmcb::dump(&v, &mut Out);
+        return;
+    }
+    // Only a CPU with a current VMCS can read one (before VMXON, VMREAD is #UD).
+    if !crate::percpu::current().is_some_and(|c| c.vmcs_loaded.load(Ordering::Relaxed)) {
+        return;
+    }
+    eprintln!("guest state (current VMCS):");
     let _ = vmx::vmcs::dump(&vmx::vmcs::RealVmcs, &mut Out);
 }
 

@@ -1,13 +1,14 @@
 //! From GRUB's modules to a guest ready to launch: find the guest image (and an initrd, and a
 //! multiboot guest's own modules), tell a Linux bzImage from a multiboot kernel, load it with the
-//! matching boot protocol, write the boot data it expects, and build its EPT.
+//! matching boot protocol and write the boot data it expects. The backend then builds its
+//! nested page tables over the guest's memory (EPT or NPT), without [`Loaded::absent`].
 //!
 //! Modules (docs/architecture.md): `module2 PATH guest [COMMAND LINE]` is the kernel,
 //! `module2 PATH initrd` an initial ramdisk for a Linux kernel, `module2 PATH module [STRING]` a
 //! module of a multiboot kernel's own (it finds them in its multiboot information, with their
 //! strings, as GRUB's `module` command gives them).
 
-use crate::{acpi, guest_mem, intel, mem};
+use crate::{acpi, guest_mem, mem};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -141,15 +142,27 @@ fn write_gdt(memory: &mut guest_mem::Loader, at: u64) -> Result<(), String> {
         .map_err(|e| format!("boot data: {e}"))
 }
 
-/// Loads the guest and builds what the vCPU needs to start it.
+/// A loaded guest: where it starts, the firmware facts found on the way, and what its nested
+/// page tables must leave out.
+pub struct Loaded {
+    pub entry: EntryState,
+    /// Guest-physical address of a GDT with flat 32-bit code (0x10) and data (0x18) segments,
+    /// for the protected-mode entry.
+    pub gdt: u64,
+    pub acpi: vigil_core::platform::acpi::Acpi,
+    /// Physical ranges absent from the guest's nested page tables: Vigil's memory, and the PCI
+    /// Express configuration windows whose writes would bypass Vigil's mediation of
+    /// configuration space.
+    pub absent: Vec<(u64, u64)>,
+}
+
+/// Loads the guest and finds what the vCPU needs to start it.
 pub fn load(
     modules: &Modules,
     map: &MemoryMap,
     rsdt: Option<u64>,
     xsdt: Option<u64>,
-    caps: &vmx::caps::VmxCaps,
-    identity_table: Option<u64>,
-) -> Result<intel::setup::GuestSetup, String> {
+) -> Result<Loaded, String> {
     let guest = modules
         .guest
         .ok_or("no guest module: GRUB must load one with `module2 PATH guest [ARGS]`")?;
@@ -176,18 +189,13 @@ pub fn load(
     if let Some(p) = acpi.pm1a_control {
         log::info!("ACPI PM1a control port {p:#x}: trapped to see the guest power off");
     }
-    // Vigil's memory, and the PCI Express configuration windows whose writes would bypass
-    // Vigil's mediation of configuration space: absent from the guest's EPT.
     let mut absent = alloc::vec![mem::image_range(), mem::pool_range()];
     absent.extend(acpi::take_mmconfig(rsdt, xsdt));
-    let (eptp, eptp_a20) = intel::ept::build(map, &absent, caps)?;
-    Ok(intel::setup::GuestSetup {
+    Ok(Loaded {
         entry,
         gdt: boot_data,
-        eptp,
-        eptp_a20,
         acpi,
-        identity_table,
+        absent,
     })
 }
 

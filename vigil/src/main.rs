@@ -1,13 +1,16 @@
-//! Vigil: a bare-metal Intel VT-x hypervisor. GRUB loads it (multiboot2) with the guest as a
-//! module; Vigil takes the machine, removes its own memory from the guest's view, and runs the
-//! guest under VMX with EPT and VPID, handling the exits the user asked for.
+//! Vigil: a bare-metal hypervisor for Intel VT-x and AMD-V. GRUB loads it (multiboot2) with the
+//! guest as a module; Vigil takes the machine, removes its own memory from the guest's view, and
+//! runs the guest under VMX with EPT and VPID, or SVM with nested paging and an ASID, handling
+//! the exits the user asked for.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
 mod acpi;
+mod amd;
 mod arch;
+mod calibrate;
 mod debugger;
 mod fault;
 mod guest;
@@ -42,7 +45,7 @@ extern "C" fn vigil_main(magic: u32, info: u32, load: u64) -> ! {
     arch::boot::set_load_address(load);
     serial::init();
     println!(
-        "Vigil {} — Intel VT-x hypervisor",
+        "Vigil {} — Intel VT-x and AMD-V hypervisor",
         env!("CARGO_PKG_VERSION")
     );
     percpu::init(0);
@@ -119,19 +122,38 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     guest_mem::init(map.clone(), mapped);
     let processors = processors.map_err(|e| format!("{e}"))?;
     vigil_core::smp::check_time_mode(config.tsc, processors.count)?;
+    // The backend, chosen once from CPUID: SVM on an AMD processor that has it, VMX otherwise.
+    let svm = amd::detect()?;
+    if svm.is_some() {
+        amd::check_processors(processors.count)?;
+    }
     // Before the guest is loaded: the start-up code borrows a page of conventional memory,
     // clear of the boot information and modules, and puts it back.
     let mut avoid: alloc::vec::Vec<(u64, u64)> = modules.ranges().collect();
     avoid.push((info, info + mbi.total_size() as u64));
     smp::start(&processors, &map, &avoid)?;
 
+    if let Some(svm) = svm {
+        let loaded = guest::load(&modules, &map, rsdt, xsdt)?;
+        let pm_timer = acpi::pm_timer_port(rsdt, xsdt);
+        return amd::launch(svm, config, loaded, &map, guest_elf_class, pm_timer);
+    }
     let caps = intel::capabilities()?;
     // Without unrestricted guest: a page of the guest's RAM for the identity page tables it
     // runs on while its paging is off, reserved before the guest's image and data are placed.
     let mut keep_clear: alloc::vec::Vec<(u64, u64)> = modules.ranges().collect();
     keep_clear.push((info, info + mbi.total_size() as u64));
     let identity_table = intel::flat::reserve(&mut map, &caps, &keep_clear)?;
-    let setup = guest::load(&modules, &map, rsdt, xsdt, &caps, identity_table)?;
+    let loaded = guest::load(&modules, &map, rsdt, xsdt)?;
+    let (eptp, eptp_a20) = intel::ept::build(&map, &loaded.absent, &caps)?;
+    let setup = intel::setup::GuestSetup {
+        entry: loaded.entry,
+        gdt: loaded.gdt,
+        eptp,
+        eptp_a20,
+        acpi: loaded.acpi,
+        identity_table,
+    };
     intel::vmxon(&caps)?;
     let cpu = percpu::current().ok_or("per-CPU state is not set up")?;
     // What every vCPU shares: the configuration, the platform Vigil owns, the one table of owned
@@ -179,12 +201,7 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
             "gdb: the monitor trap flag is reported but did not trap: stepping with RFLAGS.TF"
         );
     }
-    let ((heap_used, heap), (frames_used, frames)) = (mem::heap_usage(), mem::frame_usage());
-    log::info!(
-        "vigil pool in use: heap {} of {} KiB, {frames_used} of {frames} page frames",
-        heap_used / 1024,
-        heap / 1024
-    );
+    log_pool_usage();
     // With gdb=com2 one debugger serves every vCPU (one gdb thread each).
     let debug: Option<&'static Debug> = config.gdb.then(|| {
         let layout = config
@@ -235,6 +252,15 @@ fn boot(info: u64) -> Result<Outcome<'static>, String> {
     run_vcpu(cpu, debug)
 }
 
+fn log_pool_usage() {
+    let ((heap_used, heap), (frames_used, frames)) = (mem::heap_usage(), mem::frame_usage());
+    log::info!(
+        "vigil pool in use: heap {} of {} KiB, {frames_used} of {frames} page frames",
+        heap_used / 1024,
+        heap / 1024
+    );
+}
+
 /// The machine's debugger: one per machine, every vCPU joins it.
 pub(crate) type Debug = vigil_core::debugger::exits::Shared<VmxVcpu, debugger::Com2>;
 
@@ -246,7 +272,7 @@ pub(crate) fn run_vcpu(cpu: Cpu<VmxVcpu>, debug: Option<&'static Debug>) -> ! {
 /// Takes the platform before the guest runs (`vigil_core::platform`): PCI scanned, SMRAM
 /// locked, unmediated bus masters stopped; the guest's RAM, Vigil's memory, the FADT's facts
 /// and two pages for DMA mediation as what it judges the guest's accesses by.
-fn take_platform(map: &MemoryMap, acpi: Acpi) -> Result<Platform, String> {
+pub(crate) fn take_platform(map: &MemoryMap, acpi: Acpi) -> Result<Platform, String> {
     let (image, pool) = (mem::image_range(), mem::pool_range());
     // The ISA DMA controller addresses 24 bits (page register and address, Bochs
     // iodev/dma.cc, Intel 8237A): Vigil above 16 MiB is out of its reach.

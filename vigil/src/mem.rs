@@ -127,7 +127,7 @@ pub fn alloc_frames(count: u64) -> Option<u64> {
 }
 
 /// The facts Vigil's footprint depends on, read without the heap (it does not exist yet):
-/// the EPT's largest leaf, MAXPHYADDR, 1 GiB pages for Vigil's own map, and the edges of the
+/// the largest leaf of the nested tables (EPT or NPT), MAXPHYADDR, 1 GiB pages for Vigil's own map, and the edges of the
 /// host's variable MTRR ranges (the guest's EPT splits large pages there). Returns the machine
 /// and how many of `edges` it filled.
 pub fn machine_facts(edges: &mut [u64]) -> (vigil::placement::Machine, usize) {
@@ -143,6 +143,12 @@ pub fn machine_facts(edges: &mut [u64]) -> (vigil::placement::Machine, usize) {
     // SDM Vol. 3D A.3.2, A.3.3, A.10: the EPT capability MSR exists only when the secondary
     // controls and their "enable EPT" bit may be 1.
     let vmx = cpuid(1, 0)[2] & (1 << 5) != 0;
+    // Nested page tables use the host's own page sizes (APM Vol. 2 15.25.3): 2 MiB always, 1 GiB
+    // with 1-GiB pages.
+    let npt = !vmx
+        && max_ext >= 0x8000_000A
+        && cpuid(0x8000_0001, 0)[2] & (1 << 2) != 0
+        && cpuid(0x8000_000A, 0)[3] & 1 != 0;
     let ept_leaf = if vmx && rdmsr(0x482) & (1 << 63) != 0 && rdmsr(0x48B) & (1 << 33) != 0 {
         let cap = rdmsr(0x48C);
         match (cap & (1 << 16) != 0, cap & (1 << 17) != 0) {
@@ -150,6 +156,10 @@ pub fn machine_facts(edges: &mut [u64]) -> (vigil::placement::Machine, usize) {
             (true, false) => Leaf::Size2M,
             _ => Leaf::Size4K,
         }
+    } else if npt && host_1g_pages {
+        Leaf::Size1G
+    } else if npt {
+        Leaf::Size2M
     } else {
         Leaf::Size4K
     };

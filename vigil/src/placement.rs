@@ -15,8 +15,10 @@ const MIB2: u64 = 1 << 21;
 
 /// The heap: set-up, reports, the debugger's buffers. The exit path does not allocate.
 pub const HEAP_SIZE: u64 = 1 << 20;
-/// VMXON region, VMCS, MSR bitmap, two I/O bitmaps.
-pub const VMX_FRAMES: u64 = 5;
+/// The backend's own pages: VMXON region, VMCS, MSR bitmap and two I/O bitmaps for VMX; for SVM
+/// the host save area, Vigil's VMLOAD/VMSAVE state, the VMCB, two MSR permission map pages and
+/// three I/O permission map pages.
+pub const BACKEND_FRAMES: u64 = 8;
 /// Tables for the debugger's EPT splits (breakpoints and watchpoints on pages held by large
 /// leaves: at most two tables per debugged page).
 pub const DEBUGGER_FRAMES: u64 = 32;
@@ -167,7 +169,7 @@ pub fn needs(map: &MemoryMap, image: u64, m: &Machine, extra_edges: &[u64]) -> N
         image,
         heap: HEAP_SIZE + aps * AP_HEAP,
         // Two EPTs: the guest's, and its view with A20 closed.
-        frames: VMX_FRAMES
+        frames: BACKEND_FRAMES
             + DEBUGGER_FRAMES
             + PLATFORM_FRAMES
             + identity
@@ -272,7 +274,7 @@ mod tests {
                 let top = ept_top(leaf, 40, map.ram_end());
                 let used = build(&map, (base, end), leaf, top);
                 assert!(
-                    used <= needs.frames - VMX_FRAMES - DEBUGGER_FRAMES,
+                    used <= needs.frames - BACKEND_FRAMES - DEBUGGER_FRAMES,
                     "{megs} MiB {leaf:?}: {used} EPT tables, bound {}",
                     needs.frames
                 );

@@ -56,6 +56,22 @@ pub fn finish(end: End) -> ! {
     }
 }
 
+/// Ends VMX operation: VMCLEAR of the current VMCS, then VMXOFF.
+///
+/// # Safety
+/// In VMX operation, at the end of the run.
+unsafe fn leave_vmx() {
+    // SAFETY: the caller's.
+    unsafe {
+        let mut current = u64::MAX;
+        core::arch::asm!("vmptrst [{}]", in(reg) &mut current, options(nostack));
+        if current != u64::MAX {
+            let _ = crate::intel::instr::vmclear(current);
+        }
+        core::arch::asm!("vmxoff", options(nostack));
+    }
+}
+
 /// Where the scrub routine runs: conventional memory, guest RAM that no one needs any more (the
 /// guest's run is over): the routine's copy at 0x7000, its page tables from 0x10000.
 const SCRUB_AT: u64 = 0x7000;
@@ -64,25 +80,25 @@ const SCRUB_TABLES: u64 = 0x1_0000;
 /// Zeroes all of Vigil's memory — image and pool: code, data, stacks, heap, VMCS and VMXON
 /// regions, EPT tables, bitmaps, its own page tables — and resets the machine through the reset
 /// control register (0xCF9, hard reset): firmware and the next OS then find no byte of Vigil.
-/// The VMCS is cleared and VMX left first, so the processor writes nothing back afterwards. The
+/// The VMCS is cleared and VMX left first (under SVM, SVM turned off), so the processor writes
+/// nothing back afterwards. The
 /// routine runs from a copy outside Vigil's memory, on page tables outside it (an identity map
 /// of the first 4 GiB), since it erases the code and tables it would otherwise run on, and it
 /// uses registers only.
 ///
 /// # Safety
-/// The end of the run, after VMXON: nothing of Vigil may be used afterwards; no other CPU
-/// runs.
+/// The end of the run, after VMXON (or SVM's `amd::enable`): nothing of Vigil may be used
+/// afterwards; no other CPU runs.
 unsafe fn scrub_and_reset() -> ! {
     let (image, pool) = (crate::mem::image_range(), crate::mem::pool_range());
-    // SAFETY: VMPTRST, VMCLEAR of the current VMCS and VMXOFF end VMX operation (SDM Vol. 3C
-    // 25.11.3, 31.3); Vigil is in VMX operation whenever a guest could ask for a reset.
-    unsafe {
-        let mut current = u64::MAX;
-        core::arch::asm!("vmptrst [{}]", in(reg) &mut current, options(nostack));
-        if current != u64::MAX {
-            let _ = crate::intel::instr::vmclear(current);
-        }
-        core::arch::asm!("vmxoff", options(nostack));
+    if crate::amd::active() {
+        // Under SVM the processor writes nothing back outside VMRUN and #VMEXIT: clearing
+        // EFER.SVME is all that leaving takes (APM Vol. 2 15.4).
+        crate::amd::disable();
+    } else {
+        // SAFETY: VMPTRST, VMCLEAR of the current VMCS and VMXOFF end VMX operation (SDM Vol.
+        // 3C 25.11.3, 31.3); Vigil is in VMX operation whenever a guest could ask for a reset.
+        unsafe { leave_vmx() };
     }
     let start = scrub_routine as *const () as usize;
     let len = scrub_routine_end as *const () as usize - start;

@@ -14,9 +14,10 @@
 //!
 //! The measures, all read after the runs:
 //! - *Kernel entry to power-off* (judged): from the tick of the kernel's first instruction that
-//!   Bochs logs — its read of IA32_MISC_ENABLE (MSR 0x1a0) in `verify_cpu` (the bzImage's first
-//!   code checks that XD is not disabled on Intel), which Bochs' models do not implement and
-//!   report as `RDMSR: Unknown register 0x1a0` — to the guest's power-off: bare, the last line
+//!   Bochs logs — on Intel models its read of IA32_MISC_ENABLE (MSR 0x1a0) in `verify_cpu` (the
+//!   bzImage's first code checks that XD is not disabled), on AMD models its read of the SEV
+//!   status MSR (0xc0010131) in the decompressor's `startup_32`, neither of which Bochs' models
+//!   implement (`RDMSR: Unknown register …`) — to the guest's power-off: bare, the last line
 //!   of `bochs.log` (`quit_sim`, written at the ACPI power-off); under Vigil, the host TSC of
 //!   the exit that ended the guest, which Vigil prints (`guest stopped at host TSC N`) before it
 //!   spends time printing its statistics. (Bochs' TSC is its tick count: it starts at 0 and
@@ -349,10 +350,14 @@ pub fn stopped_tick<'a>(lines: impl IntoIterator<Item = &'a str>) -> Option<u64>
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// The tick of the first `RDMSR: Unknown register 0x1a0` line: the kernel's `verify_cpu`.
+/// The tick of the first `RDMSR: Unknown register 0x1a0` (Intel: the kernel's `verify_cpu`)
+/// or `… 0xc0010131` line (AMD: the decompressor's SEV-status read), whichever comes first.
 pub fn kernel_entry_tick(log: &str) -> Option<u64> {
     log.lines()
-        .find(|l| l.contains("RDMSR: Unknown register 0x1a0"))
+        .find(|l| {
+            l.contains("RDMSR: Unknown register 0x1a0")
+                || l.contains("RDMSR: Unknown register 0xc0010131")
+        })
         .and_then(end_tick)
 }
 
@@ -508,6 +513,11 @@ mod tests {
         assert_eq!(kernel_entry_tick(log), Some(432_508_866));
         assert_eq!(end_tick(log), Some(2_032_172_365));
         assert_eq!(kernel_entry_tick("00000000001i[SIM   ] x\n"), None);
+        // An AMD model's kernel reads the SEV status first.
+        let amd = "00000000001i[SIM   ] x\n\
+                   00409031214e[CPU0  ] RDMSR: Unknown register 0xc0010131\n\
+                   00515671351e[CPU0  ] RDMSR: Unknown register 0x8b\n";
+        assert_eq!(kernel_entry_tick(amd), Some(409_031_214));
     }
 
     #[test]

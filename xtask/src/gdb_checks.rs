@@ -193,7 +193,13 @@ pub(crate) fn session(c: &Check) -> Result<(), String> {
     }
     // monitor commands answered.
     let monitor = section(&gdb, "monitor").join("\n");
-    for want in ["cr0", "EPT: gpa 0x100000", "registers: x86-64"] {
+    // The nested tables are EPT under VMX, NPT under SVM.
+    let nested = if crate::scenarios_amd::is_amd_model(c.scenario.cpu_model) {
+        "NPT: gpa 0x100000"
+    } else {
+        "EPT: gpa 0x100000"
+    };
+    for want in ["cr0", nested, "registers: x86-64"] {
         if !monitor.contains(want) {
             return fail(format!("monitor output lacks {want:?}"));
         }

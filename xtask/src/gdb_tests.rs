@@ -162,6 +162,8 @@ pub fn register(dir: &std::path::Path, scenario: &str, debuggee: &std::path::Pat
             },
         );
     }
+    // A `ryzen` scenario runs the session of the one it mirrors.
+    let scenario = crate::scenarios_amd::intel_name(scenario);
     if scenario == "gdb-vigil-panic" {
         crate::gdb::register(
             dir,

@@ -8,7 +8,7 @@
 //! vigil-linux: begin uname
 //! Linux (none) 6.1.0-… #1 SMP PREEMPT_DYNAMIC Debian … x86_64 GNU/Linux
 //! vigil-linux: end uname
-//! vigil-linux: begin cpuinfo        (the first lines of /proc/cpuinfo)
+//! vigil-linux: begin cpuinfo        (the first lines of /proc/cpuinfo and its flags line)
 //! vigil-linux: begin free           (busybox free, in KiB)
 //! vigil-linux: begin clocksource    (current_clocksource, then available_clocksource)
 //! vigil-linux: begin wait           (only with `vigil.wait=N`: `sleep N`, quiet)
@@ -61,7 +61,7 @@ section() {
 }
 cs=/sys/devices/system/clocksource/clocksource0
 section uname uname -a
-section cpuinfo head -n 8 /proc/cpuinfo
+section cpuinfo sh -c 'head -n 8 /proc/cpuinfo; grep -m 1 "^flags" /proc/cpuinfo'
 section free free
 # `vigil.wait=N` on the kernel's command line: N seconds of quiet before the last sections,
 # so the kernel's clocksource watchdog and its refined TSC calibration run first.

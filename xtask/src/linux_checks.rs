@@ -194,8 +194,27 @@ fn tsc_family(clocksource: &str) -> bool {
 
 // ---- checks of the Linux scenarios ----
 
+/// The vendor string and virtualization flag of a Bochs CPU model's processor.
+fn vendor_of(cpu_model: &str) -> (&'static str, &'static str) {
+    if crate::scenarios_amd::is_amd_model(cpu_model) {
+        ("AuthenticAMD", "svm")
+    } else {
+        ("GenuineIntel", "vmx")
+    }
+}
+
+/// The virtualization flags (`vmx`, `svm`) in /proc/cpuinfo's flags line.
+fn virtualization_flags(init: &InitReport) -> Result<Vec<String>, String> {
+    Ok(init
+        .cpuinfo("flags")?
+        .split_whitespace()
+        .filter(|f| matches!(*f, "vmx" | "svm"))
+        .map(str::to_string)
+        .collect())
+}
+
 /// Both modes: Bochs exited by itself after our `/init` ran every section; `uname -a` says
-/// Linux on x86_64, cpuinfo names Intel's vendor, `free` reports a plausible total.
+/// Linux on x86_64, cpuinfo names the model's vendor, `free` reports a plausible total.
 fn common(c: &Check) -> Result<InitReport, String> {
     verdict(c.outcome, true)?;
     let init = InitReport::parse(c.outcome.capture.port(Port::Guest));
@@ -215,8 +234,9 @@ fn common(c: &Check) -> Result<InitReport, String> {
         return Err(format!("uname -a: machine {machine:?}, not x86_64"));
     }
     let vendor = init.cpuinfo("vendor_id")?;
-    if vendor != "GenuineIntel" {
-        return Err(format!("cpuinfo vendor_id is {vendor:?}, not GenuineIntel"));
+    let (expected, _) = vendor_of(c.scenario.cpu_model);
+    if vendor != expected {
+        return Err(format!("cpuinfo vendor_id is {vendor:?}, not {expected}"));
     }
     let megs = crate::scenarios_guests::megs(c.scenario.name) as u64;
     let total = init.mem_total_kib()?;
@@ -249,19 +269,32 @@ fn common(c: &Check) -> Result<InitReport, String> {
     Ok(init)
 }
 
-/// `linux-bare`: the reference the Vigil scenarios compare with.
+/// `linux-bare`: the reference the Vigil scenarios compare with. The processor's own
+/// virtualization extension shows in /proc/cpuinfo.
 pub fn check_bare(c: &Check) -> Result<(), String> {
-    common(c)?;
+    let init = common(c)?;
+    let (_, flag) = vendor_of(c.scenario.cpu_model);
+    if !virtualization_flags(&init)?.iter().any(|f| f == flag) {
+        return Err(format!("bare, /proc/cpuinfo's flags lack `{flag}`"));
+    }
     if let Some(line) = c.outcome.capture.com2().first() {
         return Err(format!("COM2 should be silent bare, it printed {line:?}"));
     }
     Ok(())
 }
 
-/// Under Vigil: everything of [`common`], `run ended: ok`, an exit table with CPUID exits whose
-/// rows add up, and (against bare) the guest has less memory by Vigil's image and pool.
+/// Under Vigil: everything of [`common`], `run ended: ok`, no virtualization extension in
+/// /proc/cpuinfo (VMX and SVM are Vigil's), an exit table with CPUID exits whose rows add up,
+/// and (against bare) the guest has less memory by Vigil's image and pool.
 pub fn check_vigil(c: &Check) -> Result<(), String> {
     let init = common(c)?;
+    let shown = virtualization_flags(&init)?;
+    if !shown.is_empty() {
+        return Err(format!(
+            "under Vigil, /proc/cpuinfo's flags show {}",
+            shown.join(" ")
+        ));
+    }
     let stats = report::exit_stats(&c.outcome.capture.com2())?;
     if stats.total.count == 0 {
         return Err("the exit table counts no exits".into());

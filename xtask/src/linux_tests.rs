@@ -26,6 +26,7 @@ vendor_id\t: GenuineIntel
 cpu family\t: 6
 model\t\t: 85
 model name\t: Intel(R) Core(TM) i7-7800X CPU @ 3.50GHz
+flags\t\t: fpu vme de pse tsc msr pae mce cx8 apic vmx ssse3 fma cx16 xsave avx
 vigil-linux: end cpuinfo
 vigil-linux: begin free
               total        used        free      shared  buff/cache   available
@@ -94,7 +95,9 @@ fn outcome(mode: Mode, com1: &str, com2: &str, exited: bool) -> Outcome {
 
 /// COM1 under Vigil: Vigil's pool is missing from the guest's memory.
 fn vigil_com1() -> String {
-    BARE_COM1.replace("Mem:         223696", "Mem:         221680")
+    BARE_COM1
+        .replace("Mem:         223696", "Mem:         221680")
+        .replace(" vmx ssse3", " ssse3")
 }
 
 fn scenario(name: &'static str, mode: Mode, check: fn(&Check) -> Result<(), String>) -> Scenario {
@@ -141,7 +144,8 @@ fn the_init_report_parses_sections_and_values() {
     );
     assert_eq!(init.cpuinfo("vendor_id").unwrap(), "GenuineIntel");
     assert_eq!(init.cpuinfo("model").unwrap(), "85");
-    assert!(init.cpuinfo("flags").is_err());
+    assert!(init.cpuinfo("flags").unwrap().contains(" vmx "));
+    assert!(init.cpuinfo("bogomips").is_err());
     assert_eq!(init.mem_total_kib().unwrap(), 223696);
     let (current, available) = init.clocksource().unwrap();
     assert_eq!(current, "tsc-early");
@@ -237,7 +241,8 @@ fn linux_scenario_checks() {
     run_check(&vigil_s, &vigil, Some(&bare)).unwrap();
     run_check(&vigil_s, &vigil, None).unwrap();
     // All of the machine's memory under Vigil: its pool was not taken away.
-    let leaky = outcome(Mode::Vigil, BARE_COM1, VIGIL_COM2, true);
+    let leaky = BARE_COM1.replace(" vmx ssse3", " ssse3");
+    let leaky = outcome(Mode::Vigil, &leaky, VIGIL_COM2, true);
     assert!(run_check(&vigil_s, &leaky, Some(&bare))
         .unwrap_err()
         .contains("pool"));
@@ -267,6 +272,35 @@ fn linux_scenario_checks() {
     assert!(run_check(&vigil_s, &amd, None)
         .unwrap_err()
         .contains("vendor_id"));
+    // VMX shown to the guest under Vigil, or missing bare.
+    let shown = outcome(Mode::Vigil, BARE_COM1, VIGIL_COM2, true);
+    assert!(run_check(&vigil_s, &shown, None)
+        .unwrap_err()
+        .contains("flags show vmx"));
+    let hidden_bare = outcome(Mode::Bare, &vigil_com1(), "", true);
+    assert!(run_check(&bare_s, &hidden_bare, None)
+        .unwrap_err()
+        .contains("lack `vmx`"));
+    // On an AMD model the vendor and the flag are AMD's.
+    let ryzen_s = Scenario {
+        cpu_model: "ryzen",
+        ..scenario("linux-vigil-ryzen", Mode::Vigil, check_vigil)
+    };
+    let ryzen = vigil_com1().replace("GenuineIntel", "AuthenticAMD");
+    run_check(
+        &ryzen_s,
+        &outcome(Mode::Vigil, &ryzen, VIGIL_COM2, true),
+        None,
+    )
+    .unwrap();
+    let ryzen_svm = ryzen.replace(" ssse3", " svm ssse3");
+    assert!(run_check(
+        &ryzen_s,
+        &outcome(Mode::Vigil, &ryzen_svm, VIGIL_COM2, true),
+        None
+    )
+    .unwrap_err()
+    .contains("flags show svm"));
     let no_free = vigil_com1().replace("Mem:", "Nope:");
     let no_free = outcome(Mode::Vigil, &no_free, VIGIL_COM2, true);
     assert!(run_check(&vigil_s, &no_free, None)

@@ -1,12 +1,14 @@
 //! The emulator-side oracle: after a run under Vigil, the machine's memory as Bochs itself holds
 //! it — read through Bochs' internal debugger, never through Vigil — is compared byte for byte
 //! with the code and read-only data of Vigil's ELF, and Bochs' own log says whether the processor
-//! ever left VMX (a reset) or entered SMM after Vigil started.
+//! ever left VMX or SVM (a reset) or entered SMM after Vigil started.
 //!
 //! **Where Vigil is.** Vigil copies itself to the top of RAM at boot and runs at a fixed virtual
 //! address, so its ELF gives virtual addresses only. The oracle learns the physical copy from
-//! the emulator: at Vigil's first VM exit (Bochs' VM-exit breakpoint), which is by construction
-//! in Vigil's context — VMX root, Vigil's host CR3 just loaded from the VMCS — Bochs' `info tab`
+//! the emulator: at Vigil's first VM exit (Bochs' VM-exit breakpoint, which serves SVM's #VMEXIT
+//! too), which is by construction in Vigil's context — VMX root, Vigil's host CR3 just loaded
+//! from the VMCS; under SVM the host outside the guest with GIF clear, which Vigil keeps clear
+//! from enabling SVM on and no guest can clear (CLGI is intercepted) — Bochs' `info tab`
 //! prints the translation of Vigil's window through the page tables in use. The oracle then
 //! checks that this physical range is absent from the memory map the guest was given (the
 //! hostile guest prints it on COM1), and reads it with `xp` (physical) at the first exit and at
@@ -19,8 +21,9 @@
 //! Vigil's end function therefore also stops in guest context, as often as the guest wants. A
 //! fixed command file serves a fixed number of stops, so a guest could use them up and end the
 //! observation, and it cannot ask a follow-up question whose address it learns at the stop. The
-//! driver asks at every stop whether the processor is in VMX root (`show
-//! "cpu0.VMX.in_vmx_guest"`, Bochs' own state, not Vigil's), lets guest-context stops go, and
+//! driver asks at every stop whether the processor is in Vigil's context (`show
+//! "cpu0.VMX.in_vmx_guest"`, or `cpu0.SVM.in_svm_guest` and `cpu0.SVM.gif`: Bochs' own state,
+//! not Vigil's), lets guest-context stops go, and
 //! reads memory at the physical addresses the emulator's page walk gave.
 //!
 //! How the debugger gets control at the end of every kind of run (Bochs 2.7 and 3.0):
@@ -206,6 +209,9 @@ pub struct Stop {
     /// Bochs' own VMX state: in VMX operation, and in VMX non-root.
     pub in_vmx: Option<bool>,
     pub in_vmx_guest: Option<bool>,
+    /// Bochs' own SVM state: running an SVM guest, and the global interrupt flag.
+    pub in_svm_guest: Option<bool>,
+    pub svm_gif: Option<bool>,
     /// Bochs' own SMM state: in SMM, and the SMM base.
     pub in_smm: Option<bool>,
     pub smbase: Option<u64>,
@@ -216,9 +222,16 @@ pub struct Stop {
 }
 
 impl Stop {
-    /// The processor is in VMX root operation: Vigil's context (only Vigil runs there).
+    /// The processor is in VMX root operation, or outside an SVM guest with GIF clear: Vigil's
+    /// context (only Vigil runs there; before Vigil and after a reset GIF is set).
     pub fn in_vigil_context(&self) -> bool {
-        self.in_vmx == Some(true) && self.in_vmx_guest == Some(false)
+        (self.in_vmx == Some(true) && self.in_vmx_guest == Some(false))
+            || (self.in_svm_guest == Some(false) && self.svm_gif == Some(false))
+    }
+
+    /// The processor runs the guest (VMX non-root, or an SVM guest).
+    pub fn in_guest_context(&self) -> bool {
+        self.in_vmx_guest == Some(true) || self.in_svm_guest == Some(true)
     }
 
     pub fn describe(&self) -> String {
@@ -229,17 +242,25 @@ impl Stop {
             Some(Reason::Interrupt) | None => "SIGINT".to_string(),
             Some(Reason::Other(s)) => s.clone(),
         };
-        let context = match (self.in_vmx, self.in_vmx_guest) {
-            (Some(true), Some(false)) => " (VMX root: Vigil)",
-            (Some(true), Some(true)) => " (VMX non-root: the guest)",
-            (Some(false), _) => " (not in VMX operation)",
+        let context = match (
+            self.in_vmx,
+            self.in_vmx_guest,
+            self.in_svm_guest,
+            self.svm_gif,
+        ) {
+            (Some(true), Some(false), ..) => " (VMX root: Vigil)",
+            (Some(true), Some(true), ..) => " (VMX non-root: the guest)",
+            (Some(false), ..) => " (not in VMX operation)",
+            (_, _, Some(false), Some(false)) => " (SVM host with GIF clear: Vigil)",
+            (_, _, Some(true), _) => " (SVM guest)",
+            (_, _, Some(false), Some(true)) => " (outside an SVM guest with GIF set: not Vigil)",
             _ => "",
         };
         let mode = match (self.cr0, self.cr4) {
             (Some(cr0), Some(cr4)) => format!(
                 " CR0={cr0:#x} CR4={cr4:#x}{}{}",
                 if cr0 & 1 == 0 { " (real mode)" } else { "" },
-                if cr4 & (1 << 13) == 0 {
+                if cr4 & (1 << 13) == 0 && self.in_vmx.is_some() {
                     " (CR4.VMXE clear)"
                 } else {
                     ""
@@ -330,6 +351,10 @@ pub fn parse_stops(out: &str) -> Vec<Stop> {
             stop.in_vmx = Some(v.trim() == "true");
         } else if let Some(v) = l.strip_prefix("in_vmx_guest = ") {
             stop.in_vmx_guest = Some(v.trim() == "true");
+        } else if let Some(v) = l.strip_prefix("in_svm_guest = ") {
+            stop.in_svm_guest = Some(v.trim() == "true");
+        } else if let Some(v) = l.strip_prefix("gif = ") {
+            stop.svm_gif = Some(v.trim() == "true");
         } else if let Some(v) = l.strip_prefix("in_smm = ") {
             stop.in_smm = Some(v.trim() == "true");
         } else if let Some(v) = l.strip_prefix("smbase = ") {
@@ -559,7 +584,7 @@ pub fn judge(
     if let Some((t, line)) = resets.first() {
         v.failures.push(format!(
             "the machine was reset {} time(s) after Vigil started, the first at t={t} ({line}): \
-             the processor left VMX",
+             the processor left VMX (or SVM)",
             resets.len()
         ));
     }
@@ -588,7 +613,7 @@ pub fn judge(
             v.failures.push(format!(
                 "the processor entered SMM {} time(s) after Vigil started, the first at t={t}; \
                  {firmware} of them ran the firmware's SMI handler, the rest code the oracle \
-                 cannot vouch for, outside VMX non-root",
+                 cannot vouch for, outside the guest's context",
                 smm.len()
             ));
         }
@@ -599,7 +624,7 @@ pub fn judge(
             image
                 .finish
                 .is_some_and(|f| s.reason == Some(Reason::Breakpoint(f)))
-                && s.in_vmx_guest == Some(true)
+                && s.in_guest_context()
         })
         .count();
     if collisions > 0 {
@@ -608,7 +633,7 @@ pub fn judge(
              the same linear address), let go"
         ));
     }
-    for s in later.iter().filter(|s| s.in_vmx_guest != Some(true)) {
+    for s in later.iter().filter(|s| !s.in_guest_context()) {
         v.facts.push(format!("stop {}", s.describe()));
     }
     if let Some(state) = &log.final_state {
@@ -623,7 +648,8 @@ pub fn judge(
         .find(|s| s.in_vigil_context() && !s.window().is_empty());
     let Some(placed) = placed else {
         v.failures.push(
-            "no stop in Vigil's context (VMX root) showed where Vigil's window maps: the run \
+            "no stop in Vigil's context (VMX root, or the SVM host with GIF clear) showed where \
+             Vigil's window maps: the run \
              reached neither a VM exit nor Vigil's end"
                 .to_string(),
         );
@@ -684,8 +710,8 @@ pub fn judge(
         .is_some_and(|f| last.reason == Some(Reason::Breakpoint(f)) && last.in_vigil_context());
     if !at_finish {
         v.failures.push(format!(
-            "the run did not end through Vigil's end (`vigil::power::finish` in VMX root); last \
-             stop: {}",
+            "the run did not end through Vigil's end (`vigil::power::finish` in Vigil's \
+             context); last stop: {}",
             last.describe()
         ));
     }
@@ -814,6 +840,54 @@ mod tests {
             .facts
             .iter()
             .any(|f| f.contains("physical [0xfded000-0xfdee000)")));
+    }
+
+    /// The same session on an SVM model (`ryzen`): no VMX parameters, SVM's instead.
+    fn svm_transcript() -> String {
+        let can_not = |p: &str| {
+            format!("show param name: <cpu0.VMX.{p}>\ncan't find param <cpu0.VMX.{p}> in global or default CPU tree\n")
+        };
+        let host = format!(
+            "{}{}show param name: <cpu0.SVM.in_svm_guest>\nin_svm_guest = false\n\
+             show param name: <cpu0.SVM.gif>\ngif = false\n",
+            can_not("in_vmx"),
+            can_not("in_vmx_guest")
+        );
+        let guest = host
+            .replace("in_svm_guest = false", "in_svm_guest = true")
+            .replace("gif = false", "gif = true");
+        let vmx_host = "in_vmx = true\nin_vmx_guest = false\n";
+        let vmx_guest = "in_vmx = true\nin_vmx_guest = true\n";
+        let with_names = "show param name: <cpu0.VMX.in_vmx>\nin_vmx = true\n\
+                          show param name: <cpu0.VMX.in_vmx_guest>\nin_vmx_guest = false\n";
+        OUT.replacen(with_names, &host, 1)
+            .replacen(vmx_guest, &guest, 1)
+            .replacen(vmx_host, &host, 1)
+    }
+
+    #[test]
+    fn svm_hosts_with_gif_clear_are_vigils_context() {
+        let out = svm_transcript();
+        assert!(!out.contains("in_vmx ="), "{out}");
+        let stops = parse_stops(&out);
+        assert_eq!(stops.len(), 4);
+        assert!(stops[1].in_vigil_context() && !stops[1].in_guest_context());
+        assert!(stops[2].in_guest_context() && !stops[2].in_vigil_context());
+        assert!(stops[3].in_vigil_context());
+        let v = judge(&image(), None, &stops, &LogFacts::default(), Some(RAM));
+        assert!(v.result().is_ok(), "{v:?}");
+        assert!(v
+            .facts
+            .iter()
+            .any(|f| f.contains("1 stop(s) at Vigil's end address in the guest's context")));
+        // Outside a guest with GIF set is not Vigil: before SVM is on, or after a reset.
+        let set = out.replace("gif = false", "gif = true");
+        let stops = parse_stops(&set);
+        assert!(!stops[3].in_vigil_context());
+        let e = judge(&image(), None, &stops, &LogFacts::default(), Some(RAM))
+            .result()
+            .unwrap_err();
+        assert!(e.contains("no stop in Vigil's context"), "{e}");
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! 1. A physical breakpoint on Vigil's entry (the trampoline runs at its load address): its
 //!    tick starts the log's clock.
 //! 2. Bochs' VM-exit breakpoint and a linear breakpoint on `vigil::power::finish`.
-//! 3. At every stop: the tick, Bochs' VMX state (`show "cpu0.VMX.in_vmx"` and `in_vmx_guest`),
-//!    the control and general registers. In VMX root (Vigil's context) also `info tab`.
+//! 3. At every stop: the tick, Bochs' VMX state (`show "cpu0.VMX.in_vmx"` and `in_vmx_guest`)
+//!    or SVM state (`cpu0.SVM.in_svm_guest` and `gif`), the control and general registers. In
+//!    Vigil's context (VMX root, or the SVM host with GIF clear) also `info tab`.
 //!    - The first VM exit: where Vigil's window maps (the page walk through Vigil's host CR3),
 //!      and a first memory view there; the VM-exit breakpoint goes off.
 //!    - A stop at the end address in the guest's context: let go.
@@ -86,7 +87,8 @@ impl Session {
 }
 
 /// What every stop asks first.
-const STATE: &str = "ptime\nshow \"cpu0.VMX.in_vmx\"\nshow \"cpu0.VMX.in_vmx_guest\"\nshow \"cpu0.in_smm\"\ncreg\nr\n";
+/// (Bochs' VMX and SVM state both: a CPU model has at most one, the other is "can't find".)
+const STATE: &str = "ptime\nshow \"cpu0.VMX.in_vmx\"\nshow \"cpu0.VMX.in_vmx_guest\"\nshow \"cpu0.SVM.in_svm_guest\"\nshow \"cpu0.SVM.gif\"\nshow \"cpu0.in_smm\"\ncreg\nr\n";
 
 /// Runs the session until Bochs quits or goes away.
 pub fn drive(to: ChildStdin, from: ChildStdout, transcript: File, plan: &Plan) {

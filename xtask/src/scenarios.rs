@@ -56,7 +56,7 @@ const CASES_VIGIL_OPTIONS: &str = "tsc=offset:0x100000000000 hypercall=on";
 const CASES_VIGIL_TRAP_OPTIONS: &str = "trap=rdtsc,rdtscp tsc=offset:0x100000000000 hypercall=on";
 
 pub fn all() -> Vec<Scenario> {
-    vec![
+    let mut all: Vec<Scenario> = vec![
         Scenario {
             name: "demo-vigil",
             guest: "demo",
@@ -193,7 +193,11 @@ pub fn all() -> Vec<Scenario> {
     .chain(crate::scenarios_guests::all())
     .chain(crate::scenarios_smp::all())
     .chain(crate::scenarios_transparent::all())
-    .collect()
+    .collect();
+    // The AMD-V scenarios, many of which mirror the ones above on `ryzen`.
+    let amd = crate::scenarios_amd::all(&all);
+    all.extend(amd);
+    all
 }
 
 pub(crate) fn demo_vigil(c: &Check) -> Result<(), String> {

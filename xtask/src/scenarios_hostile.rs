@@ -1,5 +1,5 @@
-//! The `hostile` guest bare and under Vigil. Its exit-handler cases (VMX instructions, invalid
-//! XSETBV, absent MSRs, INVD, UD2) must pass both ways, since the guest must see exactly what a
+//! The `hostile` guest bare and under Vigil. Its exit-handler cases (VMX and SVM instructions,
+//! invalid XSETBV, absent MSRs, INVD, UD2) must pass both ways, since the guest must see exactly what a
 //! processor without a hypervisor would do, and Vigil must end normally.
 //!
 //! Its platform attacks (docs/security.md: A20, SMM, DMA, resets and sleep, local APIC
@@ -16,7 +16,7 @@ use crate::scenarios::{Check, Scenario};
 const SKYLAKE: &str = crate::bochs::DEFAULT_CPU_MODEL;
 
 /// The exit-handler cases the first two scenarios run.
-pub const HANDLER_CASES: &str = "case=vmx-insn,xsetbv-invalid,msr-absent,invd,ud2";
+pub const HANDLER_CASES: &str = "case=vmx-insn,svm-insn,xsetbv-invalid,msr-absent,invd,ud2";
 
 /// Whether a scenario gets the emulator-side oracle: the hostile guest under Vigil.
 pub fn wants_oracle(s: &Scenario) -> bool {
@@ -259,7 +259,10 @@ fn check_destructive(c: &Check) -> Result<(), String> {
     let o = c.outcome;
     let &(_, _, _, bare_end) = DESTRUCTIVE
         .iter()
-        .find(|d| d.0 == c.scenario.name || d.1 == c.scenario.name)
+        .find(|d| {
+            let name = crate::scenarios_amd::intel_name(c.scenario.name);
+            d.0 == name || d.1 == name
+        })
         .ok_or("not a destructive scenario")?;
     let com1 = o.capture.com1();
     let escaped = com1
@@ -384,7 +387,14 @@ fn check_hostile(c: &Check) -> Result<(), String> {
         ));
     }
     let passed: Vec<&str> = cases.iter().map(|l| l.name.as_str()).collect();
-    for expected in ["vmx-insn", "xsetbv-invalid", "msr-absent", "invd", "ud2"] {
+    for expected in [
+        "vmx-insn",
+        "svm-insn",
+        "xsetbv-invalid",
+        "msr-absent",
+        "invd",
+        "ud2",
+    ] {
         if !passed.contains(&expected) {
             return Err(format!("case {expected} did not run (ran: {passed:?})"));
         }

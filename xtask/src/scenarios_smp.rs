@@ -39,9 +39,11 @@ pub fn cpus_for(name: &str, vigil_options: &str) -> u32 {
 
 fn cpus_given(name: &str, vigil_options: &str, default: u32) -> u32 {
     let named = named_cpus(name).is_some();
+    // SVM runs the guest on one processor (scenarios_amd.rs).
     let one_only = vigil_options
         .split_whitespace()
-        .any(|w| w == "tsc=hide" || w == "tsc=frozen");
+        .any(|w| w == "tsc=hide" || w == "tsc=frozen")
+        || crate::scenarios_amd::one_processor(name);
     if one_only && !named {
         1
     } else {
@@ -441,6 +443,10 @@ mod tests {
             2,
             "as named"
         );
+        // The AMD scenarios: SVM runs one processor, unless the name asks for more.
+        assert_eq!(cpus_given("cases-vigil-ryzen", "", 2), 1);
+        assert_eq!(cpus_given("demo-vigil-qemu", "", 4), 1);
+        assert_eq!(cpus_given("smp-2cpu-refused-ryzen", "", 1), 2);
     }
 
     #[test]

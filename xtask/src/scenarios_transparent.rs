@@ -255,7 +255,8 @@ fn waitpkg_hidden(c: &Check) -> Result<(), String> {
 /// What Vigil does on each CPU model of the reference Bochs (`bochs --help cpu`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {
-    /// VMX with EPT: the demo and the cases run (bare and under Vigil).
+    /// VMX with EPT, or SVM with nested paging: the demo and the cases run (bare and under
+    /// Vigil).
     Runs,
     /// Vigil refuses the processor with this closing line.
     Refused(&'static str),
@@ -265,6 +266,9 @@ pub enum Expect {
 
 const NO_LONG_MODE: &str = "run ended: failed: the processor has no long mode";
 const NO_VMX: &str = "run ended: failed: this processor has no VMX (CPUID.1:ECX.VMX = 0)";
+const NO_SVM: &str = "run ended: failed: this processor has no SVM (CPUID Fn8000_0001 ECX.SVM = 0)";
+const NO_NPT: &str = "run ended: failed: this processor's SVM has no nested paging (CPUID \
+                      Fn8000_000A EDX.NP = 0), which Vigil requires to keep its memory from the guest";
 
 /// Every model Bochs 3.0 lists, and what must happen on it. `models_match_the_emulator` checks
 /// that the list is the emulator's, so a model Bochs adds cannot go untried.
@@ -282,11 +286,13 @@ pub const MODELS: &[(&str, Expect)] = &[
     ("core_duo_t2400_yonah", Expect::Refused(NO_LONG_MODE)),
     ("atom_n270", Expect::Refused(NO_LONG_MODE)),
     ("p4_prescott_celeron_336", Expect::Refused(NO_VMX)),
-    ("athlon64_clawhammer", Expect::Refused(NO_VMX)),
-    ("athlon64_venice", Expect::Refused(NO_VMX)),
-    // AMD-V processors: no VMX for the Intel backend.
-    ("turion64_tyler", Expect::Refused(NO_VMX)),
-    ("phenom_8650_toliman", Expect::Refused(NO_VMX)),
+    // AMD processors without SVM: the SVM backend says so.
+    ("athlon64_clawhammer", Expect::Refused(NO_SVM)),
+    ("athlon64_venice", Expect::Refused(NO_SVM)),
+    // SVM without nested paging.
+    ("turion64_tyler", Expect::Refused(NO_NPT)),
+    // SVM with nested paging: the SVM backend runs (scenarios_amd.rs has more on `ryzen`).
+    ("phenom_8650_toliman", Expect::Runs),
     // VMX without EPT.
     (
         "core2_penryn_t9600",
@@ -296,9 +302,9 @@ pub const MODELS: &[(&str, Expect)] = &[
     ("corei5_lynnfield_750", Expect::Runs),
     ("corei5_arrandale_m520", Expect::Runs),
     ("corei7_sandy_bridge_2600k", Expect::Runs),
-    ("zambezi", Expect::Refused(NO_VMX)),
-    ("trinity_apu", Expect::Refused(NO_VMX)),
-    ("ryzen", Expect::Refused(NO_VMX)),
+    ("zambezi", Expect::Runs),
+    ("trinity_apu", Expect::Runs),
+    ("ryzen", Expect::Runs),
     ("corei7_ivy_bridge_3770k", Expect::Runs),
     ("corei7_haswell_4770", Expect::Runs),
     ("broadwell_ult", Expect::Runs),
@@ -389,6 +395,10 @@ fn cases_bare_on_model(c: &Check) -> Result<(), String> {
 
 fn cases_on_model(c: &Check) -> Result<(), String> {
     expectation(c)?;
+    if crate::scenarios_amd::decodes_lengths(c.outcome) {
+        // An SVM processor without NRIP save (`phenom_8650_toliman`).
+        return crate::scenarios_amd::cases_decoded(c);
+    }
     crate::scenarios::cases_vigil(c)
 }
 

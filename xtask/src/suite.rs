@@ -126,6 +126,16 @@ fn runnable(
 ) -> Vec<usize> {
     let mut keep = Vec::new();
     for &i in selected {
+        if crate::qemu::is_qemu_model(all[i].cpu_model) {
+            match crate::qemu::missing() {
+                None => keep.push(i),
+                Some(why) => {
+                    println!("SKIP {}: {why}", all[i].name);
+                    tally.skipped += 1;
+                }
+            }
+            continue;
+        }
         let lacks = emulator.lacks(scenarios::needs(all[i].name));
         if lacks.is_empty() {
             keep.push(i);
@@ -198,6 +208,8 @@ pub const HOST_TESTS: &[&[&str]] = &[
         "x86-arch",
         "-p",
         "vmx",
+        "-p",
+        "svm",
         "-p",
         "vigil-core",
         "-p",
@@ -449,6 +461,22 @@ pub fn boot(
 ) -> Result<Outcome, String> {
     let dir = RunDir::claim(layout, s.name).map_err(|e| format!("run directory: {e}"))?;
     let iso = make_iso(&dir)?;
+    let echo = if verbose {
+        Echo::Labelled(s.name.to_string())
+    } else {
+        Echo::Quiet
+    };
+    if crate::qemu::is_qemu_model(s.cpu_model) {
+        crate::step(&format!("started {} (QEMU)", s.name));
+        return crate::qemu::run(
+            &dir,
+            &iso,
+            crate::scenarios_guests::megs(s.name),
+            s.mode,
+            Duration::from_secs(s.timeout_secs),
+            &echo,
+        );
+    }
     crate::step(&format!("started {}", s.name));
     crate::gdb_tests::register(&dir.path, s.name, &layout.bare_bin(s.guest));
     crate::scenarios_guests::claimed(&dir.path, s.name);
@@ -463,11 +491,7 @@ pub fn boot(
         },
         mode: s.mode,
         timeout: Duration::from_secs(s.timeout_secs),
-        echo: if verbose {
-            Echo::Labelled(s.name.to_string())
-        } else {
-            Echo::Quiet
-        },
+        echo,
     })
 }
 
@@ -618,9 +642,13 @@ mod tests {
                 "features-sapphire-rapids-bare",
                 "linux-lynnfield-bare",
                 "real-mode-bare",
+                "models-phenom_8650_toliman-cases-bare",
                 "models-corei5_lynnfield_750-cases-bare",
                 "models-corei5_arrandale_m520-cases-bare",
                 "models-corei7_sandy_bridge_2600k-cases-bare",
+                "models-zambezi-cases-bare",
+                "models-trinity_apu-cases-bare",
+                "models-ryzen-cases-bare",
                 "models-corei7_ivy_bridge_3770k-cases-bare",
                 "models-corei7_haswell_4770-cases-bare",
                 "models-broadwell_ult-cases-bare",
@@ -629,20 +657,51 @@ mod tests {
                 "models-corei7_icelake_u-cases-bare",
                 "models-tigerlake-cases-bare",
                 "models-sapphire_rapids-cases-bare",
-                "models-arrow_lake-cases-bare"
+                "models-arrow_lake-cases-bare",
+                "demo-bare-ryzen",
+                "cases-bare-ryzen",
+                "linux-bare-ryzen",
+                "hostile-bare-ryzen",
+                "hostile-platform-bare-ryzen",
+                "hostile-msr-efer-reserved-bare-ryzen",
+                "hostile-nmi-around-exits-bare-ryzen",
+                "hostile-reset-cf9-hard-bare-ryzen",
+                "hostile-sleep-moved-pm-s5-bare-ryzen",
+                "gdb-debuggee-bare-ryzen",
+                "gdb-debuggee32-bare-ryzen",
+                "cases-bare-qemu",
+                "linux-bare-qemu",
             ]
         );
         // cases-vigil brings its baseline along, which runs first.
         let (_, cv) = select(&all, &["cases-vigil"]).unwrap();
         assert_eq!(
             names(&cv),
-            vec!["cases-bare", "cases-vigil", "cases-vigil-trap"]
+            vec![
+                "cases-bare",
+                "cases-vigil",
+                "cases-vigil-trap",
+                "cases-bare-ryzen",
+                "cases-vigil-ryzen",
+                "cases-vigil-trap-ryzen",
+                "cases-bare-qemu",
+                "cases-vigil-trap-qemu"
+            ]
         );
         assert!(select(&all, &["nope"]).is_err());
         assert!(select(&all, &["demo", "nope"]).is_err());
         // Several words: the union, each scenario once, with the host tests if named.
         let (host, some) = select(&all, &["demo-vigil", "demo-bare", "demo-bare", "host"]).unwrap();
         assert!(host);
-        assert_eq!(names(&some), vec!["demo-vigil", "demo-bare"]);
+        assert_eq!(
+            names(&some),
+            vec![
+                "demo-vigil",
+                "demo-bare",
+                "demo-vigil-ryzen",
+                "demo-bare-ryzen",
+                "demo-vigil-qemu"
+            ]
+        );
     }
 }

@@ -178,15 +178,15 @@ impl<V: Vcpu + 'static, L: Link + 'static> Debugger<V, L> {
             // SAFETY: before the guest runs, the boot vCPU alone uses the session.
             let layout = unsafe { (*shared.session.get()).target.layout };
             log::info!(
-                "gdb stub on COM2 ({} registers, {} vCPU thread(s), single-step by {}, EPT \
-                 execute-only {})",
+                "gdb stub on COM2 ({} registers, {} vCPU thread(s), single-step by {}, \
+                 execute-only pages {})",
                 layout.name(),
                 cpu.vm.smp.count(),
                 if step_trap { "MTF" } else { "TF" },
                 if exec_only {
                     "yes"
                 } else {
-                    "no: breakpoints visible to guest reads"
+                    "no: pages with breakpoints are closed and each access stepped over"
                 }
             );
         }
@@ -302,6 +302,11 @@ impl<V: Vcpu + 'static, L: Link + 'static> Debugger<V, L> {
                 if !session.target.state.manages(f.gpa) {
                     self.let_go();
                     return None;
+                }
+                // A closed page with breakpoints (no execute-only pages): fetching the
+                // instruction at a breakpoint's address is hitting it, before any of it runs.
+                if f.fetch && session.target.state.is_sw_breakpoint(self.cpu.vcpu.rip()) {
+                    return Some(self.serve(StopKind::SwBreak, true));
                 }
                 // Every other vCPU stays parked until the step is over: the page is open in
                 // the shared nested tables meanwhile.

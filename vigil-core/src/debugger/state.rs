@@ -85,8 +85,12 @@ impl DebugState {
     pub fn perms_for(&self, page: u64, exec_only: bool) -> Perms {
         let mut p = Perms::RWX;
         let on_page = |gpa: u64| page_of(gpa) == page;
-        if exec_only && self.sw.iter().any(|b| on_page(b.gpa)) {
-            p = Perms::from_bits(Perms::RWX.bits() & !Perms::RW.bits());
+        if self.sw.iter().any(|b| on_page(b.gpa)) {
+            // The guest must not read the INT3s: execute-only where the processor has it, else
+            // the page is closed entirely (AMD's nested paging has no read permission apart from
+            // presence) and every access is stepped over with the original bytes, while a fetch
+            // at a breakpoint's address is the breakpoint (`exits.rs`).
+            p = if exec_only { Perms::X } else { Perms::NONE };
         }
         for w in self.watches.iter().filter(|w| on_page(w.gpa)) {
             match w.kind {

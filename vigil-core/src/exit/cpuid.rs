@@ -101,6 +101,9 @@ fn adjust<V: Vcpu>(vcpu: &mut V, config: &Config, leaf: u32, subleaf: u32, r: &m
                 _ => [0; 4],
             };
         }
+        // SVM's own leaf (revision, ASIDs, features) describes what the guest does not have
+        // (APM Vol. 2 15.4): reserved, as on a processor without SVM.
+        0x8000_000A => *r = [0; 4],
         7 if subleaf == 0 => {
             let cr4 = vcpu.cr4();
             r[2] = (r[2] & !LEAF7_ECX_OSPKE)

@@ -76,8 +76,12 @@ pub fn points_at(msr: u32, low_bits: u64) -> Outcome {
     )
 }
 
-/// IA32_FEATURE_CONTROL is locked (Bochs locks it with VMX on); a write is #GP.
+/// The processor's virtualization switch. Intel: IA32_FEATURE_CONTROL is locked (Bochs locks it
+/// with VMX on); a write is #GP. AMD: VM_CR ([`vm_cr`]).
 pub fn feature_control() -> Outcome {
+    if guest_kit::hypercall::uses_vmmcall() {
+        return vm_cr();
+    }
     let old = fault::try_rdmsr(0x3A);
     match (old, wr(0x3A, 0)) {
         (_, Err(13)) => pass!("gp=1"),
@@ -90,9 +94,13 @@ pub fn feature_control() -> Outcome {
     }
 }
 
-/// VMX capability MSRs exist exactly when CPUID.1:ECX.VMX[bit 5] says VMX does (SDM Vol. 3D,
-/// appendix A.1): bare they read; under Vigil, which hides VMX, they are #GP.
+/// The MSRs virtualization keeps its own state in. Intel: the VMX capability MSRs exist exactly
+/// when CPUID.1:ECX.VMX[bit 5] says VMX does (SDM Vol. 3D, appendix A.1): bare they read; under
+/// Vigil, which hides VMX, they are #GP. AMD: VM_HSAVE_PA ([`vm_hsave_pa`]).
 pub fn vmx_capabilities() -> Outcome {
+    if guest_kit::hypercall::uses_vmmcall() {
+        return vm_hsave_pa();
+    }
     let vmx = cpu::cpuid(1, 0).ecx & (1 << 5) != 0;
     let mut read = 0;
     for msr in 0x480..=0x491u32 {
@@ -105,6 +113,64 @@ pub fn vmx_capabilities() -> Outcome {
         }
     }
     pass!("cpuid-vmx={} read={}", vmx, read)
+}
+
+/// Whether CPUID reports SVM (Fn8000_0001 ECX[2]).
+fn cpuid_svm() -> bool {
+    cpu::cpuid(0x8000_0001, 0).ecx & (1 << 2) != 0
+}
+
+const VM_CR: u32 = 0xC001_0114;
+const VM_HSAVE_PA: u32 = 0xC001_0117;
+
+/// VM_CR (APM Vol. 2 15.30.1) holds SVM's disable and lock bits, INIT redirection and A20
+/// masking: it exists exactly when CPUID reports SVM. Bare (SVM reported) it reads and takes its
+/// own value back; under Vigil, which hides SVM and keeps these settings, it is #GP.
+fn vm_cr() -> Outcome {
+    let svm = cpuid_svm();
+    match (svm, fault::try_rdmsr(VM_CR)) {
+        (true, Ok(v)) => match wr(VM_CR, v) {
+            Ok(()) => pass!("cpuid-svm=true vm-cr={:#x}", v),
+            Err(e) => fail!("vm-cr-rewrite-faults value={:#x} vector={}", v, e),
+        },
+        (false, Err(Caught { vector: 13, .. })) => match wr(VM_CR, 0) {
+            Err(13) => pass!("cpuid-svm=false gp=2"),
+            Err(e) => fail!("wrong-exception vector={}", e),
+            Ok(()) => fail!("hidden-vm-cr-written"),
+        },
+        (true, Err(c)) => fail!("vm-cr-faults vector={}", c.vector),
+        (false, Ok(v)) => fail!("hidden-vm-cr-reads value={:#x}", v),
+        (false, Err(c)) => fail!("wrong-exception vector={}", c.vector),
+    }
+}
+
+/// VM_HSAVE_PA (APM Vol. 2 15.30.4) tells VMRUN where to save the host's state, and #VMEXIT
+/// where to load it from: a guest that could set it would own the hypervisor. Bare (SVM
+/// reported) a page of the guest's own is accepted and read back (then restored); under Vigil,
+/// which hides SVM, it is #GP both ways.
+fn vm_hsave_pa() -> Outcome {
+    let svm = cpuid_svm();
+    match (svm, fault::try_rdmsr(VM_HSAVE_PA)) {
+        (true, Ok(old)) => {
+            if let Err(e) = wr(VM_HSAVE_PA, 0x40_0000) {
+                return fail!("hsave-write-faults vector={}", e);
+            }
+            let now = fault::try_rdmsr(VM_HSAVE_PA).unwrap_or(0);
+            let _ = wr(VM_HSAVE_PA, old);
+            if now != 0x40_0000 {
+                return fail!("hsave-not-kept read={:#x}", now);
+            }
+            pass!("cpuid-svm=true hsave-written=1")
+        }
+        (false, Err(Caught { vector: 13, .. })) => match wr(VM_HSAVE_PA, 0x40_0000) {
+            Err(13) => pass!("cpuid-svm=false gp=2"),
+            Err(e) => fail!("wrong-exception vector={}", e),
+            Ok(()) => fail!("hidden-hsave-written"),
+        },
+        (true, Err(c)) => fail!("hsave-faults vector={}", c.vector),
+        (false, Ok(v)) => fail!("hidden-hsave-reads value={:#x}", v),
+        (false, Err(c)) => fail!("wrong-exception vector={}", c.vector),
+    }
 }
 
 /// IA32_MISC_ENABLE bit 34 (XD bit disable, SDM Vol. 4 table 2-2): on hardware, with it set,

@@ -141,3 +141,48 @@ fn a_watchpoint_page_fault_is_stepped_over_with_the_page_open() {
     let sent = alloc::string::String::from_utf8_lossy(&wire.from_stub.borrow()).into_owned();
     assert!(sent.contains("watch:5008"), "{sent}");
 }
+
+#[test]
+fn without_execute_only_pages_a_breakpoint_page_is_closed_and_its_fetch_is_the_breakpoint() {
+    // As under AMD's nested paging: no execute-only pages.
+    let wire = Wire::default();
+    wire.send("qSupported:swbreak+");
+    wire.send("Z0,5010,1");
+    wire.send("c");
+    let mut c = cpu("");
+    c.vcpu.exec_only = false;
+    c.vcpu.mem[0x5010] = 0x90;
+    let mut d = Debugger::new(c, Layout::X86_64, wire.clone());
+    d.handle(&Exit::Timer);
+    assert_eq!(d.cpu().vcpu.perms[&0x5000], Perms::NONE, "closed entirely");
+    assert_eq!(d.cpu().vcpu.mem[0x5010], 0xCC, "the INT3 is in place");
+    // The guest reads its own code there: stepped over with the original byte back.
+    let read = |fetch: bool| {
+        Exit::NestedFault(NestedFault {
+            gpa: 0x5010,
+            linear: None,
+            read: !fetch,
+            write: false,
+            fetch,
+            allowed: Perms::NONE,
+        })
+    };
+    d.cpu().vcpu.rip = 0x1000;
+    assert_eq!(d.handle(&read(false)), Action::Resume);
+    assert_eq!(
+        d.cpu().vcpu.mem[0x5010],
+        0x90,
+        "the guest reads the original"
+    );
+    assert_eq!(d.cpu().vcpu.perms[&0x5000], Perms::RWX);
+    wire.send("c");
+    d.handle(&Exit::Step);
+    assert_eq!(d.cpu().vcpu.mem[0x5010], 0xCC);
+    assert_eq!(d.cpu().vcpu.perms[&0x5000], Perms::NONE, "closed again");
+    // Executing the breakpoint's address faults on the fetch: that is the breakpoint.
+    d.cpu().vcpu.rip = 0x5010;
+    wire.send("c");
+    d.handle(&read(true));
+    let sent = alloc::string::String::from_utf8_lossy(&wire.from_stub.borrow()).into_owned();
+    assert!(sent.contains("swbreak"), "a breakpoint stop: {sent}");
+}
