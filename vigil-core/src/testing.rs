@@ -321,6 +321,8 @@ pub struct FakeVcpu {
     pub step_trap: bool,
     pub exceptions: u32,
     pub poll: Option<u64>,
+    /// The backend has no poll timer (SVM): `set_poll_timer` refuses.
+    pub no_timer: bool,
     pub reports: Vec<String>,
     /// The guest's A20 gate as the platform last set it.
     pub a20_open: bool,
@@ -388,6 +390,7 @@ impl FakeVcpu {
             step_trap: false,
             exceptions: 0,
             poll: None,
+            no_timer: false,
             reports: Vec::new(),
             a20_open: true,
             io_refreshed: Vec::new(),
@@ -709,6 +712,9 @@ impl Vcpu for FakeVcpu {
         }
     }
     fn set_poll_timer(&mut self, ticks: Option<u64>) -> bool {
+        if self.no_timer {
+            return false;
+        }
         self.poll = ticks;
         true
     }

@@ -54,6 +54,9 @@ pub struct Time {
     pub largest_lag: i64,
     /// Everything the switch took out of the offset (for the run's report).
     hidden_total: u64,
+    /// The guest's TSC is scaled in software: every read of it exits and is emulated
+    /// ([`Time::scaled_in_software`]).
+    soft_scaled: bool,
 }
 
 /// What the guest's IA32_MPERF and IA32_APERF need beyond the host's values.
@@ -142,7 +145,18 @@ impl Time {
             perf: None,
             largest_lag: 0,
             hidden_total: 0,
+            soft_scaled: false,
         }
+    }
+
+    /// [`Time::calibrated`] for a backend that scales the guest's TSC in software: every read
+    /// of it (RDTSC, RDTSCP, RDMSR of IA32_TSC) exits and is emulated at [`VirtualTsc::guest_at`],
+    /// so repayment can run the clock fast without hardware. Such a backend may have no timer
+    /// to end repayment when the debt is paid; [`Time::after_exit`] then sets a clock that ran
+    /// past true time back to it at every exit, before any handler reads it.
+    pub fn scaled_in_software(&mut self) {
+        self.soft_scaled = true;
+        self.calibrated(true);
     }
 
     /// The boot calibration is in `v.calibration`, and the backend can (`scaling`) or cannot
@@ -272,6 +286,24 @@ impl Time {
         let d = self.v.deadline;
         if d != 0 && hidden.deadline_armed && self.v.guest_at(hidden.disarm_tsc) >= d {
             self.v.deadline = 0;
+        }
+        if self.soft_scaled {
+            self.catch_up(exit_tsc);
+        }
+    }
+
+    /// A clock scaled in software that ran fast since the last exit may have passed true time
+    /// (no timer ended repayment when the debt was paid): set it back to true time at the
+    /// exiting instruction. The guest cannot have seen the excess — every read exits, and at
+    /// each one the lag was at least 0 — so what it reads next is still later than anything it
+    /// read before: the clock never goes backwards, and is never ahead.
+    fn catch_up(&mut self, exit_tsc: u64) {
+        if self.v.multiplier == UNITY {
+            return;
+        }
+        let lag = self.v.lag(self.v.instruction_time(exit_tsc));
+        if lag < 0 {
+            self.v.offset = self.v.offset.wrapping_add(lag as u64);
         }
     }
 

@@ -307,6 +307,46 @@ fn without_scaling_the_debt_is_repaid_in_steps_at_the_timer() {
 }
 
 #[test]
+fn scaled_in_software_without_a_timer_repays_and_is_never_ahead() {
+    // SVM: no timer, the TSC scaled in software; every read is an exit (an RDTSC emulated at
+    // the exit's instruction time), so a clock that ran fast past true time since the last
+    // exit is set back before any handler reads it.
+    let mut s = Sim::new("tsc=hide", true);
+    s.vcpu.no_timer = true;
+    s.time.scaled_in_software();
+    let mut last = 0;
+    for round in 0..200u64 {
+        // A burst of exits, then a long stretch without any (no timer ends repayment).
+        for i in 0..60 {
+            s.cpuid(i % 3, 250);
+        }
+        s.run(1_000_000 + round * 10_000);
+        // The loop's order at the RDTSC's exit: the switch's report (the offset it wrote
+        // before this run), then the handler's read, then the next entry's plan.
+        let at = s.host;
+        let exit_tsc = at + EXIT_LAG;
+        let report = HiddenTime {
+            offset: s.time.v.offset,
+            ..HiddenTime::default()
+        };
+        s.time.after_exit(&report, exit_tsc);
+        let read = s.time.v.guest_at_exit(exit_tsc);
+        s.exit_at(Exit::Rdtsc, Action::Advance, 0, 300);
+        assert!(read > last, "round {round}: {read} after {last}");
+        last = read;
+        let lag = s.time.v.lag(at);
+        assert!(lag >= 0, "round {round}: ahead of true time by {}", -lag);
+        assert!(
+            lag <= 12_500 + 1,
+            "round {round}: lag {lag} beyond the bound"
+        );
+    }
+    assert_eq!(s.timer_exits, 0);
+    // Over the whole run the TSC kept true time within the bound.
+    assert!(s.time.v.lag(s.host) <= 12_500 + 1);
+}
+
+#[test]
 fn a_written_tsc_reads_on_from_the_value_written() {
     for mode in ["tsc=hide", "tsc=offset:0x1000", "tsc=frozen"] {
         let mut s = Sim::new(mode, true);

@@ -17,8 +17,8 @@ impl SvmVcpu {
     /// guest-physical `scratch` (guest RAM in the boot data, overwritten by the guest's own data
     /// later), then puts the guest back at its entry point. The guest's TSC sample splits the
     /// round trip into the part before the guest runs and the part after its exiting
-    /// instruction, as `intel/calibrate.rs` does. SVM's TSC is never scaled, so of the switch's
-    /// four paths only two exist: without and with a deadline to re-arm.
+    /// instruction, as `intel/calibrate.rs` does, for each of the switch's four paths (scaled or
+    /// not, a deadline to re-arm or not).
     pub fn calibrate(
         &mut self,
         scratch: u64,
@@ -44,15 +44,21 @@ impl SvmVcpu {
             misc2 & !(Misc2::RDTSCP.bits() as u64),
         );
         let deadline_timer = regs::cpuid(1, 0)[2] & (1 << 24) != 0;
-        let mut trips = [0u64; 2];
+        let mut round_trip = [0u64; 4];
         let mut exit_side = u64::MAX;
-        for with_deadline in [false, true] {
-            if with_deadline && !deadline_timer {
-                trips[1] = trips[0];
+        for variant in 0..round_trip.len() {
+            let multiplier = if variant & 1 != 0 {
+                vigil_core::time::debt::FAST
+            } else {
+                0
+            };
+            let deadline = variant & 2 != 0;
+            if deadline && !deadline_timer {
+                round_trip[variant] = round_trip[variant & 1];
                 continue;
             }
-            let (trip, side) = self.round_trip(scratch, offset, with_deadline, saved)?;
-            trips[usize::from(with_deadline)] = trip.saturating_sub(rdtsc_cost);
+            let (trip, side) = self.round_trip(scratch, offset, multiplier, deadline, saved)?;
+            round_trip[variant] = trip.saturating_sub(rdtsc_cost);
             exit_side = exit_side.min(side);
         }
         self.vmcb.write(Field::InterceptMisc1, misc1);
@@ -61,23 +67,22 @@ impl SvmVcpu {
         self.set_gpr(0, rax);
         self.regs.hide = 0;
         self.vmcb.write(Field::TscOffset, offset);
-        self.round_trip = trips;
+        self.round_trip = round_trip;
         let exit_lag = if exit_side == u64::MAX {
             0
         } else {
             exit_side.saturating_sub(rdtsc_cost)
         };
-        // The calibration's index: bit 0 a scaled TSC (never under SVM), bit 1 a deadline.
         let c = Calibration {
-            round_trip: [trips[0], trips[0], trips[1], trips[1]],
+            round_trip,
             exit_lag,
             costs,
             tsc_hz,
         };
         log::info!(
-            "virtual time: TSC {} kHz; SVM round trip {:?} ticks (without, with a deadline), {} after the exiting instruction; bare rdtsc {} cpuid {} (leaf 0)",
+            "virtual time: TSC {} kHz; SVM round trip {:?} ticks (host rate, scaled; with a deadline: the same), {} after the exiting instruction; bare rdtsc {} cpuid {} (leaf 0)",
             c.tsc_hz / 1000,
-            trips,
+            c.round_trip,
             c.exit_lag,
             costs.rdtsc,
             costs.cpuid_basic[0],
@@ -87,12 +92,13 @@ impl SvmVcpu {
 
     /// The smallest round trip (host ticks from the switch's last timestamp to the exit stub's)
     /// and exit side (from the guest's own TSC read to the stub's) of 32 runs of the calibration
-    /// guest, with or without a deadline for the switch to re-arm (far in the future, so it
-    /// never fires).
+    /// guest, with the switch on the path `multiplier` and `deadline` choose (a deadline far in
+    /// the future, so it never fires).
     fn round_trip(
         &mut self,
         scratch: u64,
         offset: u64,
+        multiplier: u64,
         deadline: bool,
         saved: SvmRegs,
     ) -> Result<(u64, u64), Stop> {
@@ -101,6 +107,7 @@ impl SvmVcpu {
             self.regs.hide = u64::from(i > 0);
             self.regs.credit = 0;
             self.regs.limit = i64::MAX as u64;
+            self.regs.multiplier = multiplier;
             self.regs.tsc_offset = offset;
             self.regs.deadline = if deadline {
                 offset.wrapping_add(1 << 62)

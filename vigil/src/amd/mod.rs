@@ -134,7 +134,12 @@ impl SvmVcpu {
                     // ran the HLT.
                     let took = before.wrapping_sub(self.regs.tsc_offset) as i64;
                     self.regs.limit = (self.regs.limit as i64).saturating_sub(took).max(0) as u64;
-                    self.regs.credit = self.round_trip[usize::from(self.regs.deadline != 0)];
+                    let path = usize::from(self.regs.multiplier != 0)
+                        | usize::from(self.regs.deadline != 0) << 1;
+                    self.regs.credit = match self.regs.multiplier {
+                        0 => self.round_trip[path],
+                        m => vigil_core::time::tsc::scale_by(m, self.round_trip[path]),
+                    };
                 }
                 continue;
             }
@@ -222,7 +227,11 @@ pub fn launch(
         match vcpu.calibrate(crate::guest::calibration_scratch(), time.v.offset, pm_timer) {
             Ok(c) => {
                 time.v.calibration = c;
-                time.calibrated(vigil_core::vcpu::Vcpu::tsc_scaling(&vcpu));
+                if vigil_core::vcpu::Vcpu::tsc_scaling(&vcpu) {
+                    time.scaled_in_software();
+                } else {
+                    time.calibrated(false);
+                }
             }
             Err(Stop::Failed(why)) => return Ok(Outcome::Failed(why)),
             Err(_) => return Ok(Outcome::Failed("calibration stopped")),

@@ -125,8 +125,11 @@ fn intercepts(config: &Config) -> (Misc1, Misc2) {
     // The SVM instructions (#UD: SVM is hidden) and VMMCALL (hypercalls, else #UD).
     let mut misc2 = intercept::SVM_INSTRUCTIONS | Misc2::VMMCALL;
     let t = &config.trap;
-    // Without a TSC ratio MSR in use, a scaled TSC is emulated: every read must exit.
-    let rdtsc = t.rdtsc || matches!(config.tsc, TscMode::Scale(..));
+    // Without a TSC ratio MSR in use, a scaled TSC is emulated: every read must exit. `hide`
+    // repays what it hides by running the TSC fast (`vigil_core::time::debt`), and SVM has
+    // neither the ratio MSR in use nor a timer to end repayment: its TSC is scaled in software
+    // too (`Time::scaled_in_software`).
+    let rdtsc = t.rdtsc || matches!(config.tsc, TscMode::Scale(..) | TscMode::Hide(_));
     for (on, bit) in [
         (rdtsc, Misc1::RDTSC),
         (t.hlt, Misc1::HLT),
@@ -272,7 +275,7 @@ pub fn create_vcpu(
         tlb_control: tlb::ALL,
         step_trap: false,
         deferred: None,
-        round_trip: [0; 2],
+        round_trip: [0; 4],
         trap_hlt: config.trap.hlt,
         checked_state: None,
         // The first VMRUN runs a VMCB Vigil wrote entirely.

@@ -49,7 +49,7 @@ pub struct SvmRegs {
     pub entry_tsc: u64,
     /// Non-zero: hide this exit's host time: `tsc_offset -= min((now - exit_tsc) + credit,
     /// limit)`, written to the VMCB's TSC_OFFSET as the last step before VMRUN
-    /// (`vigil_core::time::EntryTime::apply` is the same arithmetic; SVM's TSC is never scaled).
+    /// (`vigil_core::time::EntryTime::apply` is the same arithmetic).
     pub hide: u64,
     pub credit: u64,
     pub tsc_offset: u64,
@@ -62,6 +62,10 @@ pub struct SvmRegs {
     pub host_vmcb: u64,
     /// The most one entry takes off (signed): the bound on the guest's lag.
     pub limit: u64,
+    /// The guest's TSC multiplier when it is not 1 (0 for 1): the handling time is taken off at
+    /// the rate the guest's TSC runs, and the deadline is divided by it. SVM's TSC is scaled in
+    /// software (every read an exit, `vcpu.rs`), so only the bookkeeping uses it.
+    pub multiplier: u64,
 }
 
 impl SvmRegs {
@@ -122,6 +126,7 @@ const _: () = {
     assert!(core::mem::offset_of!(SvmRegs, disarm_tsc) == 176);
     assert!(core::mem::offset_of!(SvmRegs, host_vmcb) == 184);
     assert!(core::mem::offset_of!(SvmRegs, limit) == 192);
+    assert!(core::mem::offset_of!(SvmRegs, multiplier) == 200);
     assert!(Field::TscOffset.offset() == 0x50);
 };
 
@@ -167,6 +172,12 @@ svm_run:
     cmp qword ptr [rcx + 144], 0
     je svm_run_time_done
     sub rax, [rcx + 120]            /* handling time = now - exit_tsc */
+    mov r8, [rcx + 200]             /* the guest's TSC multiplier (0: 1) */
+    test r8, r8
+    jz svm_run_unscaled
+    mul r8                          /* at the guest's rate: time * multiplier >> 48 */
+    shrd rax, rdx, 48
+svm_run_unscaled:
     add rax, [rcx + 152]            /* + credit */
     cmp rax, [rcx + 192]            /* at most the limit (signed) */
     cmovg rax, [rcx + 192]
@@ -178,10 +189,20 @@ svm_run:
     mov rax, [rcx + 168]            /* the guest's deadline, if armed */
     test rax, rax
     jz svm_run_time_done
-    sub rax, rdx                    /* in host time: deadline - offset */
+    sub rax, rdx                    /* deadline - offset: host time at the guest's rate */
     test rax, rax
-    jg svm_run_deadline_ahead
-    mov eax, 1                      /* already due (below the offset), or 0, which would disarm: fire now */
+    jle svm_run_deadline_due        /* already due (below the offset), or 0, which would disarm */
+    test r8, r8
+    jz svm_run_deadline_ahead
+    xor edx, edx                    /* divided by the multiplier (>= 1 << 48), rounded up: >= 1 */
+    shld rdx, rax, 48
+    shl rax, 48
+    div r8
+    cmp rdx, 1
+    sbb rax, -1
+    jmp svm_run_deadline_ahead
+svm_run_deadline_due:
+    mov eax, 1                      /* fire now */
 svm_run_deadline_ahead:
     mov rdx, rax
     shr rdx, 32

@@ -73,9 +73,9 @@ pub struct SvmVcpu {
     pub(super) step_trap: bool,
     /// An event that lost its entry to the single-step trap: injected at the next one.
     pub(super) deferred: Option<Event>,
-    /// The SVM round trips (calibrated; without and with a deadline to re-arm), for the time of
-    /// exits Vigil handles inside `run`.
-    pub round_trip: [u64; 2],
+    /// The SVM round trips (calibrated, by the switch's path as in
+    /// `vigil_core::time::tsc::Calibration`), for the time of exits Vigil handles inside `run`.
+    pub round_trip: [u64; 4],
     /// The configuration intercepts HLT (`trap=hlt`).
     pub(super) trap_hlt: bool,
     /// The guest-state fields VMRUN checks, as they were before the last VMRUN, when Vigil had
@@ -285,12 +285,11 @@ impl Vcpu for SvmVcpu {
         self.regs.hide = time.hide as u64;
         self.regs.deadline = 0;
         if time.hide {
-            // SVM's TSC is never scaled (`tsc_scaling` is false): the multiplier is always 1.
-            debug_assert_eq!(time.multiplier, 0);
             self.regs.deadline = time.deadline;
             self.regs.credit = time.credit;
             self.regs.tsc_offset = time.offset;
             self.regs.limit = time.limit;
+            self.regs.multiplier = time.multiplier;
         }
         self.enter()
     }
@@ -708,6 +707,14 @@ impl Vcpu for SvmVcpu {
 
     fn rdtsc_exits(&self) -> bool {
         self.misc1().contains(Misc1::RDTSC)
+    }
+
+    /// Vigil does not use the TSC ratio MSR (`setup.rs`); where every read of the TSC exits
+    /// (`tsc=hide`, `tsc=scale`, `trap=rdtsc`), the guest's TSC is scaled in software
+    /// (`vigil_core::time::Time::scaled_in_software`): the multiplier lives in the virtual TSC
+    /// alone, and the processor's TSC offset matters only to reads that do not exit.
+    fn tsc_scaling(&self) -> bool {
+        self.rdtsc_exits()
     }
 
     fn intercept_exception(&mut self, vector: u8, on: bool) {

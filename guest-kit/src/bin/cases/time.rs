@@ -313,8 +313,11 @@ pub(super) fn held_delta(ticks: u32) -> Result<u64, hypercall::Error> {
 /// Scale mode only reports the deltas.
 pub(super) fn tsc_hold() -> Outcome {
     const HOLD: u32 = 1 << 24;
-    // Identical instruction streams make equal deltas in Bochs; allow for a different rounding.
-    const SLACK: u64 = 2;
+    // Identical instruction streams make equal deltas in Bochs; allow for a different rounding:
+    // under `hide` the repayment rate may change at the hold's exit where the backend has no
+    // timer to change it at (SVM), which rounds that exit up by at most 4 ticks
+    // (`vigil_core::time::Time::plan`). The scenarios hold each backend to its own bound.
+    const SLACK: u64 = 4;
     if !hypercall::vigil_present() {
         return skip!("no-hypervisor");
     }
