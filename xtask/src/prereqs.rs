@@ -24,6 +24,8 @@ pub const PACKAGES: &[&str] = &[
     "gdb",
     // A guest users bring: /boot/memtest86+x64.bin, a non-relocatable bzImage (memtest scenarios).
     "memtest86+",
+    // QEMU's TCG, the second AMD platform (`qemu.rs`: SVM without NRIP save).
+    "qemu-system-x86",
 ];
 
 /// [`PACKAGES`] and what building the reference Bochs needs (`bochs_build::BUILD_PACKAGES`).
@@ -122,6 +124,7 @@ fn missing_without_dpkg() -> Vec<String> {
         ("make", "/usr/bin/make"),
         ("xz-utils", "/usr/bin/xz"),
         ("memtest86+", "/boot/memtest86+x64.bin"),
+        ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ];
     needs
         .iter()
