@@ -14,14 +14,17 @@
 //!   tarball in Debian (a rebuilt or re-packed 3.0, or a compromised mirror together with a
 //!   stale signing key) is refused instead of silently changing the emulator every figure and
 //!   scenario was measured on. Debian revisions (-2, -3) reuse the same tarball and still pass.
+//! - **Fix**: the few emulator defects the project cannot work around in Vigil, its guests or
+//!   its scenarios are fixed in the unpacked source ([`FIXES`]: each inserts lines after one
+//!   line that must occur exactly once, or the build stops). docs/platform.md says why each.
 //! - **Build**: `configure` with [`CONFIGURE`], `make -jN`, `make install` into a staging
 //!   directory, a version check of the result, then one `rename` into place: the cache
 //!   directory exists only when complete, so an interrupted build is never used (its leftovers
 //!   are removed by the next build). A lock file serializes builds of concurrent xtask runs;
 //!   the second waits and then uses the first one's result.
 //! - **Where**: `$VIGIL_BOCHS_CACHE`, else `$XDG_CACHE_HOME/vigil`, else `~/.cache/vigil`, in a
-//!   directory named after the version and a hash of the tarball and configure line, so that a
-//!   changed configure line builds anew next to the old one.
+//!   directory named after the version and a hash of the tarball, the fixes and the configure
+//!   line, so that a changed fix or configure line builds anew next to the old one.
 //!
 //! The BIOS and VGA ROMs are Debian's `bochsbios` and `vgabios` packages (the dfsg tarball has
 //! no ROM images); the bochsrc names them.
@@ -84,6 +87,60 @@ pub const CONFIGURE: &[&str] = &[
 /// Compiler flags: optimized, without debug information (a third faster to build).
 const CXXFLAGS: &str = "-O2 -pipe";
 
+/// A change to one file of the unpacked source: `insert` goes on the lines after the one line
+/// of `file` that reads `after` (surrounding blanks aside), which must occur exactly once.
+struct Fix {
+    /// What it fixes, for `VIGIL-BUILD.txt` (docs/platform.md has the whole story).
+    name: &'static str,
+    file: &'static str,
+    after: &'static str,
+    insert: &'static str,
+}
+
+/// The emulator defects fixed in the reference build (docs/platform.md, "Emulator defects").
+const FIXES: &[Fix] = &[Fix {
+    // With several processors and without its debugger, Bochs runs them in turn from the loop
+    // in `main.cc`; an exception (`longjmp` from `exception()`) lands in that loop's `setjmp`,
+    // which, unlike `cpu_loop`'s, does not commit the new RIP. `prev_rip` still names the
+    // interrupted instruction, and the next boundary checks the instruction breakpoints there
+    // (`handleAsyncEvent`, `cpu/event.cc`), RF already cleared by the delivery: a #DB delivered
+    // at an instruction with an execute breakpoint is raised again before the handler's first
+    // instruction, on top of the previous frame, until the stack runs into the page tables.
+    name: "several processors: commit RIP after an exception, as the one-processor loop does",
+    file: "main.cc",
+    after: "BX_CPU(processor)->icount++;",
+    insert: concat!(
+        "          // Vigil's fix (docs/platform.md): commit the new RIP and drop a speculative\n",
+        "          // RSP after an exception, as cpu_loop does after its own setjmp.\n",
+        "          BX_CPU(processor)->prev_rip = BX_CPU(processor)->get_instruction_pointer();\n",
+        "          BX_CPU(processor)->speculative_rsp = false;\n",
+    ),
+}];
+
+/// `text` with the fixes of `fixes` that belong to `file` applied.
+fn apply_fixes(file: &str, text: &str, fixes: &[Fix]) -> Result<String, String> {
+    let mut lines: Vec<String> = text.split_inclusive('\n').map(String::from).collect();
+    for fix in fixes.iter().filter(|f| f.file == file) {
+        let at: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].trim() == fix.after)
+            .collect();
+        let [i] = at[..] else {
+            return Err(format!(
+                "fix \"{}\": {} has {} lines `{}`, expected exactly one",
+                fix.name,
+                fix.file,
+                at.len(),
+                fix.after
+            ));
+        };
+        if !lines[i].ends_with('\n') {
+            lines[i].push('\n');
+        }
+        lines.insert(i + 1, fix.insert.to_string());
+    }
+    Ok(lines.concat())
+}
+
 /// Debian packages the build needs: the compiler, make, xz for the tarball, the curses headers
 /// of `--with-term` and readline for the debugger's command line.
 pub const BUILD_PACKAGES: &[&str] = &[
@@ -122,7 +179,7 @@ pub fn build_dir(root: &Path) -> PathBuf {
 }
 
 fn build_key() -> u64 {
-    // FNV-1a over the tarball's hash, the configure line and the flags.
+    // FNV-1a over the tarball's hash, the fixes, the configure line and the flags.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |s: &str| {
         for b in s.bytes().chain([0]) {
@@ -130,6 +187,11 @@ fn build_key() -> u64 {
         }
     };
     eat(ORIG_SHA256);
+    for fix in FIXES {
+        [fix.file, fix.after, fix.insert]
+            .iter()
+            .for_each(|s| eat(s));
+    }
     CONFIGURE.iter().for_each(|a| eat(a));
     eat(CXXFLAGS);
     h
@@ -239,6 +301,20 @@ fn build_in(work: &Path, dir: &Path) -> Result<(), String> {
     if !src.join("configure").is_file() {
         return Err(format!("{ORIG} did not unpack into {SOURCE_DIR}/"));
     }
+    let mut files: Vec<&str> = FIXES.iter().map(|f| f.file).collect();
+    files.sort_unstable();
+    files.dedup();
+    for file in files {
+        let path = src.join(file);
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        fs::write(&path, apply_fixes(file, &text, FIXES)?)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    crate::step(&format!(
+        "applied {} fix(es) to the source (docs/platform.md)",
+        FIXES.len()
+    ));
     let mut configure = Command::new("./configure");
     configure
         .arg(format!("--prefix={}", dir.display()))
@@ -292,10 +368,14 @@ fn build_in(work: &Path, dir: &Path) -> Result<(), String> {
     for log in ["configure.log", "make.log", "install.log"] {
         let _ = fs::copy(work.join(log), logs.join(log));
     }
+    let fixed: String = FIXES
+        .iter()
+        .map(|f| format!("fix ({}): {}\n", f.file, f.name))
+        .collect();
     let about = format!(
         "Bochs {VERSION}, built by cargo xtask from Debian {SUITE}'s source package \
          {SOURCE_PACKAGE} ({ORIG}, sha256 {ORIG_SHA256}, without Debian's patches).\n\
-         configure {}\nCFLAGS/CXXFLAGS {CXXFLAGS}\n",
+         {fixed}configure {}\nCFLAGS/CXXFLAGS {CXXFLAGS}\n",
         CONFIGURE.join(" ")
     );
     fs::write(staged.join("VIGIL-BUILD.txt"), about).map_err(|e| e.to_string())?;
@@ -656,6 +736,42 @@ Checksums-Sha256:
                     gcc -c -I. ./misc/bxhub.cc -o misc/bxhub.o\n\
                     make[1]: Entering directory\n";
         assert_eq!(count_compiles(make), 2);
+    }
+
+    #[test]
+    fn a_fix_goes_after_its_one_line() {
+        let fix = Fix {
+            name: "t",
+            file: "main.cc",
+            after: "b();",
+            insert: "  fixed();\n",
+        };
+        let fixes = [fix];
+        assert_eq!(
+            apply_fixes("main.cc", "a();\n  b();\nc();\n", &fixes).unwrap(),
+            "a();\n  b();\n  fixed();\nc();\n"
+        );
+        // The last line, without its newline.
+        assert_eq!(
+            apply_fixes("main.cc", "a();\nb();", &fixes).unwrap(),
+            "a();\nb();\n  fixed();\n"
+        );
+        // Other files are left alone.
+        assert_eq!(apply_fixes("cpu.cc", "b();\n", &fixes).unwrap(), "b();\n");
+        // No line, two lines, or a line that only contains it: the source is not the one the
+        // fix was written for, and the build stops.
+        for text in ["a();\n", "b();\nb();\n", "bb();\n"] {
+            let err = apply_fixes("main.cc", text, &fixes).unwrap_err();
+            assert!(err.contains("expected exactly one"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_reference_fixes_name_one_line_each() {
+        for fix in FIXES {
+            assert!(!fix.after.contains('\n') && !fix.after.trim().is_empty());
+            assert!(fix.insert.ends_with('\n'), "{}", fix.name);
+        }
     }
 
     #[test]
