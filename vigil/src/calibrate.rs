@@ -211,3 +211,78 @@ pub fn tsc_hz(pm_timer: Option<u16>) -> u64 {
     }
     0
 }
+
+/// One entry of the calibration guest (`rdtsc; cpuid` at a scratch address) on one path of a
+/// backend's world switch.
+#[derive(Clone, Copy, Debug)]
+pub struct Path {
+    /// Whether the switch runs its time bookkeeping (not on the first, warming entry).
+    pub hide: bool,
+    /// The guest's TSC multiplier for the bookkeeping (0: 1).
+    pub multiplier: u64,
+    /// A deadline for the switch to re-arm (0: none; else far in the future, so it never fires).
+    pub deadline: u64,
+}
+
+/// What one entry measured, when it ended at the guest's CPUID: the exit stub's and the switch's
+/// timestamps, and the guest's own TSC sample in host time.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub exit_tsc: u64,
+    pub entry_tsc: u64,
+    pub guest: u64,
+}
+
+/// The round trip no timestamp covers for each of a world switch's four paths (index bit 0: the
+/// guest's TSC scaled, bit 1: a deadline to re-arm, as `Calibration::round_trip`), and the part
+/// of it after the guest's exiting instruction (`Calibration::exit_lag`): the smallest of 32
+/// runs of each path, less the cost of the guest's RDTSC. `run` enters the calibration guest
+/// once on a path (the bookkeeping of the real exits, so the round trip covers it) and puts the
+/// vCPU back as it was.
+pub fn round_trips<E>(
+    offset: u64,
+    rdtsc_cost: u64,
+    mut run: impl FnMut(Path) -> Result<Option<Sample>, E>,
+) -> Result<([u64; 4], u64), E> {
+    let deadline_timer = regs::cpuid(1, 0)[2] & (1 << 24) != 0;
+    let mut round_trip = [0; 4];
+    let mut exit_side = u64::MAX;
+    for variant in 0..round_trip.len() {
+        let deadline = variant & 2 != 0;
+        if deadline && !deadline_timer {
+            round_trip[variant] = round_trip[variant & 1];
+            continue;
+        }
+        let mut trip = u64::MAX;
+        for i in 0..33 {
+            let path = Path {
+                hide: i > 0,
+                multiplier: if variant & 1 != 0 {
+                    vigil_core::time::debt::FAST
+                } else {
+                    0
+                },
+                deadline: if deadline {
+                    offset.wrapping_add(1 << 62)
+                } else {
+                    0
+                },
+            };
+            if let Some(s) = run(path)?.filter(|_| i > 0) {
+                trip = trip.min(s.exit_tsc.wrapping_sub(s.entry_tsc));
+                exit_side = exit_side.min(s.exit_tsc.wrapping_sub(s.guest));
+            }
+        }
+        round_trip[variant] = if trip == u64::MAX {
+            0
+        } else {
+            trip.saturating_sub(rdtsc_cost)
+        };
+    }
+    let exit_lag = if exit_side == u64::MAX {
+        0
+    } else {
+        exit_side.saturating_sub(rdtsc_cost)
+    };
+    Ok((round_trip, exit_lag))
+}

@@ -4,8 +4,7 @@
 
 use super::switch::GuestRegs;
 use super::{EntryFailure, VmxVcpu};
-use crate::arch::regs;
-use crate::calibrate::{bare_costs, tsc_hz};
+use crate::calibrate::{bare_costs, round_trips, tsc_hz, Sample};
 use vigil_core::exit::Exit;
 use vigil_core::time::tsc::Calibration;
 use vigil_core::vcpu::Vcpu;
@@ -41,33 +40,33 @@ impl VmxVcpu {
         // of its paths (the guest's TSC at the host rate or scaled; no deadline, or one to
         // re-arm — far in the future, so it never fires), as their costs differ. The offset it
         // disturbs is restored afterwards.
-        let deadline_timer = regs::cpuid(1, 0)[2] & (1 << 24) != 0;
-        let mut round_trip = [0; 4];
-        let mut exit_side = u64::MAX;
-        for variant in 0..round_trip.len() {
-            let multiplier = if variant & 1 != 0 {
-                vigil_core::time::debt::FAST
-            } else {
-                0
+        let (round_trip, exit_lag) = round_trips(offset, rdtsc_cost, |path| {
+            self.regs.hide = u64::from(path.hide);
+            self.regs.credit = 0;
+            self.regs.limit = i64::MAX as u64;
+            self.regs.multiplier = path.multiplier;
+            self.regs.tsc_offset = offset;
+            self.regs.deadline = path.deadline;
+            self.set_rip(scratch);
+            let exited = self.enter()?;
+            let sample = matches!(exited.exit, Exit::Cpuid).then(|| Sample {
+                exit_tsc: self.regs.exit_tsc,
+                entry_tsc: self.regs.entry_tsc,
+                guest: (self.regs.rdx << 32 | (self.regs.rax & 0xFFFF_FFFF))
+                    .wrapping_sub(self.regs.tsc_offset),
+            });
+            // Keep the launch state: the VMCS is launched now.
+            self.regs = GuestRegs {
+                launched: self.regs.launched,
+                exit_tsc: self.regs.exit_tsc,
+                ..regs
             };
-            let deadline = variant & 2 != 0;
-            if deadline && !deadline_timer {
-                round_trip[variant] = round_trip[variant & 1];
-                continue;
-            }
-            let (trip, side) = self.round_trip(scratch, offset, multiplier, deadline, regs)?;
-            round_trip[variant] = trip.saturating_sub(rdtsc_cost);
-            exit_side = exit_side.min(side);
-        }
+            Ok(sample)
+        })?;
         self.vmcs.write(Field::PrimaryProcBasedControls, primary);
         self.set_rip(rip);
         self.regs.hide = 0;
         self.vmcs.write(Field::TscOffset, offset);
-        let exit_lag = if exit_side == u64::MAX {
-            0
-        } else {
-            exit_side.saturating_sub(rdtsc_cost)
-        };
         let c = Calibration {
             round_trip,
             exit_lag,
@@ -98,51 +97,6 @@ impl VmxVcpu {
             costs.simple,
         );
         Ok(c)
-    }
-
-    /// The smallest round trip (host ticks from the switch's last timestamp to the exit stub's)
-    /// and exit side (from the guest's own TSC read to the stub's) of 32 runs of the calibration
-    /// guest, with the switch on the path `multiplier` and `deadline` choose.
-    fn round_trip(
-        &mut self,
-        scratch: u64,
-        offset: u64,
-        multiplier: u64,
-        deadline: bool,
-        saved: GuestRegs,
-    ) -> Result<(u64, u64), EntryFailure> {
-        let (mut trip, mut side) = (u64::MAX, u64::MAX);
-        for i in 0..33 {
-            self.regs.hide = u64::from(i > 0);
-            self.regs.credit = 0;
-            self.regs.limit = i64::MAX as u64;
-            self.regs.multiplier = multiplier;
-            self.regs.tsc_offset = offset;
-            self.regs.deadline = if deadline {
-                offset.wrapping_add(1 << 62)
-            } else {
-                0
-            };
-            self.set_rip(scratch);
-            let exited = self.enter()?;
-            if i > 0 && matches!(exited.exit, Exit::Cpuid) {
-                let (x, e) = (self.regs.exit_tsc, self.regs.entry_tsc);
-                let sample = (self.regs.rdx << 32 | (self.regs.rax & 0xFFFF_FFFF))
-                    .wrapping_sub(self.regs.tsc_offset);
-                trip = trip.min(x.wrapping_sub(e));
-                side = side.min(x.wrapping_sub(sample));
-            }
-            // Keep the launch state: the VMCS is launched now.
-            self.regs = GuestRegs {
-                launched: self.regs.launched,
-                exit_tsc: self.regs.exit_tsc,
-                ..saved
-            };
-        }
-        if trip == u64::MAX {
-            return Ok((0, u64::MAX));
-        }
-        Ok((trip, side))
     }
 
     /// Whether the monitor trap flag really traps: one `nop; cpuid` run at `scratch` (guest RAM
