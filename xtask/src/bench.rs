@@ -8,6 +8,8 @@
 //! | the default (no options) | Vigil / bare ≤ 1.002, CPUID's median ≤ 150 host ticks |
 //! | `tsc=hide` | Vigil / bare ≤ 1.02, no RDTSC or RDTSCP exit |
 //! | any other | Vigil / bare ≤ 1.10 (issue 4's bound) |
+//! | the default, AMD models (SVM) | Vigil / bare ≤ 1.005, CPUID's median ≤ 250 host ticks |
+//! | `tsc=hide`, AMD models | Vigil / bare ≤ 1.10 (the TSC scaled in software: every read exits) |
 //!
 //! Without options after `--` it runs the default policy and `tsc=hide`; with them, that
 //! policy alone.
@@ -57,6 +59,12 @@ pub const DEFAULT_RATIO: f64 = 1.002;
 pub const CPUID_MEDIAN: u64 = 150;
 /// `tsc=hide`'s bound.
 pub const HIDE_RATIO: f64 = 1.02;
+/// SVM's bounds (AMD models). The default policy: VMRUN saves and loads more state than a VMX
+/// transition, and Vigil's world switch adds VMLOAD/VMSAVE of the hidden segment state at
+/// every exit (`vigil/src/amd/switch.rs`), so an exit costs some 60 ticks more (CPUID median
+/// 212 against VMX's 149 in the same Linux boot).
+pub const SVM_DEFAULT_RATIO: f64 = 1.005;
+pub const SVM_CPUID_MEDIAN: u64 = 250;
 
 /// What a policy must achieve.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,10 +75,27 @@ pub struct Bound {
     pub why: &'static str,
 }
 
-/// The bound `options` are judged against.
-pub fn bound(options: &str) -> Bound {
+/// The bound `options` are judged against, on an AMD model (`svm`) or an Intel one.
+pub fn bound(options: &str, svm: bool) -> Bound {
     let words: Vec<&str> = options.split_whitespace().collect();
-    if words.is_empty() {
+    if svm && words.is_empty() {
+        Bound {
+            ratio: SVM_DEFAULT_RATIO,
+            cpuid_median: Some(SVM_CPUID_MEDIAN),
+            no_rdtsc_exits: false,
+            why: "the default policy under SVM: only the exits the architecture forces, \
+                  each with VMLOAD/VMSAVE",
+        }
+    } else if svm && words == ["tsc=hide"] {
+        // Under SVM `hide` scales the TSC in software: every read exits (docs/architecture.md,
+        // "Virtual time").
+        Bound {
+            ratio: RATIO_TARGET,
+            cpuid_median: None,
+            no_rdtsc_exits: false,
+            why: "tsc=hide under SVM: the TSC scaled in software, every read an exit",
+        }
+    } else if words.is_empty() {
         Bound {
             ratio: DEFAULT_RATIO,
             cpuid_median: Some(CPUID_MEDIAN),
@@ -241,7 +266,12 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
             Ok(stats) => print!("{}", exit_table(stats, under.kernel_ticks())),
             Err(e) => println!("no exit statistics from Vigil: {e}"),
         }
-        for line in judge(bare, under, stats.as_ref().ok()) {
+        for line in judge(
+            bare,
+            under,
+            stats.as_ref().ok(),
+            crate::scenarios_amd::is_amd_model(&args.cpu_model),
+        ) {
             ok &= line.starts_with("within");
             println!("{}: {line}", under.label);
         }
@@ -263,8 +293,8 @@ pub fn bench(layout: &Layout, args: &RunArgs) -> Result<bool, String> {
 }
 
 /// One line per bound a policy has, each starting with `within` or `ABOVE`/`missing`.
-fn judge(bare: &Side, under: &Side, stats: Option<&ExitStats>) -> Vec<String> {
-    let b = bound(&under.options);
+fn judge(bare: &Side, under: &Side, stats: Option<&ExitStats>, svm: bool) -> Vec<String> {
+    let b = bound(&under.options, svm);
     let mut lines = Vec::new();
     lines.push(match (bare.kernel_ticks(), under.kernel_ticks()) {
         (Some(bt), Some(vt)) => {
@@ -569,10 +599,13 @@ mod tests {
 
     #[test]
     fn each_policy_is_judged_by_its_own_bound() {
-        assert_eq!(bound("").ratio, DEFAULT_RATIO);
-        assert_eq!(bound("").cpuid_median, Some(150));
-        assert!(bound("tsc=hide").no_rdtsc_exits && bound("tsc=hide").ratio == HIDE_RATIO);
-        assert_eq!(bound("tsc=hide trap=hlt").ratio, RATIO_TARGET);
+        assert_eq!(bound("", false).ratio, DEFAULT_RATIO);
+        assert_eq!(bound("", false).cpuid_median, Some(150));
+        let hide = bound("tsc=hide", false);
+        assert!(hide.no_rdtsc_exits && hide.ratio == HIDE_RATIO);
+        assert_eq!(bound("tsc=hide trap=hlt", false).ratio, RATIO_TARGET);
+        assert_eq!(bound("", true).ratio, SVM_DEFAULT_RATIO);
+        assert!(!bound("tsc=hide", true).no_rdtsc_exits);
         assert_eq!(
             stopped_tick([
                 "vigil memory: x",
