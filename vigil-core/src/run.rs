@@ -92,6 +92,14 @@ impl<V: Vcpu + 'static, L: Link + 'static> Handler<V> for Debugger<V, L> {
 
 /// Runs the guest until it stops for good.
 pub fn run<V: Vcpu + 'static, L: Link + 'static>(machine: &mut Machine<V, L>) -> Stop {
+    // Several vCPUs that hide their exits keep one coherent clock (`crate::time::smp`).
+    let cpu = machine.cpu();
+    if cpu.vm.smp.multi() {
+        let now = cpu.vcpu.host().rdtsc();
+        let running = cpu.startup == Startup::Running;
+        cpu.time
+            .share(&cpu.vm.smp.clocks, cpu.id as usize, running, now);
+    }
     match machine {
         Machine::Plain(cpu) => {
             // Every vCPU of several exits now and then to look up to the machine (under the
@@ -137,10 +145,11 @@ fn exits<V: Vcpu + 'static, H: Handler<V>>(h: &mut H) -> Stop {
             cpu.nested_seen = generation;
         }
         let cpu = h.cpu();
-        let plan = cpu.time.plan(&mut cpu.vcpu, cpu.exit_tsc);
         let stop = if cpu.startup == Startup::WaitForSipi {
+            let plan = cpu.time.plan_waiting();
             wait_for_sipi(h, &plan)
         } else {
+            let plan = cpu.time.plan(&mut cpu.vcpu, cpu.exit_tsc);
             let result = cpu.vcpu.run(&plan);
             // CPUID, the exit every guest makes most, gets its own copy of the rest of the
             // loop, made for an exit known to be CPUID: only its time is read out of the

@@ -115,6 +115,8 @@ pub struct Smp {
     ending: AtomicBool,
     /// Bumped on every change of the shared nested tables.
     nested_generation: AtomicU64,
+    /// The vCPUs' clocks under `tsc=hide` (`crate::time::smp`).
+    pub clocks: crate::time::smp::Clocks,
 }
 
 impl core::fmt::Debug for Smp {
@@ -132,6 +134,7 @@ impl Smp {
             holder: AtomicU32::new(0),
             ending: AtomicBool::new(false),
             nested_generation: AtomicU64::new(0),
+            clocks: crate::time::smp::Clocks::new(),
         }
     }
 
@@ -316,22 +319,19 @@ impl Smp {
     }
 }
 
-/// Refuses the time modes that cannot keep several vCPUs' TSCs together: `tsc=hide` and
-/// `tsc=frozen` take each exit's time out of that vCPU's own TSC offset, so with several
-/// processors a value read on one could be behind one read earlier on another.
+/// Refuses the time mode that cannot keep several vCPUs' TSCs together: `tsc=frozen` stops a
+/// vCPU's clock for the whole of each of its exits, while another vCPU's clock runs on through
+/// it, so a value read on one processor could be behind one read earlier on another. (`hide`
+/// takes out only what `crate::time::smp` allows.)
 pub fn check_time_mode(tsc: TscMode, cpus: usize) -> Result<(), String> {
-    let name = match tsc {
-        TscMode::Hide(_) => "hide",
-        TscMode::Frozen => "frozen",
-        _ => return Ok(()),
-    };
-    if cpus < 2 {
+    if tsc != TscMode::Frozen || cpus < 2 {
         return Ok(());
     }
     Err(format!(
-        "tsc={name} hides each vCPU's exits from that vCPU's own TSC, so with {cpus} processors \
-         the guest's TSCs would drift apart (a value read on one processor could be behind one \
-         read earlier on another); use tsc=native, offset:N or scale:P/Q, or one processor"
+        "tsc=frozen stops each vCPU's TSC for the whole of its own exits, so with {cpus} \
+         processors the guest's TSCs would drift apart (a value read on one processor could be \
+         behind one read earlier on another); use tsc=hide, native, offset:N or scale:P/Q, or \
+         one processor"
     ))
 }
 
@@ -341,13 +341,17 @@ mod tests {
     use crate::config::HideLimit;
 
     #[test]
-    fn time_modes_that_drift_apart_are_refused_on_several_processors() {
-        for mode in [TscMode::Hide(HideLimit::Bounded), TscMode::Frozen] {
-            assert!(check_time_mode(mode, 1).is_ok());
-            let why = check_time_mode(mode, 2).unwrap_err();
-            assert!(why.contains("2 processors"), "{why}");
-        }
-        for mode in [TscMode::Native, TscMode::Offset(5), TscMode::Scale(3, 2)] {
+    fn only_frozen_time_is_refused_on_several_processors() {
+        assert!(check_time_mode(TscMode::Frozen, 1).is_ok());
+        let why = check_time_mode(TscMode::Frozen, 2).unwrap_err();
+        assert!(why.contains("2 processors"), "{why}");
+        for mode in [
+            TscMode::Hide(HideLimit::Bounded),
+            TscMode::Hide(HideLimit::Unbounded),
+            TscMode::Native,
+            TscMode::Offset(5),
+            TscMode::Scale(3, 2),
+        ] {
             assert!(check_time_mode(mode, 4).is_ok());
         }
     }

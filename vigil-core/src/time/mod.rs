@@ -57,6 +57,21 @@ pub struct Time {
     /// The guest's TSC is scaled in software: every read of it exits and is emulated
     /// ([`Time::scaled_in_software`]).
     soft_scaled: bool,
+    /// On a machine of several vCPUs: the clocks they share ([`Time::share`]).
+    shared: Option<Shared>,
+}
+
+/// This vCPU's place among the clocks of a machine of several vCPUs (`smp`).
+#[derive(Clone, Copy, Debug)]
+struct Shared {
+    clocks: &'static smp::Clocks,
+    me: usize,
+    /// The largest value this vCPU can have read, less the common origin, as of its last exit
+    /// from guest code (`None`: it never ran): what it must never go back on, through an INIT
+    /// and a start-up too.
+    mark: Option<u64>,
+    /// The entry being planned runs guest code (not a wait for a start-up IPI).
+    in_guest: bool,
 }
 
 /// What the guest's IA32_MPERF and IA32_APERF need beyond the host's values.
@@ -146,7 +161,37 @@ impl Time {
             largest_lag: 0,
             hidden_total: 0,
             soft_scaled: false,
+            shared: None,
         }
+    }
+
+    /// This vCPU (`me`) is one of several that share `clocks` (`smp`): from now on its entries
+    /// hide exactly what the machine's rule allows, and it repays in steps (no rate: a scaled
+    /// clock changes between entries, where nobody decides). `running`: it runs guest code
+    /// from the start (the boot vCPU), at host time `now`.
+    pub fn share(&mut self, clocks: &'static smp::Clocks, me: usize, running: bool, now: u64) {
+        if !self.v.hides_exits() {
+            return;
+        }
+        self.calibrated(false);
+        if running {
+            clocks.start_running(me, self.v.hidden(now) as i64);
+        }
+        self.shared = Some(Shared {
+            clocks,
+            me,
+            mark: None,
+            in_guest: false,
+        });
+    }
+
+    /// The plan for an entry that waits for a start-up IPI: the vCPU runs no guest code, so it
+    /// takes nothing and its clock stays stopped where its INIT left it.
+    pub fn plan_waiting(&mut self) -> EntryTime {
+        if let Some(s) = self.shared.as_mut() {
+            s.in_guest = false;
+        }
+        EntryTime::default()
     }
 
     /// [`Time::calibrated`] for a backend that scales the guest's TSC in software: every read
@@ -199,6 +244,9 @@ impl Time {
         let trip = |v: &VirtualTsc| tsc::scale_by(v.multiplier, trips[path(v)]);
         let mut less = 0u64;
         let mut limit = i64::MAX;
+        if let Some(shared) = self.shared {
+            return self.plan_shared(vcpu, exit_tsc, cost, shared, trip(&self.v));
+        }
         if let Some(debt) = self.debt.as_mut() {
             let bare = self.v.calibration.costs.ticks(cost);
             let now = vcpu.host().rdtsc();
@@ -256,16 +304,85 @@ impl Time {
         }
     }
 
+    /// [`Time::plan_hidden`] on a machine of several vCPUs: the new clock lag is decided under
+    /// the machine's lock (`smp::Clocks::decide`) and the switch takes exactly that much. Its
+    /// own measure of the exit, `now − exit_tsc + credit` at its last timestamp, is made never
+    /// smaller than the amount (the credit is the amount less the exit's time so far), so its
+    /// `min(…, limit)` is the limit: what the others see is what this vCPU runs with. The cost:
+    /// the few hundred ticks from here to the switch's timestamp show, which alone the switch
+    /// would take too.
+    fn plan_shared<V: Vcpu>(
+        &mut self,
+        vcpu: &mut V,
+        exit_tsc: u64,
+        cost: Cost,
+        shared: Shared,
+        trip: u64,
+    ) -> EntryTime {
+        let now = vcpu.host().rdtsc();
+        let bare = self.v.calibration.costs.ticks(cost);
+        // Stepped repayment only: the multiplier stays 1 (`Time::share`).
+        let so_far = now.wrapping_sub(exit_tsc);
+        let lag = self.v.lag(now);
+        self.largest_lag = self.largest_lag.max(lag);
+        // What this vCPU would hide alone, as `plan_hidden` computes it.
+        let natural = so_far.wrapping_add(trip).wrapping_sub(bare) as i64;
+        let mut wanted = natural;
+        if let Some(debt) = self.debt.as_mut() {
+            let plan = debt.plan(lag, natural, now, None);
+            wanted = natural.min(plan.limit).saturating_sub(plan.step as i64);
+        }
+        // In clock lags (host time less the guest's TSC, the same origin on every vCPU).
+        let clock = self.v.hidden(now) as i64;
+        let alone = clock.saturating_add(wanted);
+        // Never back on this vCPU's own reads: its next read comes at least the part of the
+        // round trip after the switch's timestamp after `now` (as alone, where the switch takes
+        // up to the whole round trip beyond the handling time).
+        let tail = trip.wrapping_sub(self.v.calibration.exit_lag);
+        let most = match shared.mark {
+            Some(mark) => now.wrapping_add(tail).wrapping_sub(mark) as i64,
+            None => i64::MAX,
+        };
+        let decided = shared.clocks.decide(shared.me, now, alone, most);
+        let amount = decided.wrapping_sub(clock);
+        if let Some(s) = self.shared.as_mut() {
+            s.in_guest = true;
+        }
+        EntryTime {
+            hide: true,
+            credit: (amount as u64).wrapping_sub(so_far),
+            limit: amount as u64,
+            offset: self.v.offset,
+            multiplier: 0,
+            deadline: self.v.deadline,
+        }
+    }
+
+    /// What every vCPU of this machine hid and showed (`None`: one vCPU, or not hiding).
+    pub fn shared_report(&self) -> Option<smp::Shown> {
+        self.shared.map(|s| s.clocks.shown())
+    }
+
     /// A line for the end of the run: what the hiding modes hid and still owe.
     pub fn report(&self, host_now: u64) -> Option<alloc::string::String> {
         self.v.hides_exits().then(|| {
-            alloc::format!(
+            let mut line = alloc::format!(
                 "virtual time: {} ticks hidden from the TSC in all, {} still owed at the end \
                  (the rest repaid or forgiven), {} owed at most",
                 self.hidden_total as i64,
                 self.v.lag(host_now),
                 self.largest_lag
-            )
+            );
+            if let Some(s) = self.shared_report() {
+                line.push_str(&alloc::format!(
+                    "\nvirtual time on several vCPUs: {} entries took all they would have \
+                     alone, {} took less ({} ticks shown in all, time another vCPU ran through)",
+                    s.hidden_in_full,
+                    s.shown,
+                    s.shown_ticks
+                ));
+            }
+            line
         })
     }
 
@@ -289,6 +406,15 @@ impl Time {
         }
         if self.soft_scaled {
             self.catch_up(exit_tsc);
+        }
+        // Out of guest code: the others now see this clock stopped at its exiting instruction.
+        if let Some(s) = self.shared.as_mut() {
+            if s.in_guest {
+                let at = self.v.instruction_time(exit_tsc);
+                let mark = at.wrapping_sub(self.v.hidden(at));
+                s.mark = Some(mark);
+                s.clocks.stopped(s.me, mark);
+            }
         }
     }
 
@@ -464,5 +590,7 @@ impl Time {
     }
 }
 
+#[cfg(test)]
+mod smp_tests;
 #[cfg(test)]
 mod tests;

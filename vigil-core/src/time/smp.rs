@@ -1,71 +1,121 @@
 //! Hidden time on several vCPUs: one rule that keeps their clocks coherent.
 //!
-//! Each vCPU hides its own exits, so each has its own lag behind true time (`VirtualTsc::lag`).
-//! A guest compares clocks across CPUs — Linux's TSC synchronization check at every CPU's
-//! bring-up reads the TSC on two CPUs in turn under a lock and calls any value behind one read
-//! earlier on the other a warp, and marks the TSC unstable. The guest TSC of vCPU `i` at host
-//! time `t` is `t - lag_i` (plus a common base), so a read on `j` at `t2` is behind a read on `i`
-//! at `t1 < t2` exactly when `lag_j - lag_i > t2 - t1`. Hence the rule:
+//! Each vCPU hides its own exits, so each has its own *clock lag*: host time less the guest's
+//! TSC, not counting the guest's own writes (`VirtualTsc::hidden`; the same origin on every
+//! vCPU, `VirtualTsc::sibling`). A guest compares clocks across CPUs — Linux's TSC
+//! synchronization check at every CPU's bring-up reads the TSC on two CPUs in turn under a lock
+//! and calls any value behind one read earlier on the other a warp, and marks the TSC unstable.
+//! The invariant kept here: **no value read on one vCPU is ever behind a value read earlier on
+//! another** — with no allowance for the time one processor takes to see another's store: in
+//! Bochs every processor reads the same TSC for a whole round of the emulator's scheduling, so
+//! a lock handed over within a round is seen at the same tick.
 //!
-//! **The lags of all running vCPUs stay within `skew` of one another.** An entry may raise its
-//! vCPU's lag (hide) only up to the smallest lag of the others plus `skew`, and repayment may
-//! lower it only down to the largest lag of the others minus `skew`. A vCPU that starts (its
-//! start-up IPI) takes the smallest lag of the running ones: its first reads are never behind
-//! any earlier read. With `skew` no larger than the time one CPU needs to see another's store
-//! (a cache-line transfer: [`SKEW_NS`]), no value read on one vCPU is ever behind a value read
-//! earlier on another.
+//! The rule, for a vCPU deciding at host time `now` (its plan, before the entry) the clock lag
+//! it runs with until its next exit:
 //!
-//! What it costs: a vCPU can hide at most `skew` more than the least-hiding vCPU. A guest that
-//! times CPUID on one CPU while another runs without exits sees CPUID's cost beyond that — the
-//! clocks' agreement is worth more than the hiding (an unstable TSC costs a guest its best
-//! clocksource).
+//! - Each vCPU is, as the others see it, *running* with a lag (from its decision on), *stopped*
+//!   (from just after an exit until its next decision) with a *mark*: the largest value it can
+//!   have read, the guest's TSC at its exiting instruction — or *absent* (an application
+//!   processor that never ran). A vCPU waiting for a start-up IPI stays stopped with the mark
+//!   of its INIT: what it read before must not be overtaken by what others read later.
+//! - **Running vCPUs share one lag.** With another running, the decider takes its lag exactly:
+//!   the two clocks are then one, read in either order. (A vCPU that starts takes it too.)
+//! - **A stopped vCPU's mark bounds every clock that runs.** The decider's first read comes at
+//!   `now` or later, so its lag may be at most `now − mark` for every stopped vCPU.
+//! - Otherwise the decider takes what it would take alone (its exit hidden, within the debt's
+//!   cap, less a repayment step), never more than it can without going back on its own reads.
 //!
-//! Lags change only at a vCPU's entries when more than one vCPU runs: repayment is then stepped
-//! (`super::debt` without scaling), so what each vCPU publishes at its entry holds until its next
-//! one. Deciding and publishing happen under one lock, so two entries never decide on each
-//! other's stale values.
+//! Decisions and publication happen under one lock, and what is published is exact: on a
+//! machine with several vCPUs the world switch takes exactly the planned amount (`limit`, with a
+//! credit that makes its own measure never smaller: `super::Time::plan`). A vCPU is published
+//! running from its decision, before its entry, and stopped only once it handled its exit: in
+//! both gaps it runs no guest code, and being seen as running is the stricter of the two.
+//!
+//! What it costs: time is hidden only while *no* vCPU runs guest code. An exit on one vCPU while
+//! another runs shows in full (the running clock cannot lose it, so neither may this one); the
+//! part of an exit during which every other vCPU was stopped too (a debugger stop, exits that
+//! overlap) is hidden, and the vCPUs that follow take the same lag at their next entries.
+//! Repayment works the same way: a lag lowered while the others are stopped is taken by each at
+//! its next entry, and with several processors repayment is stepped (no TSC scaling: a rate
+//! would change the clocks between entries).
 
-use core::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 
-/// vCPUs a machine may have.
-pub const MAX_VCPUS: usize = 64;
-/// The skew bound in nanoseconds: below the latency of one CPU seeing another's store.
-pub const SKEW_NS: u64 = 50;
+/// vCPUs a machine may have (`crate::smp::MAX_VCPUS`).
+pub const MAX_VCPUS: usize = crate::smp::MAX_VCPUS;
 
-struct Slot {
-    running: AtomicBool,
-    lag: AtomicI64,
+const ABSENT: u8 = 0;
+const RUNNING: u8 = 1;
+const STOPPED: u8 = 2;
+
+/// How one vCPU's clock stands, as the others see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// Never ran guest code.
+    Absent,
+    /// Runs (or is about to) with this clock lag.
+    Running(i64),
+    /// Stopped: it read at most this guest TSC value, less the common origin (host time less
+    /// lag at its last exiting instruction).
+    Stopped(u64),
 }
 
-/// The lags of a machine's vCPUs, shared by all of them (one per `Vm`).
+struct Slot {
+    state: AtomicU8,
+    /// The lag (running) or the mark (stopped).
+    value: AtomicU64,
+}
+
+/// What the vCPUs' decisions hid and showed, for the run's report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shown {
+    /// Entries that took all they would have alone.
+    pub hidden_in_full: u64,
+    /// Entries that took less.
+    pub shown: u64,
+    /// Host ticks those entries took less than alone.
+    pub shown_ticks: u64,
+}
+
+/// The clocks of a machine's vCPUs, shared by all of them (in `crate::smp::Smp`).
 pub struct Clocks {
-    skew: i64,
     lock: AtomicBool,
     slots: [Slot; MAX_VCPUS],
+    hidden_in_full: AtomicU64,
+    shown: AtomicU64,
+    shown_ticks: AtomicI64,
+}
+
+impl core::fmt::Debug for Clocks {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Clocks").finish_non_exhaustive()
+    }
+}
+
+impl Default for Clocks {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Clocks {
-    /// The table for a TSC of `tsc_hz` ticks per second.
-    pub const fn new(tsc_hz: u64) -> Clocks {
-        let skew = (tsc_hz as u128 * SKEW_NS as u128 / 1_000_000_000) as i64;
+    pub const fn new() -> Clocks {
         Clocks {
-            skew: if skew < 1 { 1 } else { skew },
             lock: AtomicBool::new(false),
             slots: [const {
                 Slot {
-                    running: AtomicBool::new(false),
-                    lag: AtomicI64::new(0),
+                    state: AtomicU8::new(ABSENT),
+                    value: AtomicU64::new(0),
                 }
             }; MAX_VCPUS],
+            hidden_in_full: AtomicU64::new(0),
+            shown: AtomicU64::new(0),
+            shown_ticks: AtomicI64::new(0),
         }
     }
 
-    pub fn skew(&self) -> i64 {
-        self.skew
-    }
-
     /// Runs `f` with the table locked.
-    pub fn locked<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
+    fn locked<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
         while self
             .lock
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -78,160 +128,107 @@ impl Clocks {
         r
     }
 
-    /// The bounds the other running vCPUs put on `me`'s lag: (lowest, highest), or `None` when
-    /// `me` runs alone. Call with the table locked.
-    pub fn bounds(&self, me: usize) -> Option<(i64, i64)> {
-        let mut others = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| *i != me && s.running.load(Ordering::Relaxed))
-            .map(|(_, s)| s.lag.load(Ordering::Relaxed));
-        let first = others.next()?;
-        let (min, max) = others.fold((first, first), |(lo, hi), l| (lo.min(l), hi.max(l)));
-        Some((max.saturating_sub(self.skew), min.saturating_add(self.skew)))
+    fn set(&self, me: usize, clock: Clock) {
+        let (state, value) = match clock {
+            Clock::Absent => (ABSENT, 0),
+            Clock::Running(lag) => (RUNNING, lag as u64),
+            Clock::Stopped(mark) => (STOPPED, mark),
+        };
+        let slot = &self.slots[me % MAX_VCPUS];
+        slot.value.store(value, Ordering::Relaxed);
+        slot.state.store(state, Ordering::Relaxed);
     }
 
-    /// `me`'s lag from this entry to its next. Call with the table locked.
-    pub fn publish(&self, me: usize, lag: i64) {
-        self.slots[me % MAX_VCPUS].lag.store(lag, Ordering::Relaxed);
+    /// vCPU `me`'s clock as published.
+    pub fn get(&self, me: usize) -> Clock {
+        let slot = &self.slots[me % MAX_VCPUS];
+        let value = slot.value.load(Ordering::Relaxed);
+        match slot.state.load(Ordering::Relaxed) {
+            RUNNING => Clock::Running(value as i64),
+            STOPPED => Clock::Stopped(value),
+            _ => Clock::Absent,
+        }
     }
 
-    /// `me` starts running: its lag is the smallest of the running vCPUs' (0 for the first), so
-    /// its clock is never behind theirs. Returns that lag.
-    pub fn join(&self, me: usize) -> i64 {
+    /// vCPU `me` runs guest code from the start with clock lag `lag` (the boot vCPU).
+    pub fn start_running(&self, me: usize, lag: i64) {
+        self.locked(|c| c.set(me, Clock::Running(lag)));
+    }
+
+    /// vCPU `me` left the guest: it read at most `mark` (host time of its exiting instruction
+    /// less its lag).
+    pub fn stopped(&self, me: usize, mark: u64) {
+        self.locked(|c| c.set(me, Clock::Stopped(mark)));
+    }
+
+    /// vCPU `me` decides its clock lag from its next entry to the exit after it, at host time
+    /// `now`: `alone` is what it would take alone, `most` the most it may take without going
+    /// back on its own reads. Returns the lag, published as running (the module's rule).
+    pub fn decide(&self, me: usize, now: u64, alone: i64, most: i64) -> i64 {
         self.locked(|c| {
-            let lag = c
-                .slots
-                .iter()
-                .filter(|s| s.running.load(Ordering::Relaxed))
-                .map(|s| s.lag.load(Ordering::Relaxed))
-                .min()
-                .unwrap_or(0);
-            let slot = &c.slots[me % MAX_VCPUS];
-            slot.lag.store(lag, Ordering::Relaxed);
-            slot.running.store(true, Ordering::Relaxed);
+            let mut ceiling = most;
+            let mut running: Option<i64> = None;
+            for j in (0..MAX_VCPUS).filter(|&j| j != me % MAX_VCPUS) {
+                match c.get(j) {
+                    Clock::Absent => {}
+                    Clock::Running(lag) => running = Some(running.map_or(lag, |r| r.min(lag))),
+                    Clock::Stopped(mark) => ceiling = ceiling.min(now.wrapping_sub(mark) as i64),
+                }
+            }
+            let lag = running.unwrap_or(alone).min(ceiling);
+            c.set(me, Clock::Running(lag));
+            if lag >= alone {
+                c.hidden_in_full.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.shown.fetch_add(1, Ordering::Relaxed);
+                c.shown_ticks
+                    .fetch_add(alone.saturating_sub(lag), Ordering::Relaxed);
+            }
             lag
         })
     }
 
-    /// `me` stops (INIT, wait-for-SIPI): it no longer bounds the others.
-    pub fn leave(&self, me: usize) {
-        self.locked(|c| {
-            c.slots[me % MAX_VCPUS]
-                .running
-                .store(false, Ordering::Relaxed)
-        });
-    }
-
-    /// How many vCPUs run.
-    pub fn running(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|s| s.running.load(Ordering::Relaxed))
-            .count()
+    /// What the decisions hid and showed so far.
+    pub fn shown(&self) -> Shown {
+        Shown {
+            hidden_in_full: self.hidden_in_full.load(Ordering::Relaxed),
+            shown: self.shown.load(Ordering::Relaxed),
+            shown_ticks: self.shown_ticks.load(Ordering::Relaxed).max(0) as u64,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::HideLimit;
-    use crate::time::debt::Debt;
-    use alloc::vec::Vec;
 
     #[test]
-    fn the_skew_is_a_cache_line_transfer() {
-        assert_eq!(Clocks::new(3_000_000_000).skew(), 150);
-        assert_eq!(Clocks::new(50_000_000).skew(), 2);
-        assert_eq!(Clocks::new(1_000).skew(), 1);
+    fn a_vcpu_alone_takes_what_it_wants_and_a_running_one_pins_the_others() {
+        let c = Clocks::new();
+        assert_eq!(c.decide(0, 1000, 300, 400), 300, "alone");
+        assert_eq!(c.decide(0, 1000, 500, 400), 400, "never back on itself");
+        // vCPU 1 runs with lag 400: vCPU 0 takes exactly that, up or down.
+        c.start_running(1, 400);
+        assert_eq!(c.decide(0, 2000, 900, 1000), 400);
+        assert_eq!(
+            c.decide(0, 2000, 100, 1000),
+            400,
+            "repaid only with the other"
+        );
+        assert_eq!(c.shown().shown, 2);
     }
 
     #[test]
-    fn a_vcpu_alone_is_unbounded_and_a_new_one_takes_the_floor() {
-        let c = Clocks::new(50_000_000);
-        assert_eq!(c.join(0), 0);
-        assert_eq!(c.locked(|c| c.bounds(0)), None);
-        c.locked(|c| c.publish(0, 900));
-        assert_eq!(c.join(1), 900, "never behind vCPU 0");
-        assert_eq!(c.locked(|c| c.bounds(1)), Some((898, 902)));
-        c.leave(0);
-        assert_eq!(c.locked(|c| c.bounds(1)), None);
-        assert_eq!(c.running(), 1);
-    }
-
-    /// A tiny deterministic generator for the simulation.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, below: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (self.0 >> 33) % below
-        }
-    }
-
-    /// Four vCPUs exit at random with random handling times; each entry hides its exit within
-    /// the bounds and repays in steps. Every published lag stays within the skew of every
-    /// other, each vCPU's clock never goes backwards, and a read on one vCPU is never behind a
-    /// read on another made more than the skew earlier.
-    #[test]
-    fn simulated_vcpus_stay_coherent() {
-        const N: usize = 4;
-        const HZ: u64 = 50_000_000;
-        let clocks = Clocks::new(HZ);
-        let skew = clocks.skew();
-        let mut debts: Vec<Debt> = (0..N)
-            .map(|_| Debt::new(HideLimit::Bounded, HZ, false))
-            .collect();
-        let mut lag = [0i64; N];
-        for (i, l) in lag.iter_mut().enumerate() {
-            *l = clocks.join(i);
-        }
-        let mut rng = Lcg(7);
-        let mut now: u64 = 1 << 32;
-        let mut last_read = [0u64; N];
-        // (host time, guest value) of every read, to check causality across vCPUs.
-        let mut reads: Vec<(u64, u64)> = Vec::new();
-        for _ in 0..20_000 {
-            now += 1 + rng.next(200);
-            let i = rng.next(N as u64) as usize;
-            // vCPU i reads its TSC, then exits; the exit takes `handling` host ticks.
-            let value = now - lag[i] as u64;
-            assert!(value >= last_read[i], "vCPU {i} went backwards");
-            last_read[i] = value;
-            reads.push((now, value));
-            let handling = 50 + rng.next(400);
-            now += handling;
-            lag[i] = clocks.locked(|c| {
-                let plan = debts[i].plan(lag[i], handling as i64, now, c.bounds(i));
-                let hidden = (handling as i64 - plan.step as i64).min(plan.limit);
-                // Never more than the exit took: the clock does not go back.
-                assert!(hidden <= handling as i64);
-                let new = lag[i] + hidden;
-                c.publish(i, new);
-                new
-            });
-            let (lo, hi) = (lag.iter().min().unwrap(), lag.iter().max().unwrap());
-            assert!(hi - lo <= skew, "lags {lag:?} spread beyond {skew}");
-        }
-        // Causality: sort by host time; every read is at least every earlier read made more
-        // than `skew` before it.
-        reads.sort();
-        let mut best_before = 0u64;
-        let mut j = 0;
-        for k in 0..reads.len() {
-            while j < k && reads[j].0 + (skew as u64) < reads[k].0 {
-                best_before = best_before.max(reads[j].1);
-                j += 1;
-            }
-            assert!(
-                reads[k].1 >= best_before,
-                "a read went behind an earlier one"
-            );
-        }
-        // And the vCPUs did hide: the lags grew well beyond the skew together.
-        assert!(lag.iter().all(|&l| l > 10 * skew), "{lag:?}");
+    fn a_stopped_vcpu_bounds_the_others_by_its_mark() {
+        let c = Clocks::new();
+        // vCPU 1 read at most 10_000 (host 10_500, lag 500) before it stopped.
+        c.stopped(1, 10_000);
+        // At host 10_600 vCPU 0 may lag at most 600: its first read is at 10_600 or later.
+        assert_eq!(c.decide(0, 10_600, 2_000, i64::MAX), 600);
+        // Later the bound is looser.
+        assert_eq!(c.decide(0, 20_000, 2_000, i64::MAX), 2_000);
+        // vCPU 1 decides next: it takes vCPU 0's lag, whatever it would take alone.
+        assert_eq!(c.decide(1, 20_100, 700, i64::MAX), 2_000);
+        assert_eq!(c.get(1), Clock::Running(2_000));
     }
 }
