@@ -4,11 +4,15 @@
 //! - `smp-*`: the guest kit's `smp` guest starts the other processors itself (INIT and start-up
 //!   IPIs, by shorthand and by APIC ID), stops and restarts them, plays IPI ping-pong and checks
 //!   the TSC across all of them; bare and under Vigil, and under the TSC policies that must
-//!   stay coherent across processors (offset with RDTSC trapped, scale).
+//!   stay coherent across processors (offset with RDTSC trapped, scale, and `hide`, which hides
+//!   each vCPU's exits under one rule for all: `smp-2cpu-hide`, `smp-4cpu-hide`).
 //! - `linux-2cpu-*`, `linux-4cpu-*`: Linux on every processor (`nproc`, "Brought up … N CPUs"),
-//!   with no complaint about the TSC between them.
-//! - `smp-2cpu-hide-refused`: the TSC modes that hide exits per vCPU are refused with more
-//!   than one processor, with the reason.
+//!   with no complaint about the TSC between them. `linux-2cpu-hide` boots under `tsc=hide`
+//!   with the kernel's TSC checks on (`linux_checks::WATCHDOG_ARGS`: without TSC_ADJUST Linux
+//!   runs its TSC warp test at each processor's bring-up and keeps the clocksource watchdog on
+//!   the TSC), against `linux-2cpu-watchdog-bare`.
+//! - `smp-2cpu-frozen-refused`: `tsc=frozen` is refused with more than one processor, with
+//!   the reason.
 //! - `cases-2cpu-*`: the transparency suite with a second processor waiting for a start-up
 //!   IPI the guest never sends.
 //!
@@ -31,8 +35,10 @@ pub fn set_default_cpus(n: u32) {
     DEFAULT_CPUS.store(n, Ordering::Relaxed);
 }
 
-/// The processors a scenario runs with: [`cpus`], except that Vigil's one-processor time modes
-/// (`tsc=hide`, `tsc=frozen`, refused with several) keep the suite's count from their scenarios.
+/// The processors a scenario runs with: [`cpus`], except that the time scenarios of
+/// `tsc=hide` and `tsc=frozen` run on one processor unless their name asks for more: `frozen` is
+/// refused with several, and `hide`'s timing cases hold each exit to its bare cost, which with
+/// several processors shows whenever another vCPU runs (docs/architecture.md, "Virtual time").
 pub fn cpus_for(name: &str, vigil_options: &str) -> u32 {
     cpus_given(name, vigil_options, DEFAULT_CPUS.load(Ordering::Relaxed))
 }
@@ -163,14 +169,34 @@ pub fn all() -> Vec<Scenario> {
             crate::gdb_smp::check,
         ),
         scenario(
-            "smp-2cpu-hide-refused",
+            "smp-2cpu-hide",
             "smp",
             "",
             Vigil,
             "tsc=hide",
             120,
+            Some("smp-2cpu-bare"),
+            smp_hide,
+        ),
+        scenario(
+            "smp-4cpu-hide",
+            "smp",
+            FOUR_UNDER_VIGIL,
+            Vigil,
+            "tsc=hide",
+            180,
+            Some("smp-4cpu-bare"),
+            smp_hide,
+        ),
+        scenario(
+            "smp-2cpu-frozen-refused",
+            "smp",
+            "",
+            Vigil,
+            "tsc=frozen",
+            120,
             None,
-            hide_refused,
+            frozen_refused,
         ),
         scenario(
             "cases-2cpu-bare",
@@ -211,6 +237,26 @@ pub fn all() -> Vec<Scenario> {
             900,
             Some("linux-2cpu-bare"),
             linux_vigil,
+        ),
+        scenario(
+            "linux-2cpu-watchdog-bare",
+            linux,
+            crate::linux_checks::WATCHDOG_ARGS,
+            Bare,
+            "",
+            900,
+            None,
+            crate::linux_checks::check_bare,
+        ),
+        scenario(
+            "linux-2cpu-hide",
+            linux,
+            crate::linux_checks::WATCHDOG_ARGS,
+            Vigil,
+            "tsc=hide",
+            900,
+            Some("linux-2cpu-watchdog-bare"),
+            linux_hide,
         ),
         scenario(
             "linux-4cpu-bare",
@@ -360,8 +406,71 @@ fn smp_vigil(c: &Check) -> Result<(), String> {
     Ok(())
 }
 
-/// `tsc=hide` with two processors: Vigil refuses before the guest runs, and says why.
-fn hide_refused(c: &Check) -> Result<(), String> {
+/// What Vigil hid under `tsc=hide` on several vCPUs, from its closing lines: the ticks the
+/// last vCPU's TSC lost in all, and the machine's entries that took all they would alone and
+/// those that took less.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hidden {
+    pub ticks: u64,
+    pub in_full: u64,
+    pub shown: u64,
+    pub shown_ticks: u64,
+}
+
+/// [`Hidden`] from COM2's `virtual time: …` and `virtual time on several vCPUs: …` lines.
+pub fn hidden(com2: &[&str]) -> Result<Hidden, String> {
+    let word = |line: &str, after: &str| -> Option<u64> {
+        let rest = line.split(after).nth(1)?;
+        report::parse_u64(rest.split_whitespace().next()?.trim_matches(|c| c == '(' || c == ','))
+    };
+    let total = com2
+        .iter()
+        .find(|l| l.starts_with("virtual time: "))
+        .ok_or("no `virtual time:` line")?;
+    let several = com2
+        .iter()
+        .find(|l| l.starts_with("virtual time on several vCPUs: "))
+        .ok_or("no `virtual time on several vCPUs:` line")?;
+    let bad = |l: &str| format!("cannot read {l:?}");
+    Ok(Hidden {
+        ticks: word(total, "virtual time: ").ok_or_else(|| bad(total))?,
+        in_full: word(several, "several vCPUs: ").ok_or_else(|| bad(several))?,
+        shown: word(several, "alone, ").ok_or_else(|| bad(several))?,
+        shown_ticks: word(several, "took less (").ok_or_else(|| bad(several))?,
+    })
+}
+
+/// `tsc=hide` on several processors: everything [`smp_vigil`] checks (the TSC check found no
+/// warp, every case passed bare too), and Vigil did hide time (its report says how much, and
+/// how many entries took what they would alone).
+fn smp_hide(c: &Check) -> Result<(), String> {
+    smp_vigil(c)?;
+    let h = hidden(&c.outcome.capture.com2())?;
+    if h.ticks == 0 || h.in_full == 0 {
+        return Err(format!("nothing was hidden: {h:?}"));
+    }
+    Ok(())
+}
+
+/// Linux on two processors under `tsc=hide`, its TSC checks on: what `linux-hide` checks (no
+/// complaint about the clocks that bare Linux does not make, the watchdog ran, the refined
+/// calibration as bare) and a row per vCPU; and Vigil hid time.
+fn linux_hide(c: &Check) -> Result<(), String> {
+    crate::linux_checks::check_watchdog(c)?;
+    let com2 = c.outcome.capture.com2();
+    let (rows, _) = vcpu_table(&com2)?;
+    if rows.len() != 2 || rows.iter().any(|r| r.count == 0) {
+        return Err(format!("the per-vCPU table: {rows:?}"));
+    }
+    let h = hidden(&com2)?;
+    if h.ticks == 0 || h.in_full == 0 {
+        return Err(format!("nothing was hidden: {h:?}"));
+    }
+    Ok(())
+}
+
+/// `tsc=frozen` with two processors: Vigil refuses before the guest runs, and says why.
+fn frozen_refused(c: &Check) -> Result<(), String> {
     let o = c.outcome;
     if !o.exited_by_itself() {
         return Err(format!(
@@ -372,8 +481,8 @@ fn hide_refused(c: &Check) -> Result<(), String> {
     let com2 = o.capture.com2();
     let why = com2
         .iter()
-        .find(|l| l.starts_with("error: tsc=hide"))
-        .ok_or("Vigil printed no `error: tsc=hide …` line")?;
+        .find(|l| l.starts_with("error: tsc=frozen"))
+        .ok_or("Vigil printed no `error: tsc=frozen …` line")?;
     for needed in ["2 processors", "drift apart"] {
         if !why.contains(needed) {
             return Err(format!("the refusal does not say {needed:?}: {why}"));
@@ -427,7 +536,8 @@ mod tests {
         assert_eq!(needs("gdb-smp-2cpu"), [Feature::SmpUnderVmx]);
         assert!(needs("smp-4cpu-bare").is_empty());
         assert!(needs("cases-vigil").is_empty());
-        assert!(needs("smp-2cpu-hide-refused").is_empty());
+        assert!(needs("smp-2cpu-frozen-refused").is_empty());
+        assert_eq!(needs("smp-2cpu-hide"), [Feature::SmpUnderVmx]);
         assert_eq!(
             crate::scenarios::needs("linux-4cpu-vigil"),
             [Feature::SmpUnderVmx]
@@ -439,7 +549,7 @@ mod tests {
         assert_eq!(cpus_given("time-hide", "tsc=hide hypercall=on", 2), 1);
         assert_eq!(cpus_given("cases-vigil", "tsc=offset:0x1", 2), 2);
         assert_eq!(
-            cpus_given("smp-2cpu-hide-refused", "tsc=hide", 4),
+            cpus_given("smp-2cpu-frozen-refused", "tsc=frozen", 4),
             2,
             "as named"
         );
@@ -447,6 +557,27 @@ mod tests {
         assert_eq!(cpus_given("cases-vigil-ryzen", "", 2), 1);
         assert_eq!(cpus_given("demo-vigil-qemu", "", 4), 1);
         assert_eq!(cpus_given("smp-2cpu-refused-ryzen", "", 1), 2);
+    }
+
+    #[test]
+    fn the_hidden_time_lines_parse() {
+        let com2 = [
+            "guest stopped at host TSC 123",
+            "virtual time: 81234 ticks hidden from the TSC in all, 40 still owed at the end \
+             (the rest repaid or forgiven), 12500 owed at most",
+            "virtual time on several vCPUs: 5120 entries took all they would have alone, 3301 \
+             took less (912345 ticks shown in all, time another vCPU ran through)",
+        ];
+        assert_eq!(
+            hidden(&com2).unwrap(),
+            Hidden {
+                ticks: 81234,
+                in_full: 5120,
+                shown: 3301,
+                shown_ticks: 912345
+            }
+        );
+        assert!(hidden(&com2[..2]).is_err());
     }
 
     #[test]

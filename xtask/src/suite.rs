@@ -638,6 +638,7 @@ mod tests {
                 "smp-4cpu-bare",
                 "cases-2cpu-bare",
                 "linux-2cpu-bare",
+                "linux-2cpu-watchdog-bare",
                 "linux-4cpu-bare",
                 "features-sapphire-rapids-bare",
                 "linux-lynnfield-bare",
