@@ -425,8 +425,8 @@ pub fn hidden(com2: &[&str]) -> Result<Hidden, String> {
     };
     let total = com2
         .iter()
-        .find(|l| l.starts_with("virtual time: "))
-        .ok_or("no `virtual time:` line")?;
+        .find(|l| l.starts_with("virtual time: ") && l.contains("hidden from the TSC"))
+        .ok_or("no `virtual time: N ticks hidden from the TSC` line")?;
     let several = com2
         .iter()
         .find(|l| l.starts_with("virtual time on several vCPUs: "))
@@ -562,6 +562,7 @@ mod tests {
     #[test]
     fn the_hidden_time_lines_parse() {
         let com2 = [
+            "virtual time: TSC 50000 kHz; VMX round trip [46, 48, 53, 60] ticks",
             "guest stopped at host TSC 123",
             "virtual time: 81234 ticks hidden from the TSC in all, 40 still owed at the end \
              (the rest repaid or forgiven), 12500 owed at most",

@@ -30,8 +30,9 @@
 //!   CPUID exit costs a microsecond or two, so the budget holds some 150 of them; in Bochs,
 //!   where one costs some 600 instructions at 50 M a second, about 20). `tsc=hide:unbounded`
 //!   hides every exit and lets the lag grow during a storm of exits.
-//! - **Coherent across vCPUs** (`super::smp`): the bounds of the other vCPUs' lags also bound
-//!   this one's.
+//! - **Coherent across vCPUs** (`super::smp`): on a machine of several vCPUs what this plan
+//!   would take is only what the vCPU wants; the machine's rule decides what it gets, and
+//!   repayment is stepped.
 
 use crate::config::HideLimit;
 
