@@ -421,7 +421,11 @@ pub struct Hidden {
 pub fn hidden(com2: &[&str]) -> Result<Hidden, String> {
     let word = |line: &str, after: &str| -> Option<u64> {
         let rest = line.split(after).nth(1)?;
-        report::parse_u64(rest.split_whitespace().next()?.trim_matches(|c| c == '(' || c == ','))
+        report::parse_u64(
+            rest.split_whitespace()
+                .next()?
+                .trim_matches(|c| c == '(' || c == ','),
+        )
     };
     let total = com2
         .iter()
