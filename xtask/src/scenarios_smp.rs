@@ -407,14 +407,16 @@ fn smp_vigil(c: &Check) -> Result<(), String> {
 }
 
 /// What Vigil hid under `tsc=hide` on several vCPUs, from its closing lines: the ticks the
-/// last vCPU's TSC lost in all, and the machine's entries that took all they would alone and
-/// those that took less.
+/// last vCPU's TSC lost in all, and the machine's entries: those that hid their whole exit,
+/// those that hid less for the bound or a repayment step, and those that hid less because
+/// another vCPU's clock ran on (and the ticks that showed for it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hidden {
     pub ticks: u64,
-    pub in_full: u64,
-    pub shown: u64,
-    pub shown_ticks: u64,
+    pub whole: u64,
+    pub bounded: u64,
+    pub others: u64,
+    pub others_ticks: u64,
 }
 
 /// [`Hidden`] from COM2's `virtual time: …` and `virtual time on several vCPUs: …` lines.
@@ -438,19 +440,20 @@ pub fn hidden(com2: &[&str]) -> Result<Hidden, String> {
     let bad = |l: &str| format!("cannot read {l:?}");
     Ok(Hidden {
         ticks: word(total, "virtual time: ").ok_or_else(|| bad(total))?,
-        in_full: word(several, "several vCPUs: ").ok_or_else(|| bad(several))?,
-        shown: word(several, "alone, ").ok_or_else(|| bad(several))?,
-        shown_ticks: word(several, "took less (").ok_or_else(|| bad(several))?,
+        whole: word(several, "several vCPUs: ").ok_or_else(|| bad(several))?,
+        bounded: word(several, "whole exit, ").ok_or_else(|| bad(several))?,
+        others: word(several, "repayment step, ").ok_or_else(|| bad(several))?,
+        others_ticks: word(several, "vCPU's clock (").ok_or_else(|| bad(several))?,
     })
 }
 
 /// `tsc=hide` on several processors: everything [`smp_vigil`] checks (the TSC check found no
 /// warp, every case passed bare too), and Vigil did hide time (its report says how much, and
-/// how many entries took what they would alone).
+/// that some entries hid their whole exit).
 fn smp_hide(c: &Check) -> Result<(), String> {
     smp_vigil(c)?;
     let h = hidden(&c.outcome.capture.com2())?;
-    if h.ticks == 0 || h.in_full == 0 {
+    if h.ticks == 0 || h.whole == 0 {
         return Err(format!("nothing was hidden: {h:?}"));
     }
     Ok(())
@@ -467,7 +470,7 @@ fn linux_hide(c: &Check) -> Result<(), String> {
         return Err(format!("the per-vCPU table: {rows:?}"));
     }
     let h = hidden(&com2)?;
-    if h.ticks == 0 || h.in_full == 0 {
+    if h.ticks == 0 || h.whole == 0 {
         return Err(format!("nothing was hidden: {h:?}"));
     }
     Ok(())
@@ -570,16 +573,18 @@ mod tests {
             "guest stopped at host TSC 123",
             "virtual time: 81234 ticks hidden from the TSC in all, 40 still owed at the end \
              (the rest repaid or forgiven), 12500 owed at most",
-            "virtual time on several vCPUs: 5120 entries took all they would have alone, 3301 \
-             took less (912345 ticks shown in all, time another vCPU ran through)",
+            "virtual time on several vCPUs: 5120 entries hid their whole exit, 70 less for the \
+             bound or a repayment step, 3301 less for another vCPU's clock (912345 ticks shown \
+             for it)",
         ];
         assert_eq!(
             hidden(&com2).unwrap(),
             Hidden {
                 ticks: 81234,
-                in_full: 5120,
-                shown: 3301,
-                shown_ticks: 912345
+                whole: 5120,
+                bounded: 70,
+                others: 3301,
+                others_ticks: 912345
             }
         );
         assert!(hidden(&com2[..2]).is_err());

@@ -343,7 +343,8 @@ impl Time {
             Some(mark) => now.wrapping_add(tail).wrapping_sub(mark) as i64,
             None => i64::MAX,
         };
-        let decided = shared.clocks.decide(shared.me, now, alone, most);
+        let whole = clock.saturating_add(natural);
+        let decided = shared.clocks.decide(shared.me, now, alone, most, whole);
         let amount = decided.wrapping_sub(clock);
         if let Some(s) = self.shared.as_mut() {
             s.in_guest = true;
@@ -375,11 +376,13 @@ impl Time {
             );
             if let Some(s) = self.shared_report() {
                 line.push_str(&alloc::format!(
-                    "\nvirtual time on several vCPUs: {} entries took all they would have \
-                     alone, {} took less ({} ticks shown in all, time another vCPU ran through)",
-                    s.hidden_in_full,
-                    s.shown,
-                    s.shown_ticks
+                    "\nvirtual time on several vCPUs: {} entries hid their whole exit, {} less \
+                     for the bound or a repayment step, {} less for another vCPU's clock ({} \
+                     ticks shown for it)",
+                    s.whole,
+                    s.bounded,
+                    s.others,
+                    s.others_ticks
                 ));
             }
             line

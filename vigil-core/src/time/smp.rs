@@ -69,21 +69,24 @@ struct Slot {
 /// What the vCPUs' decisions hid and showed, for the run's report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Shown {
-    /// Entries that took all they would have alone.
-    pub hidden_in_full: u64,
-    /// Entries that took less.
-    pub shown: u64,
-    /// Host ticks those entries took less than alone.
-    pub shown_ticks: u64,
+    /// Entries that hid their whole exit (less its bare cost).
+    pub whole: u64,
+    /// Entries that hid less because of the bound on the lag or a repayment step: what they
+    /// would have done alone.
+    pub bounded: u64,
+    /// Entries that hid less than they would alone, because another vCPU's clock ran on.
+    pub others: u64,
+    /// Host ticks those last entries showed beyond what they would alone.
+    pub others_ticks: u64,
 }
-
 /// The clocks of a machine's vCPUs, shared by all of them (in `crate::smp::Smp`).
 pub struct Clocks {
     lock: AtomicBool,
     slots: [Slot; MAX_VCPUS],
-    hidden_in_full: AtomicU64,
-    shown: AtomicU64,
-    shown_ticks: AtomicI64,
+    whole: AtomicU64,
+    bounded: AtomicU64,
+    others: AtomicU64,
+    others_ticks: AtomicI64,
 }
 
 impl core::fmt::Debug for Clocks {
@@ -108,9 +111,10 @@ impl Clocks {
                     value: AtomicU64::new(0),
                 }
             }; MAX_VCPUS],
-            hidden_in_full: AtomicU64::new(0),
-            shown: AtomicU64::new(0),
-            shown_ticks: AtomicI64::new(0),
+            whole: AtomicU64::new(0),
+            bounded: AtomicU64::new(0),
+            others: AtomicU64::new(0),
+            others_ticks: AtomicI64::new(0),
         }
     }
 
@@ -163,8 +167,9 @@ impl Clocks {
 
     /// vCPU `me` decides its clock lag from its next entry to the exit after it, at host time
     /// `now`: `alone` is what it would take alone, `most` the most it may take without going
-    /// back on its own reads. Returns the lag, published as running (the module's rule).
-    pub fn decide(&self, me: usize, now: u64, alone: i64, most: i64) -> i64 {
+    /// back on its own reads, `whole` the lag with the whole exit hidden (for the report).
+    /// Returns the lag, published as running (the module's rule).
+    pub fn decide(&self, me: usize, now: u64, alone: i64, most: i64, whole: i64) -> i64 {
         self.locked(|c| {
             let mut ceiling = most;
             let mut running: Option<i64> = None;
@@ -177,11 +182,13 @@ impl Clocks {
             }
             let lag = running.unwrap_or(alone).min(ceiling);
             c.set(me, Clock::Running(lag));
-            if lag >= alone {
-                c.hidden_in_full.fetch_add(1, Ordering::Relaxed);
+            if alone >= whole && lag >= whole {
+                c.whole.fetch_add(1, Ordering::Relaxed);
+            } else if lag >= alone {
+                c.bounded.fetch_add(1, Ordering::Relaxed);
             } else {
-                c.shown.fetch_add(1, Ordering::Relaxed);
-                c.shown_ticks
+                c.others.fetch_add(1, Ordering::Relaxed);
+                c.others_ticks
                     .fetch_add(alone.saturating_sub(lag), Ordering::Relaxed);
             }
             lag
@@ -191,9 +198,10 @@ impl Clocks {
     /// What the decisions hid and showed so far.
     pub fn shown(&self) -> Shown {
         Shown {
-            hidden_in_full: self.hidden_in_full.load(Ordering::Relaxed),
-            shown: self.shown.load(Ordering::Relaxed),
-            shown_ticks: self.shown_ticks.load(Ordering::Relaxed).max(0) as u64,
+            whole: self.whole.load(Ordering::Relaxed),
+            bounded: self.bounded.load(Ordering::Relaxed),
+            others: self.others.load(Ordering::Relaxed),
+            others_ticks: self.others_ticks.load(Ordering::Relaxed).max(0) as u64,
         }
     }
 }
@@ -205,17 +213,30 @@ mod tests {
     #[test]
     fn a_vcpu_alone_takes_what_it_wants_and_a_running_one_pins_the_others() {
         let c = Clocks::new();
-        assert_eq!(c.decide(0, 1000, 300, 400), 300, "alone");
-        assert_eq!(c.decide(0, 1000, 500, 400), 400, "never back on itself");
+        assert_eq!(c.decide(0, 1000, 300, 400, 300), 300, "alone");
+        assert_eq!(
+            c.decide(0, 1000, 500, 400, 500),
+            400,
+            "never back on itself"
+        );
+        assert_eq!(c.decide(0, 1000, 350, 400, 500), 350, "within the bound");
         // vCPU 1 runs with lag 400: vCPU 0 takes exactly that, up or down.
         c.start_running(1, 400);
-        assert_eq!(c.decide(0, 2000, 900, 1000), 400);
+        assert_eq!(c.decide(0, 2000, 900, 1000, 900), 400);
         assert_eq!(
-            c.decide(0, 2000, 100, 1000),
+            c.decide(0, 2000, 100, 1000, 900),
             400,
             "repaid only with the other"
         );
-        assert_eq!(c.shown().shown, 2);
+        assert_eq!(
+            c.shown(),
+            Shown {
+                whole: 1,
+                bounded: 2,
+                others: 2,
+                others_ticks: 600
+            }
+        );
     }
 
     #[test]
@@ -224,11 +245,11 @@ mod tests {
         // vCPU 1 read at most 10_000 (host 10_500, lag 500) before it stopped.
         c.stopped(1, 10_000);
         // At host 10_600 vCPU 0 may lag at most 600: its first read is at 10_600 or later.
-        assert_eq!(c.decide(0, 10_600, 2_000, i64::MAX), 600);
+        assert_eq!(c.decide(0, 10_600, 2_000, i64::MAX, 2_000), 600);
         // Later the bound is looser.
-        assert_eq!(c.decide(0, 20_000, 2_000, i64::MAX), 2_000);
+        assert_eq!(c.decide(0, 20_000, 2_000, i64::MAX, 2_000), 2_000);
         // vCPU 1 decides next: it takes vCPU 0's lag, whatever it would take alone.
-        assert_eq!(c.decide(1, 20_100, 700, i64::MAX), 2_000);
+        assert_eq!(c.decide(1, 20_100, 700, i64::MAX, 700), 2_000);
         assert_eq!(c.get(1), Clock::Running(2_000));
     }
 }
