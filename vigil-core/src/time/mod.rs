@@ -319,32 +319,39 @@ impl Time {
         shared: Shared,
         trip: u64,
     ) -> EntryTime {
-        let now = vcpu.host().rdtsc();
         let bare = self.v.calibration.costs.ticks(cost);
-        // Stepped repayment only: the multiplier stays 1 (`Time::share`).
-        let so_far = now.wrapping_sub(exit_tsc);
-        let lag = self.v.lag(now);
-        self.largest_lag = self.largest_lag.max(lag);
-        // What this vCPU would hide alone, as `plan_hidden` computes it.
-        let natural = so_far.wrapping_add(trip).wrapping_sub(bare) as i64;
-        let mut wanted = natural;
-        if let Some(debt) = self.debt.as_mut() {
-            let plan = debt.plan(lag, natural, now, None);
-            wanted = natural.min(plan.limit).saturating_sub(plan.step as i64);
-        }
-        // In clock lags (host time less the guest's TSC, the same origin on every vCPU).
-        let clock = self.v.hidden(now) as i64;
-        let alone = clock.saturating_add(wanted);
-        // Never back on this vCPU's own reads: its next read comes at least the part of the
-        // round trip after the switch's timestamp after `now` (as alone, where the switch takes
-        // up to the whole round trip beyond the handling time).
+        // In clock lags (host time less the guest's TSC, the same origin on every vCPU); the
+        // multiplier stays 1 (`Time::share`), so it does not move between entries.
+        let clock = self.v.hidden(exit_tsc) as i64;
         let tail = trip.wrapping_sub(self.v.calibration.exit_lag);
-        let most = match shared.mark {
-            Some(mark) => now.wrapping_add(tail).wrapping_sub(mark) as i64,
-            None => i64::MAX,
-        };
-        let whole = clock.saturating_add(natural);
-        let decided = shared.clocks.decide(shared.me, now, alone, most, whole);
+        let (v, debt, largest) = (&self.v, &mut self.debt, &mut self.largest_lag);
+        let (now, decided) = shared.clocks.decide(shared.me, || {
+            let now = vcpu.host().rdtsc();
+            let so_far = now.wrapping_sub(exit_tsc);
+            let lag = v.lag(now);
+            *largest = (*largest).max(lag);
+            // What this vCPU would hide alone, as `plan_hidden` computes it (repayment stepped).
+            let natural = so_far.wrapping_add(trip).wrapping_sub(bare) as i64;
+            let mut wanted = natural;
+            if let Some(debt) = debt.as_mut() {
+                let plan = debt.plan(lag, natural, now, None);
+                wanted = natural.min(plan.limit).saturating_sub(plan.step as i64);
+            }
+            // Never back on this vCPU's own reads: its next read comes at least the part of
+            // the round trip after the switch's timestamp after `now` (as alone, where the
+            // switch takes up to the whole round trip beyond the handling time).
+            let most = match shared.mark {
+                Some(mark) => now.wrapping_add(tail).wrapping_sub(mark) as i64,
+                None => i64::MAX,
+            };
+            let want = smp::Want {
+                alone: clock.saturating_add(wanted),
+                most,
+                whole: clock.saturating_add(natural),
+            };
+            (now, want)
+        });
+        let so_far = now.wrapping_sub(exit_tsc);
         let amount = decided.wrapping_sub(clock);
         if let Some(s) = self.shared.as_mut() {
             s.in_guest = true;

@@ -79,6 +79,17 @@ pub struct Shown {
     /// Host ticks those last entries showed beyond what they would alone.
     pub others_ticks: u64,
 }
+/// What a deciding vCPU wants, in clock lags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    /// What it would take alone.
+    pub alone: i64,
+    /// The most it may take without going back on its own reads.
+    pub most: i64,
+    /// The lag with its whole exit hidden (for the report).
+    pub whole: i64,
+}
+
 /// The clocks of a machine's vCPUs, shared by all of them (in `crate::smp::Smp`).
 pub struct Clocks {
     lock: AtomicBool,
@@ -165,33 +176,44 @@ impl Clocks {
         self.locked(|c| c.set(me, Clock::Stopped(mark)));
     }
 
-    /// vCPU `me` decides its clock lag from its next entry to the exit after it, at host time
-    /// `now`: `alone` is what it would take alone, `most` the most it may take without going
-    /// back on its own reads, `whole` the lag with the whole exit hidden (for the report).
-    /// Returns the lag, published as running (the module's rule).
-    pub fn decide(&self, me: usize, now: u64, alone: i64, most: i64, whole: i64) -> i64 {
+    /// vCPU `me` decides its clock lag from its next entry to the exit after it. `want` reads
+    /// the host time of the decision and says what the vCPU wants then ([`Want`]); it runs under
+    /// the lock, after the others' clocks are read, so that the time the lock and the table
+    /// take is before the decision's timestamp, where the vCPU's own exit hides it. Returns
+    /// that timestamp and the lag, published as running (the module's rule).
+    pub fn decide(&self, me: usize, want: impl FnOnce() -> (u64, Want)) -> (u64, i64) {
         self.locked(|c| {
-            let mut ceiling = most;
             let mut running: Option<i64> = None;
+            let mut latest: Option<u64> = None;
             for j in (0..MAX_VCPUS).filter(|&j| j != me % MAX_VCPUS) {
                 match c.get(j) {
                     Clock::Absent => {}
                     Clock::Running(lag) => running = Some(running.map_or(lag, |r| r.min(lag))),
-                    Clock::Stopped(mark) => ceiling = ceiling.min(now.wrapping_sub(mark) as i64),
+                    Clock::Stopped(mark) => {
+                        latest = Some(match latest {
+                            Some(m) if (mark.wrapping_sub(m) as i64) <= 0 => m,
+                            _ => mark,
+                        })
+                    }
                 }
             }
-            let lag = running.unwrap_or(alone).min(ceiling);
+            let (now, w) = want();
+            let ceiling = match latest {
+                Some(mark) => w.most.min(now.wrapping_sub(mark) as i64),
+                None => w.most,
+            };
+            let lag = running.unwrap_or(w.alone).min(ceiling);
             c.set(me, Clock::Running(lag));
-            if alone >= whole && lag >= whole {
+            if w.alone >= w.whole && lag >= w.whole {
                 c.whole.fetch_add(1, Ordering::Relaxed);
-            } else if lag >= alone {
+            } else if lag >= w.alone {
                 c.bounded.fetch_add(1, Ordering::Relaxed);
             } else {
                 c.others.fetch_add(1, Ordering::Relaxed);
                 c.others_ticks
-                    .fetch_add(alone.saturating_sub(lag), Ordering::Relaxed);
+                    .fetch_add(w.alone.saturating_sub(lag), Ordering::Relaxed);
             }
-            lag
+            (now, lag)
         })
     }
 
@@ -210,21 +232,29 @@ impl Clocks {
 mod tests {
     use super::*;
 
+    fn want(now: u64, alone: i64, most: i64, whole: i64) -> impl FnOnce() -> (u64, Want) {
+        move || (now, Want { alone, most, whole })
+    }
+
     #[test]
     fn a_vcpu_alone_takes_what_it_wants_and_a_running_one_pins_the_others() {
         let c = Clocks::new();
-        assert_eq!(c.decide(0, 1000, 300, 400, 300), 300, "alone");
+        assert_eq!(c.decide(0, want(1000, 300, 400, 300)).1, 300, "alone");
         assert_eq!(
-            c.decide(0, 1000, 500, 400, 500),
+            c.decide(0, want(1000, 500, 400, 500)).1,
             400,
             "never back on itself"
         );
-        assert_eq!(c.decide(0, 1000, 350, 400, 500), 350, "within the bound");
+        assert_eq!(
+            c.decide(0, want(1000, 350, 400, 500)).1,
+            350,
+            "within the bound"
+        );
         // vCPU 1 runs with lag 400: vCPU 0 takes exactly that, up or down.
         c.start_running(1, 400);
-        assert_eq!(c.decide(0, 2000, 900, 1000, 900), 400);
+        assert_eq!(c.decide(0, want(2000, 900, 1000, 900)).1, 400);
         assert_eq!(
-            c.decide(0, 2000, 100, 1000, 900),
+            c.decide(0, want(2000, 100, 1000, 900)).1,
             400,
             "repaid only with the other"
         );
@@ -245,11 +275,11 @@ mod tests {
         // vCPU 1 read at most 10_000 (host 10_500, lag 500) before it stopped.
         c.stopped(1, 10_000);
         // At host 10_600 vCPU 0 may lag at most 600: its first read is at 10_600 or later.
-        assert_eq!(c.decide(0, 10_600, 2_000, i64::MAX, 2_000), 600);
+        assert_eq!(c.decide(0, want(10_600, 2_000, i64::MAX, 2_000)).1, 600);
         // Later the bound is looser.
-        assert_eq!(c.decide(0, 20_000, 2_000, i64::MAX, 2_000), 2_000);
+        assert_eq!(c.decide(0, want(20_000, 2_000, i64::MAX, 2_000)).1, 2_000);
         // vCPU 1 decides next: it takes vCPU 0's lag, whatever it would take alone.
-        assert_eq!(c.decide(1, 20_100, 700, i64::MAX, 700), 2_000);
+        assert_eq!(c.decide(1, want(20_100, 700, i64::MAX, 700)).1, 2_000);
         assert_eq!(c.get(1), Clock::Running(2_000));
     }
 }
