@@ -145,11 +145,10 @@ fn exits<V: Vcpu + 'static, H: Handler<V>>(h: &mut H) -> Stop {
             cpu.nested_seen = generation;
         }
         let cpu = h.cpu();
+        let plan = cpu.time.plan(&mut cpu.vcpu, cpu.exit_tsc);
         let stop = if cpu.startup == Startup::WaitForSipi {
-            let plan = cpu.time.plan_waiting();
             wait_for_sipi(h, &plan)
         } else {
-            let plan = cpu.time.plan(&mut cpu.vcpu, cpu.exit_tsc);
             let result = cpu.vcpu.run(&plan);
             // CPUID, the exit every guest makes most, gets its own copy of the rest of the
             // loop, made for an exit known to be CPUID: only its time is read out of the

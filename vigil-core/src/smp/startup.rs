@@ -168,6 +168,7 @@ pub fn enter_init_state<V: Vcpu>(cpu: &mut Cpu<V>) {
     v.host().init_local_apic();
     cpu.events = Default::default();
     cpu.startup = Startup::WaitForSipi;
+    cpu.time.waiting(true);
 }
 
 /// Starts a waiting vCPU in real mode at vector × 4096: CS.selector = vector × 256, CS.base =
@@ -193,6 +194,7 @@ pub fn start<V: Vcpu>(cpu: &mut Cpu<V>, vector: u8) {
     v.set_interruptibility(Interruptibility::default());
     v.set_activity(Activity::Active);
     cpu.startup = Startup::Starting;
+    cpu.time.waiting(false);
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub struct Time {
     soft_scaled: bool,
     /// On a machine of several vCPUs: the clocks they share ([`Time::share`]).
     shared: Option<Shared>,
+    /// Waiting for a start-up IPI ([`Time::waiting`]).
+    waiting: bool,
 }
 
 /// This vCPU's place among the clocks of a machine of several vCPUs (`smp`).
@@ -162,6 +164,7 @@ impl Time {
             hidden_total: 0,
             soft_scaled: false,
             shared: None,
+            waiting: false,
         }
     }
 
@@ -185,13 +188,11 @@ impl Time {
         });
     }
 
-    /// The plan for an entry that waits for a start-up IPI: the vCPU runs no guest code, so it
-    /// takes nothing and its clock stays stopped where its INIT left it.
-    pub fn plan_waiting(&mut self) -> EntryTime {
-        if let Some(s) = self.shared.as_mut() {
-            s.in_guest = false;
-        }
-        EntryTime::default()
+    /// The vCPU waits for a start-up IPI (`yes`, from its INIT) or was started by one: an
+    /// entry that waits runs no guest code, so it takes nothing and its clock stays stopped
+    /// where its INIT left it.
+    pub fn waiting(&mut self, yes: bool) {
+        self.waiting = yes;
     }
 
     /// [`Time::calibrated`] for a backend that scales the guest's TSC in software: every read
@@ -244,12 +245,16 @@ impl Time {
         let trip = |v: &VirtualTsc| tsc::scale_by(v.multiplier, trips[path(v)]);
         let mut less = 0u64;
         let mut limit = i64::MAX;
-        if let Some(shared) = self.shared {
-            return self.plan_shared(vcpu, exit_tsc, cost, shared, trip(&self.v));
-        }
-        if let Some(debt) = self.debt.as_mut() {
+        if self.debt.is_some() {
             let bare = self.v.calibration.costs.ticks(cost);
             let now = vcpu.host().rdtsc();
+            // (Looked at after the timestamp: one processor's exits take no longer for it.)
+            if let Some(shared) = self.shared {
+                return self.plan_shared(vcpu, exit_tsc, cost, shared, trip(&self.v));
+            }
+            let Some(debt) = self.debt.as_mut() else {
+                unreachable!("checked above")
+            };
             // The lag now (while repaying it shrank during the exit too, which the switch takes
             // back at the guest's rate), and what the switch would take: the bound applies to
             // the two together.
@@ -319,6 +324,12 @@ impl Time {
         shared: Shared,
         trip: u64,
     ) -> EntryTime {
+        if self.waiting {
+            if let Some(s) = self.shared.as_mut() {
+                s.in_guest = false;
+            }
+            return EntryTime::default();
+        }
         let bare = self.v.calibration.costs.ticks(cost);
         // In clock lags (host time less the guest's TSC, the same origin on every vCPU); the
         // multiplier stays 1 (`Time::share`), so it does not move between entries.
@@ -416,9 +427,9 @@ impl Time {
         }
         if self.soft_scaled {
             self.catch_up(exit_tsc);
-        }
-        // Out of guest code: the others now see this clock stopped at its exiting instruction.
-        if let Some(s) = self.shared.as_mut() {
+        } else if let Some(s) = self.shared.as_mut() {
+            // Out of guest code: the others now see this clock stopped at its exiting
+            // instruction. (Only VMX runs several vCPUs.)
             if s.in_guest {
                 let at = self.v.instruction_time(exit_tsc);
                 let mark = at.wrapping_sub(self.v.hidden(at));

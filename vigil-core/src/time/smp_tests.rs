@@ -104,6 +104,7 @@ impl Machine {
             .map(|i| {
                 let mut time = Time::new(if i == 0 { v0.clone() } else { v0.sibling(0) });
                 time.calibrated(true);
+                time.waiting(i != 0);
                 time.share(clocks, i, i == 0, host);
                 // Short repayment periods, so the model sees many steps.
                 if let Some(d) = time.debt.as_mut() {
@@ -219,6 +220,7 @@ impl Machine {
                     // The start-up IPI's exit; the entry that waited hid nothing.
                     assert!(!v.entry.0.hide);
                     v.exit = (Exit::Sipi { vector: 0x10 }, Action::Resume, 0);
+                    v.time.waiting(false);
                     v.exit_tsc = now;
                     self.starts += 1;
                 }
@@ -230,7 +232,8 @@ impl Machine {
                     // Into the INIT state: the next entry waits for a start-up IPI.
                     v.init = false;
                     self.inits += 1;
-                    v.entry = (v.time.plan_waiting(), now);
+                    v.time.waiting(true);
+                    v.entry = (v.time.plan(&mut v.vcpu, v.exit_tsc), now);
                     v.phase = Phase::Waiting;
                     v.next = now + 2_000 + len * 10;
                     return;
