@@ -310,12 +310,13 @@ impl Time {
     }
 
     /// [`Time::plan_hidden`] on a machine of several vCPUs: the new clock lag is decided under
-    /// the machine's lock (`smp::Clocks::decide`) and the switch takes exactly that much. Its
+    /// the machine's lock (`smp::Clocks::decide`) and the switch takes exactly that much out of
+    /// the TSC offset (which the processor adds to every guest read, SDM Vol. 3C 26.3). Its
     /// own measure of the exit, `now − exit_tsc + credit` at its last timestamp, is made never
-    /// smaller than the amount (the credit is the amount less the exit's time so far), so its
-    /// `min(…, limit)` is the limit: what the others see is what this vCPU runs with. The cost:
-    /// the few hundred ticks from here to the switch's timestamp show, which alone the switch
-    /// would take too.
+    /// smaller than the amount (the credit is the amount less the exit's time up to the
+    /// decision's timestamp), so its `min(…, limit)` is the limit: what the others see is what
+    /// this vCPU runs with. The cost: the time from the decision's timestamp to the switch's
+    /// shows, which alone the switch would take too.
     fn plan_shared<V: Vcpu>(
         &mut self,
         vcpu: &mut V,
