@@ -27,9 +27,10 @@
 //!
 //! Decisions and publication happen under one lock, and what is published is exact: on a
 //! machine with several vCPUs the world switch takes exactly the planned amount (`limit`, with a
-//! credit that makes its own measure never smaller: `super::Time::plan`). A vCPU is published
-//! running from its decision, before its entry, and stopped only once it handled its exit: in
-//! both gaps it runs no guest code, and being seen as running is the stricter of the two.
+//! credit that makes its own measure never smaller: `super::Time::plan_shared`). A vCPU is published
+//! running from its decision, before its entry, and stopped only from the loop's look at the
+//! switch's report after its exit: in both gaps it runs no guest code, and being seen as
+//! running is the stricter of the two.
 //!
 //! What it costs: time is hidden only while *no* vCPU runs guest code. An exit on one vCPU while
 //! another runs shows in full (the running clock cannot lose it, so neither may this one); the
