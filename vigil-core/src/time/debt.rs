@@ -155,6 +155,11 @@ impl Debt {
         }
     }
 
+    /// Host time of the last repayment step (without scaling; 0: none yet).
+    pub fn last_step(&self) -> u64 {
+        self.last_step
+    }
+
     /// How long the guest runs without an exit before a pending change of rate is made (1 ms:
     /// a probe's burst of exits comes far faster).
     pub fn settle(&self) -> u64 {
