@@ -190,27 +190,16 @@ impl Debt {
 
     /// The plan for the entry after an exit: `lag` is the guest's lag at the exit, `hidden` what
     /// this entry would hide without a limit (the exit's host time so far and its credit), `now`
-    /// the host time. `floor` and `ceiling` are the bounds other vCPUs put on this one's lag
-    /// (`super::smp`; `None`: alone).
-    pub fn plan(
-        &mut self,
-        lag: i64,
-        hidden: i64,
-        now: u64,
-        bounds: Option<(i64, i64)>,
-    ) -> DebtPlan {
-        let (low, high) = match bounds {
-            Some((low, high)) => (low.max(0), high),
-            None => (0, i64::MAX),
-        };
-        let cap = i64::try_from(self.cap).unwrap_or(i64::MAX).min(high);
+    /// the host time. (On a machine of several vCPUs this is what the vCPU wants; the machine's
+    /// rule, `super::smp`, decides what it gets.)
+    pub fn plan(&mut self, lag: i64, hidden: i64, now: u64) -> DebtPlan {
+        let cap = i64::try_from(self.cap).unwrap_or(i64::MAX);
         let limit = if cap == i64::MAX {
             i64::MAX
         } else {
             cap.saturating_sub(lag)
         };
-        let after = lag.saturating_add(hidden.min(limit));
-        let owed = after.saturating_sub(low);
+        let owed = lag.saturating_add(hidden.min(limit));
         let start = self.start as i64;
         if self.scaling {
             let shift = self.shift_at(now);
@@ -296,25 +285,25 @@ mod tests {
     #[test]
     fn bounded_hiding_stops_at_the_cap() {
         let mut d = Debt::new(HideLimit::Bounded, HZ, true);
-        let p = d.plan(12_400, 300, 0, None);
+        let p = d.plan(12_400, 300, 0);
         assert_eq!(p.limit, 100, "only what is left under the cap");
-        let p = d.plan(0, 300, 0, None);
+        let p = d.plan(0, 300, 0);
         assert_eq!(p.limit, 12_500);
         let mut u = Debt::new(HideLimit::Unbounded, HZ, true);
-        assert_eq!(u.plan(1 << 40, 300, 0, None).limit, i64::MAX);
+        assert_eq!(u.plan(1 << 40, 300, 0).limit, i64::MAX);
     }
 
     #[test]
     fn scaling_repays_with_hysteresis_and_a_timer_for_the_end() {
         let mut d = Debt::new(HideLimit::Bounded, HZ, true);
-        let p = d.plan(500, 300, 0, None);
+        let p = d.plan(500, 300, 0);
         assert_eq!(
             p.multiplier,
             super::super::tsc::UNITY,
             "800 owed: below 1,000"
         );
         assert_eq!(p.timer, None);
-        let p = d.plan(900, 300, 0, None);
+        let p = d.plan(900, 300, 0);
         assert_eq!(p.multiplier, FAST);
         assert_eq!(
             p.timer,
@@ -322,9 +311,9 @@ mod tests {
             "the debt is paid by then"
         );
         // Still repaying above half the start.
-        assert_eq!(d.plan(400, 200, 0, None).multiplier, FAST);
+        assert_eq!(d.plan(400, 200, 0).multiplier, FAST);
         // The timer exit that ends it hides ~300 ticks: that does not start it again.
-        assert_eq!(d.plan(0, 300, 0, None).multiplier, super::super::tsc::UNITY);
+        assert_eq!(d.plan(0, 300, 0).multiplier, super::super::tsc::UNITY);
         assert!(!d.repaying);
     }
 
@@ -332,28 +321,14 @@ mod tests {
     fn without_scaling_steps_come_once_per_period() {
         let mut d = Debt::new(HideLimit::Bounded, HZ, false);
         assert_eq!(d.period, 5_000_000);
-        let p = d.plan(40_000, 300, 5_000_000, None);
+        let p = d.plan(40_000, 300, 5_000_000);
         assert_eq!(p.step, d.step);
         assert_eq!(p.step, 5_000_000 >> REPAY_SHIFT);
         assert_eq!(p.timer, Some(d.period));
         // Not again before a period has passed.
-        assert_eq!(d.plan(40_000, 300, 5_000_100, None).step, 0);
-        assert_eq!(d.plan(40_000, 300, 10_000_000, None).step, d.step);
+        assert_eq!(d.plan(40_000, 300, 5_000_100).step, 0);
+        assert_eq!(d.plan(40_000, 300, 10_000_000).step, d.step);
         // A small debt is never stepped: the step would cost more than it repays.
-        assert_eq!(d.plan(100, 300, 50_000_000, None).step, 0);
-    }
-
-    #[test]
-    fn other_vcpus_bound_the_lag() {
-        let mut d = Debt::new(HideLimit::Unbounded, HZ, true);
-        // The others allow at most 2,000 of lag: this exit may hide only 500 more.
-        assert_eq!(d.plan(1_500, 300, 0, Some((0, 2_000))).limit, 500);
-        // And repayment stops at their floor minus nothing: owed counts from the floor.
-        let p = d.plan(1_500, 0, 0, Some((1_400, 3_000)));
-        assert_eq!(
-            p.multiplier,
-            super::super::tsc::UNITY,
-            "only 100 above the floor"
-        );
+        assert_eq!(d.plan(100, 300, 50_000_000).step, 0);
     }
 }

@@ -262,7 +262,7 @@ impl Time {
             self.largest_lag = self.largest_lag.max(lag);
             let so_far = tsc::scale_by(self.v.multiplier, now.wrapping_sub(exit_tsc));
             let hidden = so_far.wrapping_add(trip(&self.v)).wrapping_sub(bare) as i64;
-            let plan = debt.plan(lag, hidden, now, None);
+            let plan = debt.plan(lag, hidden, now);
             limit = plan.limit;
             less = bare.wrapping_add(plan.step);
             let mut timer = plan.timer;
@@ -346,7 +346,7 @@ impl Time {
             let natural = so_far.wrapping_add(trip).wrapping_sub(bare) as i64;
             let mut wanted = natural;
             if let Some(debt) = debt.as_mut() {
-                let plan = debt.plan(lag, natural, now, None);
+                let plan = debt.plan(lag, natural, now);
                 wanted = natural.min(plan.limit).saturating_sub(plan.step as i64);
             }
             // Never back on this vCPU's own reads: its next read comes at least the part of
