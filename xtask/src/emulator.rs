@@ -82,6 +82,9 @@ pub enum Feature {
     /// The CPU models of Bochs 3.0 (`sapphire_rapids`, `arrow_lake` and the models table of
     /// `scenarios_transparent.rs`).
     CpuModels3,
+    /// Linux on an AMD model: on 2.7 Debian's 6.1 kernel stops making progress on `ryzen` after
+    /// its I/O APIC set-up, bare as under Vigil (the run times out); it boots on 3.0.
+    LinuxOnAmd,
 }
 
 impl Feature {
@@ -89,7 +92,7 @@ impl Feature {
     pub fn since(self) -> Version {
         match self {
             Feature::MonitorTrapFlag | Feature::SmpUnderVmx => Version(2, 8),
-            Feature::CpuModels3 => Version(3, 0),
+            Feature::CpuModels3 | Feature::LinuxOnAmd => Version(3, 0),
         }
     }
 
@@ -102,6 +105,9 @@ impl Feature {
                 "processors waiting for a start-up IPI under VMX (broken before Bochs 2.8)"
             }
             Feature::CpuModels3 => "Bochs 3.0's CPU models",
+            Feature::LinuxOnAmd => {
+                "Linux on an AMD model (2.7: the kernel stops after its I/O APIC set-up, bare too)"
+            }
         }
     }
 }

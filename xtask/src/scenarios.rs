@@ -45,6 +45,9 @@ pub fn needs(scenario: &str) -> &'static [Feature] {
     if scenario.starts_with("models-") || scenario.starts_with("features-sapphire-rapids") {
         return &[Feature::CpuModels3];
     }
+    if scenario.starts_with("linux-") && scenario.ends_with(crate::scenarios_amd::SUFFIX) {
+        return &[Feature::LinuxOnAmd];
+    }
     NEEDS
         .iter()
         .find(|(name, _)| *name == scenario)
