@@ -85,6 +85,9 @@ pub enum Feature {
     /// Linux on an AMD model: on 2.7 Debian's 6.1 kernel stops making progress on `ryzen` after
     /// its I/O APIC set-up, bare as under Vigil (the run times out); it boots on 3.0.
     LinuxOnAmd,
+    /// SVM's SHUTDOWN intercept: 2.7 ends the emulation with a panic ("3rd exception with no
+    /// resolution") at a guest's triple fault under SVM instead of exiting to the hypervisor.
+    SvmShutdown,
 }
 
 impl Feature {
@@ -92,7 +95,7 @@ impl Feature {
     pub fn since(self) -> Version {
         match self {
             Feature::MonitorTrapFlag | Feature::SmpUnderVmx => Version(2, 8),
-            Feature::CpuModels3 | Feature::LinuxOnAmd => Version(3, 0),
+            Feature::CpuModels3 | Feature::LinuxOnAmd | Feature::SvmShutdown => Version(3, 0),
         }
     }
 
@@ -105,6 +108,9 @@ impl Feature {
                 "processors waiting for a start-up IPI under VMX (broken before Bochs 2.8)"
             }
             Feature::CpuModels3 => "Bochs 3.0's CPU models",
+            Feature::SvmShutdown => {
+                "SVM's SHUTDOWN intercept (2.7 panics at a guest's triple fault under SVM)"
+            }
             Feature::LinuxOnAmd => {
                 "Linux on an AMD model (2.7: the kernel stops after its I/O APIC set-up, bare too)"
             }

@@ -45,8 +45,13 @@ pub fn needs(scenario: &str) -> &'static [Feature] {
     if scenario.starts_with("models-") || scenario.starts_with("features-sapphire-rapids") {
         return &[Feature::CpuModels3];
     }
-    if scenario.starts_with("linux-") && scenario.ends_with(crate::scenarios_amd::SUFFIX) {
-        return &[Feature::LinuxOnAmd];
+    if scenario.ends_with(crate::scenarios_amd::SUFFIX) {
+        if scenario.starts_with("linux-") {
+            return &[Feature::LinuxOnAmd];
+        }
+        if scenario.contains("triple-fault") && !scenario.contains("trapped") {
+            return &[Feature::SvmShutdown];
+        }
     }
     NEEDS
         .iter()
