@@ -86,6 +86,28 @@ fn width(size: u8) -> usize {
 }
 
 impl BareCosts {
+    /// Every kind of instruction costing `n` ticks (the tests' machines).
+    #[cfg(test)]
+    pub fn all(n: u32) -> BareCosts {
+        BareCosts {
+            cpuid_basic: [n; 32],
+            cpuid_extended: [n; 32],
+            cpuid_other: n,
+            rdtsc: n,
+            rdtscp: n,
+            rdmsr: n,
+            wrmsr: n,
+            xsetbv: n,
+            wbinvd: n,
+            port_in: [n; 3],
+            port_out: [n; 3],
+            ins: [(n, n); 3],
+            outs: [(n, n); 3],
+            simple: n,
+            fault: n,
+        }
+    }
+
     /// What `cost` takes on bare metal, in host ticks.
     pub fn ticks(&self, cost: Cost) -> u64 {
         let string = |(first, each): (u32, u32), elements: u32| match elements {

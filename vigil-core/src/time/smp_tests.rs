@@ -22,18 +22,9 @@ fn costs() -> BareCosts {
         cpuid_basic: [3; 32],
         cpuid_extended: [3; 32],
         cpuid_other: 3,
-        rdtsc: 1,
-        rdtscp: 1,
         rdmsr: 5,
         wrmsr: 5,
-        xsetbv: 1,
-        wbinvd: 1,
-        port_in: [1; 3],
-        port_out: [1; 3],
-        ins: [(1, 1); 3],
-        outs: [(1, 1); 3],
-        simple: 1,
-        fault: 1,
+        ..BareCosts::all(1)
     }
 }
 

@@ -16,23 +16,7 @@ const ROUND_TRIP: u64 = 55;
 const EXIT_LAG: u64 = 20;
 
 fn costs() -> BareCosts {
-    BareCosts {
-        cpuid_basic: [1; 32],
-        cpuid_extended: [1; 32],
-        cpuid_other: 1,
-        rdtsc: 1,
-        rdtscp: 1,
-        rdmsr: 1,
-        wrmsr: 1,
-        xsetbv: 1,
-        wbinvd: 1,
-        port_in: [1; 3],
-        port_out: [1; 3],
-        ins: [(1, 1); 3],
-        outs: [(1, 1); 3],
-        simple: 1,
-        fault: 1,
-    }
+    BareCosts::all(1)
 }
 
 /// One vCPU of the model.
