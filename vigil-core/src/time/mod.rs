@@ -240,9 +240,7 @@ impl Time {
         // guest's TSC runs, less what the exiting instruction costs on bare metal (in `hide`;
         // `frozen` keeps nothing) and what repayment gives back.
         let trips = self.v.calibration.round_trip;
-        let path =
-            |v: &VirtualTsc| usize::from(v.multiplier != UNITY) | usize::from(v.deadline != 0) << 1;
-        let trip = |v: &VirtualTsc| tsc::scale_by(v.multiplier, trips[path(v)]);
+        let trip = |v: &VirtualTsc| tsc::round_trip_of(&trips, v.multiplier, v.deadline != 0);
         let mut less = 0u64;
         let mut limit = i64::MAX;
         if self.debt.is_some() {

@@ -64,6 +64,14 @@ pub fn scale_by(m: u64, host: u64) -> u64 {
     }
 }
 
+/// The round trip no timestamp covers on the world switch's path for a guest TSC running at
+/// `multiplier` (16.48, [`UNITY`] for the host rate), with or without a deadline to re-arm, at the
+/// guest's rate: `trips` is [`Calibration::round_trip`], indexed by that path.
+pub fn round_trip_of(trips: &[u64; 4], multiplier: u64, deadline: bool) -> u64 {
+    let path = usize::from(multiplier != UNITY) | usize::from(deadline) << 1;
+    scale_by(multiplier, trips[path])
+}
+
 impl VirtualTsc {
     /// The guest TSC starts equal to the host's at `host_now`, plus the mode's offset.
     pub fn new(mode: TscMode, host_now: u64, adjust: u64) -> VirtualTsc {

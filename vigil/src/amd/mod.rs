@@ -32,7 +32,7 @@ use vigil_core::cpu::{Cpu, Exited, Vm};
 use vigil_core::debugger::arch::Layout;
 use vigil_core::exit::Stop;
 use vigil_core::owners::Owners;
-use vigil_core::time::Time;
+use vigil_core::time::{tsc, Time};
 use vigil_core::vcpu::msr as m;
 
 /// What the exit being handled said, beyond the VMCB fields read on demand.
@@ -134,12 +134,13 @@ impl SvmVcpu {
                     // ran the HLT.
                     let took = before.wrapping_sub(self.regs.tsc_offset) as i64;
                     self.regs.limit = (self.regs.limit as i64).saturating_sub(took).max(0) as u64;
-                    let path = usize::from(self.regs.multiplier != 0)
-                        | usize::from(self.regs.deadline != 0) << 1;
-                    self.regs.credit = match self.regs.multiplier {
-                        0 => self.round_trip[path],
-                        m => vigil_core::time::tsc::scale_by(m, self.round_trip[path]),
+                    // (The switch's multiplier is 0 for the host rate.)
+                    let multiplier = match self.regs.multiplier {
+                        0 => tsc::UNITY,
+                        m => m,
                     };
+                    self.regs.credit =
+                        tsc::round_trip_of(&self.round_trip, multiplier, self.regs.deadline != 0);
                 }
                 continue;
             }
